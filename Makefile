@@ -1,0 +1,79 @@
+# Reportgrid. On a fresh machine with only python3 and make, every target bootstraps what it
+# needs into .venv (uv installs it; uv itself is installed into .tools/ with pip if missing).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SYSTEM_UV := $(shell command -v uv 2>/dev/null)
+UV := $(if $(SYSTEM_UV),$(SYSTEM_UV),.tools/bin/uv)
+export UV_PYTHON := $(shell command -v $(PYTHON))
+export UV_PYTHON_DOWNLOADS := never
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+SYNCED := $(VENV)/.synced
+CHECKED := $(wildcard reportgrid grpc_edge functions cdk app.py tests proto/generate.py bench)
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(SYNCED): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-groups
+	@touch $@
+
+.PHONY: venv
+venv: $(SYNCED) ## install everything into .venv
+
+.PHONY: lock
+lock: | $(UV) ## re-resolve uv.lock after editing pyproject.toml
+	$(UV) lock
+
+.PHONY: proto
+proto: $(SYNCED) ## regenerate reportgrid/v1 and reportgrid/task from proto/
+	$(BIN)/python proto/generate.py --clean
+
+.PHONY: lint
+lint: $(SYNCED) ## ruff lint + format check
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+
+.PHONY: fmt
+fmt: $(SYNCED) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix $(CHECKED)
+	$(BIN)/ruff format $(CHECKED)
+
+.PHONY: typecheck
+typecheck: $(SYNCED) ## mypy (strict on the service code)
+	$(BIN)/mypy reportgrid grpc_edge functions
+
+.PHONY: test
+test: lint typecheck ## lint, type check and the whole test suite
+	$(BIN)/pytest
+
+.PHONY: test-faults
+test-faults: $(SYNCED) ## only the fault and bad-input scenarios, with their figures
+	$(BIN)/pytest tests/faults -s
+
+.PHONY: dev
+dev: $(SYNCED) ## run a whole region locally (moto server, redis, edge, workers)
+	$(BIN)/reportgrid dev $(ARGS)
+
+.PHONY: synth
+synth: $(SYNCED) ## synthesize the CDK app into cdk.out/ (no AWS credentials needed)
+	$(BIN)/python app.py
+
+.PHONY: bench
+bench: $(SYNCED) ## the load harness; writes bench/results and docs/PERFORMANCE.md
+	$(BIN)/python -m bench $(ARGS)
+
+.PHONY: bench-smoke
+bench-smoke: $(SYNCED) ## a short load run (under 30 s)
+	$(BIN)/python -m bench --smoke $(ARGS)
+
+.PHONY: clean
+clean: ## remove build outputs and local state
+	rm -rf $(VENV) .tools cdk.out .reportgrid .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The report engine: kinds, their parameters and their generators."""

@@ -1,0 +1,126 @@
+"""The registry of report kinds: what each kind is called, what parameters it takes (a JSON
+Schema), where it runs, which formats it reads and writes, and the generator that makes it.
+
+The edge validates every SubmitReport against this registry, and the workers validate again
+before they run (a task may have been written by an older or newer edge). Adding a kind is
+one module that builds a `KindSpec` and one `register(...)` call in
+`reportgrid/engine/kinds/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from jsonschema import Draft202012Validator
+
+from reportgrid.errors import FieldViolation, InvalidArgument
+from reportgrid.v1 import reports_pb2 as pb
+
+
+class CostClass(enum.Enum):
+    LIGHT = pb.COST_CLASS_LIGHT  # run by the stream (Lambda) worker
+    HEAVY = pb.COST_CLASS_HEAVY  # forwarded to the queue (Fargate) worker
+
+
+class Generator(Protocol):
+    """Makes a report. The engine package defines the request/result types it passes."""
+
+    def __call__(self, request: Any, /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """One report kind."""
+
+    name: str
+    version: int
+    description: str
+    params_schema: Mapping[str, Any]
+    cost: CostClass
+    output_formats: frozenset[pb.OutputFormat.ValueType]
+    # Formats the kind reads from `input`; empty when it reads no input.
+    input_formats: frozenset[pb.DataFormat.ValueType]
+    generator: Generator
+    # May the kind read its input from S3? (Inline input is always allowed when it reads
+    # input at all.)
+    accepts_s3_input: bool = True
+    # Cross-field checks the schema cannot express; return violations, raise nothing.
+    extra_checks: Callable[[Mapping[str, Any]], Iterable[FieldViolation]] | None = None
+    _validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        Draft202012Validator.check_schema(self.params_schema)
+        object.__setattr__(self, "_validator", Draft202012Validator(self.params_schema))
+
+    @property
+    def reads_input(self) -> bool:
+        return bool(self.input_formats)
+
+    def validate_params(self, params: Mapping[str, Any], *, prefix: str = "params") -> None:
+        """Raise InvalidArgument with one violation per bad parameter, named by its path
+        ("params.aggregates[1].op")."""
+        violations = [
+            FieldViolation(_path(prefix, error.absolute_path), error.message)
+            for error in sorted(self._validator.iter_errors(params), key=_error_order)
+        ]
+        if not violations and self.extra_checks is not None:
+            violations = list(self.extra_checks(params))
+        if violations:
+            raise InvalidArgument(violations)
+
+    def to_proto(self) -> pb.ReportKind:
+        return pb.ReportKind(
+            name=self.name,
+            version=self.version,
+            description=self.description,
+            params_schema=json.dumps(self.params_schema, sort_keys=True),
+            output_formats=sorted(self.output_formats),
+            cost_class=self.cost.value,
+            input_formats=sorted(self.input_formats),
+        )
+
+
+def _error_order(error: Any) -> tuple[str, str]:
+    return (".".join(map(str, error.absolute_path)), error.message)
+
+
+def _path(prefix: str, parts: Iterable[str | int]) -> str:
+    path = prefix
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+class Registry:
+    """Kinds by name. The process-wide one is `reportgrid.engine.kinds.REGISTRY`."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, KindSpec] = {}
+
+    def register(self, spec: KindSpec) -> KindSpec:
+        if spec.name in self._kinds:
+            raise ValueError(f"report kind {spec.name!r} is registered twice")
+        self._kinds[spec.name] = spec
+        return spec
+
+    def get(self, name: str, *, field: str = "kind") -> KindSpec:
+        """The kind, or InvalidArgument naming the known kinds."""
+        spec = self._kinds.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._kinds)) or "none"
+            what = "is required" if not name else f"{name!r} is not a report kind"
+            raise InvalidArgument.field(field, f"{what}; known kinds: {known}")
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._kinds
+
+    def __iter__(self) -> Any:
+        return iter(sorted(self._kinds.values(), key=lambda s: s.name))
+
+    def to_proto(self) -> pb.ListReportKindsResponse:
+        return pb.ListReportKindsResponse(kinds=[spec.to_proto() for spec in self])

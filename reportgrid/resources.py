@@ -1,0 +1,167 @@
+"""Every name Reportgrid's resources go by: tables, keys, indexes, streams, queues, buckets,
+cache keys and environment variables.
+
+This is the one definition. The CDK constructs (cdk/), the local region (reportgrid/local/)
+and the running code all import it, and a test checks that the synthesized template and the
+local bootstrap agree with it. Change a name here and everything follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+PROJECT: Final = "reportgrid"
+
+# ---------------------------------------------------------------------------------------
+# DynamoDB: one global table holds reports and API keys (single-table design).
+# ---------------------------------------------------------------------------------------
+TABLE_NAME: Final = "reportgrid-reports"
+PARTITION_KEY: Final = "pk"  # string; see item keys below
+TTL_ATTRIBUTE: Final = "expires_at"  # epoch seconds; DynamoDB deletes the item after it
+
+# Item key prefixes. A report's partition key is REPORT_PREFIX + report id; an API key's is
+# API_KEY_PREFIX + the hex SHA-256 of the key (the key itself is never stored).
+REPORT_PREFIX: Final = "report#"
+API_KEY_PREFIX: Final = "apikey#"
+
+# The tenant index lists a tenant's reports newest first. Its partition key is spread over
+# TENANT_INDEX_SHARDS shards per tenant (write sharding), so that one tenant writing
+# thousands of reports a second does not make one hot index partition; List merges them.
+TENANT_INDEX_NAME: Final = "tenant-created"
+TENANT_INDEX_PARTITION_KEY: Final = "tenant_shard"  # "<tenant>#<shard>"
+TENANT_INDEX_SORT_KEY: Final = "created_key"  # "<created ms, 13 digits>#<report id>"
+TENANT_INDEX_SHARDS: Final = 8
+
+
+def report_key(report_id: str) -> dict[str, str]:
+    """The primary key of a report item."""
+    return {PARTITION_KEY: REPORT_PREFIX + report_id}
+
+
+def api_key_key(key_sha256_hex: str) -> dict[str, str]:
+    """The primary key of an API key item."""
+    return {PARTITION_KEY: API_KEY_PREFIX + key_sha256_hex}
+
+
+def tenant_shard(tenant: str, shard: int) -> str:
+    return f"{tenant}#{shard}"
+
+
+def created_key(created_ms: int, report_id: str) -> str:
+    # Fixed width so that string order is time order.
+    return f"{created_ms:013d}#{report_id}"
+
+
+# ---------------------------------------------------------------------------------------
+# Ingest: the task log (Kinesis) and the queues (SQS). Names are per region.
+# ---------------------------------------------------------------------------------------
+TASK_STREAM_NAME: Final = "reportgrid-tasks"
+HEAVY_QUEUE_NAME: Final = "reportgrid-heavy"
+HEAVY_DLQ_NAME: Final = "reportgrid-heavy-dlq"
+# Receives tasks mirrored from the peer region (multi-region standby).
+STANDBY_QUEUE_NAME: Final = "reportgrid-standby"
+STANDBY_DLQ_NAME: Final = "reportgrid-standby-dlq"
+# After this many receives a heavy task goes to the DLQ and its report ends FAILED.
+HEAVY_MAX_RECEIVES: Final = 5
+
+# ---------------------------------------------------------------------------------------
+# S3: large results (and nothing else). Bucket names are global, so they carry the
+# account and region.
+# ---------------------------------------------------------------------------------------
+RESULTS_BUCKET_PREFIX: Final = "reportgrid-results"
+RESULTS_KEY_PREFIX: Final = "results/"
+
+
+def results_bucket_name(account: str, region: str) -> str:
+    return f"{RESULTS_BUCKET_PREFIX}-{account}-{region}"
+
+
+def result_object_key(report_id: str) -> str:
+    return f"{RESULTS_KEY_PREFIX}{report_id}"
+
+
+# ---------------------------------------------------------------------------------------
+# Redis (ElastiCache): read cache and state-change notifications.
+# ---------------------------------------------------------------------------------------
+CACHE_REPORT_PREFIX: Final = "rg:report:"  # + report id -> serialized Report
+CACHE_EVENTS_PREFIX: Final = "rg:events:"  # + report id -> pub/sub channel for Watch
+CACHE_IDEMPOTENCY_PREFIX: Final = "rg:idem:"  # + report id -> marks a keyed submit as seen
+
+
+def cache_report_key(report_id: str) -> str:
+    return CACHE_REPORT_PREFIX + report_id
+
+
+def cache_events_channel(report_id: str) -> str:
+    return CACHE_EVENTS_PREFIX + report_id
+
+
+def cache_idempotency_key(report_id: str) -> str:
+    return CACHE_IDEMPOTENCY_PREFIX + report_id
+
+
+# ---------------------------------------------------------------------------------------
+# Environment variables: the settings model reads these and the CDK sets them.
+# ---------------------------------------------------------------------------------------
+ENV_PREFIX: Final = "REPORTGRID_"
+
+
+@dataclass(frozen=True)
+class _EnvNames:
+    REGION: str = "REPORTGRID_REGION"
+    PEER_REGION: str = "REPORTGRID_PEER_REGION"
+    TABLE_NAME: str = "REPORTGRID_TABLE_NAME"
+    TASK_STREAM_NAME: str = "REPORTGRID_TASK_STREAM_NAME"
+    HEAVY_QUEUE_URL: str = "REPORTGRID_HEAVY_QUEUE_URL"
+    STANDBY_QUEUE_URL: str = "REPORTGRID_STANDBY_QUEUE_URL"
+    PEER_STANDBY_QUEUE_URL: str = "REPORTGRID_PEER_STANDBY_QUEUE_URL"
+    RESULTS_BUCKET: str = "REPORTGRID_RESULTS_BUCKET"
+    REPLICA_RESULTS_BUCKET: str = "REPORTGRID_REPLICA_RESULTS_BUCKET"
+    REDIS_URL: str = "REPORTGRID_REDIS_URL"
+    # Comma-separated; the first signs, all verify (rotation without breaking old ids).
+    ID_SECRETS: str = "REPORTGRID_ID_SECRETS"
+    # The Secrets Manager secret that holds ID_SECRETS in AWS (resolved at start-up).
+    ID_SECRETS_ARN: str = "REPORTGRID_ID_SECRETS_ARN"
+    AWS_ENDPOINT_URL: str = "AWS_ENDPOINT_URL"  # botocore's own; points at moto locally
+    EDGE_PORT: str = "REPORTGRID_EDGE_PORT"
+    EDGE_WORKERS: str = "REPORTGRID_EDGE_WORKERS"
+    MAX_CONCURRENT_RPCS: str = "REPORTGRID_MAX_CONCURRENT_RPCS"
+    DRAIN_GRACE_SECONDS: str = "REPORTGRID_DRAIN_GRACE_SECONDS"
+    TENANT_RATE_LIMIT: str = "REPORTGRID_TENANT_RATE_LIMIT"
+    WORKER_CONCURRENCY: str = "REPORTGRID_WORKER_CONCURRENCY"
+    LOG_LEVEL: str = "LOG_LEVEL"  # Powertools' own
+    METRICS_NAMESPACE: str = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own
+    SERVICE_NAME: str = "POWERTOOLS_SERVICE_NAME"  # Powertools' own
+
+
+ENV: Final = _EnvNames()
+
+METRICS_NAMESPACE: Final = "Reportgrid"
+
+# ---------------------------------------------------------------------------------------
+# Ports and limits that both the infrastructure and the code must agree on.
+# ---------------------------------------------------------------------------------------
+EDGE_PORT: Final = 50051
+# The edge drains for at most this long on SIGTERM; the ALB deregistration delay is set
+# above it so no in-flight call is cut.
+EDGE_DRAIN_GRACE_SECONDS: Final = 20
+ALB_DEREGISTRATION_DELAY_SECONDS: Final = 30
+# Kinesis takes at most 1 MiB per record; a task must always fit in one.
+MAX_INLINE_INPUT_BYTES: Final = 256 * 1024
+MAX_TASK_RECORD_BYTES: Final = 1024 * 1024
+# Results at most this large (compressed) live in the DynamoDB item; larger go to S3.
+MAX_INLINE_RESULT_BYTES: Final = 300 * 1024
+# The gRPC receive limit: inline input plus room for the rest of the request.
+MAX_RECEIVE_MESSAGE_BYTES: Final = MAX_INLINE_INPUT_BYTES + 64 * 1024
+# A worker's lease on a RUNNING report; it renews the lease while it works.
+WORKER_LEASE_SECONDS: Final = 60
+# The heavy worker's longest report; the queue's visibility timeout is 6x this.
+HEAVY_WORKER_TIMEOUT_SECONDS: Final = 900
+# The queue's own visibility timeout (AWS's advice: 6x the consumer's timeout). The worker
+# receives with a short visibility (WORKER_LEASE_SECONDS) and extends it while it works,
+# so a lost worker's message comes back after a lease, not after this.
+HEAVY_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * HEAVY_WORKER_TIMEOUT_SECONDS
+LAMBDA_TIMEOUT_SECONDS: Final = 120
+# Kinesis keeps tasks this long; an unkeyed id with no record older than this is EXPIRED.
+TASK_RETENTION_HOURS: Final = 24

@@ -1,0 +1,129 @@
+"""One typed settings model, read from the environment once per process.
+
+The variable names come from `reportgrid.resources.ENV`, the same module the CDK uses to set
+them. A missing or invalid value stops the process at start-up with a message that names the
+variable and says what is wrong, never later in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from reportgrid import ids, resources
+from reportgrid.errors import SettingsError
+
+E = resources.ENV
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Everything a Reportgrid process may need. Each process reads the fields it uses."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=False)
+
+    region: str = Field(validation_alias=_env(E.REGION))
+    peer_region: str | None = Field(default=None, validation_alias=_env(E.PEER_REGION))
+    table_name: str = Field(default=resources.TABLE_NAME, validation_alias=_env(E.TABLE_NAME))
+    task_stream_name: str = Field(
+        default=resources.TASK_STREAM_NAME, validation_alias=_env(E.TASK_STREAM_NAME)
+    )
+    heavy_queue_url: str | None = Field(default=None, validation_alias=_env(E.HEAVY_QUEUE_URL))
+    standby_queue_url: str | None = Field(default=None, validation_alias=_env(E.STANDBY_QUEUE_URL))
+    peer_standby_queue_url: str | None = Field(
+        default=None, validation_alias=_env(E.PEER_STANDBY_QUEUE_URL)
+    )
+    results_bucket: str | None = Field(default=None, validation_alias=_env(E.RESULTS_BUCKET))
+    replica_results_bucket: str | None = Field(
+        default=None, validation_alias=_env(E.REPLICA_RESULTS_BUCKET)
+    )
+    redis_url: str | None = Field(default=None, validation_alias=_env(E.REDIS_URL))
+    id_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        validation_alias=_env(E.ID_SECRETS)
+    )
+    aws_endpoint_url: str | None = Field(default=None, validation_alias=_env(E.AWS_ENDPOINT_URL))
+    edge_port: int = Field(
+        default=resources.EDGE_PORT, ge=0, le=65535, validation_alias=_env(E.EDGE_PORT)
+    )
+    edge_workers: int = Field(
+        default_factory=lambda: len(os.sched_getaffinity(0)) or 1,
+        ge=1,
+        le=256,
+        validation_alias=_env(E.EDGE_WORKERS),
+    )
+    max_concurrent_rpcs: int = Field(
+        default=2000, ge=1, validation_alias=_env(E.MAX_CONCURRENT_RPCS)
+    )
+    drain_grace_seconds: float = Field(
+        default=resources.EDGE_DRAIN_GRACE_SECONDS,
+        gt=0,
+        lt=resources.ALB_DEREGISTRATION_DELAY_SECONDS,
+        validation_alias=_env(E.DRAIN_GRACE_SECONDS),
+    )
+    tenant_rate_limit: float = Field(
+        default=5000.0, gt=0, validation_alias=_env(E.TENANT_RATE_LIMIT)
+    )
+    worker_concurrency: int = Field(
+        default=2, ge=1, le=64, validation_alias=_env(E.WORKER_CONCURRENCY)
+    )
+
+    @field_validator("region", "peer_region")
+    @classmethod
+    def _known_region(cls, value: str | None) -> str | None:
+        if value is not None:
+            ids.region_code(value)  # raises ValueError naming the region
+        return value
+
+    @field_validator("id_secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("id_secrets")
+    @classmethod
+    def _strong_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if not value:
+            raise ValueError("give at least one secret")
+        if any(len(s.get_secret_value()) < 16 for s in value):
+            raise ValueError("each secret must be at least 16 characters")
+        return value
+
+    def id_codec(self) -> ids.IdCodec:
+        return ids.IdCodec([s.get_secret_value().encode() for s in self.id_secrets])
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings; raise SettingsError naming every bad variable."""
+    source = os.environ if environ is None else environ
+    # Only our own variables are read; pass them explicitly so a test's mapping is the
+    # whole environment.
+    names = {getattr(E, f) for f in E.__dataclass_fields__}
+    values = {k: v for k, v in source.items() if k in names}
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as err:
+        problems = []
+        for issue in err.errors():
+            # Fields are aliased to their variables, so the location is the variable name.
+            variable = str(issue["loc"][0]) if issue["loc"] else "environment"
+            detail = issue["msg"].removeprefix("Value error, ")
+            if issue["type"] == "missing":
+                detail = "is required but not set"
+            problems.append(f"{variable}: {detail}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read on first use."""
+    return load_settings()
