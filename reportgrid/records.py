@@ -7,6 +7,8 @@ Attribute names are the constants below; every writer uses them.
 
 from __future__ import annotations
 
+import base64
+import json
 import zlib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
@@ -291,3 +293,24 @@ def pending_report(report_id: str, *, created_ms: int | None, kind: str = "") ->
     if ts is not None:
         report.create_time.CopyFrom(ts)
     return report
+
+
+# --- The cache encoding: how a record travels through Redis (cache values and the Watch
+# pub/sub messages alike). JSON of the low-level item, bytes as base64.
+
+
+def encode_record(record: ReportRecord) -> bytes:
+    return json.dumps(
+        {
+            k: ({"B": base64.b64encode(v["B"]).decode()} if "B" in v else v)
+            for k, v in to_item(record).items()
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_record(data: bytes | str) -> ReportRecord:
+    raw = json.loads(data)
+    return from_item(
+        {k: ({"B": base64.b64decode(v["B"])} if "B" in v else v) for k, v in raw.items()}
+    )

@@ -117,3 +117,9 @@ def test_failed_report_carries_its_error() -> None:
 def test_tenant_shards_spread() -> None:
     shards = {records.tenant_shard_of(f"rpt_{i}") for i in range(200)}
     assert shards == set(range(resources.TENANT_INDEX_SHARDS))
+
+
+def test_cache_encoding_round_trips_bytes_and_all() -> None:
+    record = _record(lease_owner="w1", lease_until_ms=9, cancel_requested=True)
+    assert records.decode_record(records.encode_record(record)) == record
+    assert records.decode_record(records.encode_record(record).decode()) == record
