@@ -60,6 +60,12 @@ class KindSpec:
     def reads_input(self) -> bool:
         return bool(self.input_formats)
 
+    def cost_for(self, input_source: str | None) -> CostClass:
+        """Where a request runs. Input from S3 (up to gigabytes, downloaded and scanned) is
+        always heavy; otherwise the kind's own class decides. `input_source` is the
+        ReportInput oneof name: "inline_data", "s3_uri" or None."""
+        return CostClass.HEAVY if input_source == "s3_uri" else self.cost
+
     def validate_params(self, params: Mapping[str, Any], *, prefix: str = "params") -> None:
         """Raise InvalidArgument with one violation per bad parameter, named by its path
         ("params.aggregates[1].op")."""
