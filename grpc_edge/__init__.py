@@ -1,0 +1,1 @@
+"""The Reportgrid gRPC edge server. Importing this package imports no grpc (see workers)."""

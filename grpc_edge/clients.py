@@ -1,0 +1,86 @@
+"""The process's AWS and Redis clients: created once at start-up, shared by every request,
+closed on shutdown. Tests may replace any of them (e.g. wrap the Kinesis client to inject
+PutRecords partial failures) before the server is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioboto3
+import redis.asyncio as aioredis
+from aiobotocore.config import AioConfig
+
+from reportgrid.settings import Settings
+
+# One connection pool per client; large enough for thousands of concurrent requests.
+_POOL = 256
+_REDIS_POOL = 1024
+# Redis must answer fast or be bypassed: the breaker treats a slow answer as a failure.
+REDIS_SOCKET_TIMEOUT_SECONDS = 0.25
+
+
+@dataclass
+class Clients:
+    dynamodb: Any
+    kinesis: Any
+    s3: Any
+    redis: aioredis.Redis | None
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Clients:
+        stack = contextlib.AsyncExitStack()
+        session = aioboto3.Session()
+
+        def config(attempts: int, read_timeout: float) -> AioConfig:
+            return AioConfig(
+                retries={"max_attempts": attempts, "mode": "standard"},
+                connect_timeout=2,
+                read_timeout=read_timeout,
+                max_pool_connections=_POOL,
+                tcp_keepalive=True,
+            )
+
+        dynamodb = await stack.enter_async_context(
+            session.client(
+                "dynamodb",
+                config=config(3, 5),
+                region_name=settings.region,
+                endpoint_url=settings.aws_endpoint_url,
+            )
+        )
+        # The producer retries records itself, within each caller's deadline.
+        kinesis = await stack.enter_async_context(
+            session.client(
+                "kinesis",
+                config=config(1, 10),
+                region_name=settings.region,
+                endpoint_url=settings.aws_endpoint_url,
+            )
+        )
+        s3 = await stack.enter_async_context(
+            session.client(
+                "s3",
+                config=config(3, 30),
+                region_name=settings.region,
+                endpoint_url=settings.aws_endpoint_url,
+            )
+        )
+        redis_client: aioredis.Redis | None = None
+        if settings.redis_url:
+            redis_client = aioredis.Redis.from_url(
+                settings.redis_url,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+                max_connections=_REDIS_POOL,
+            )
+        return cls(dynamodb, kinesis, s3, redis_client, stack)
+
+    async def close(self) -> None:
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        await self._stack.aclose()

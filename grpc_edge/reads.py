@@ -1,0 +1,130 @@
+"""Reading one report through the tiers: in-process LRU (terminal reports only: they are
+immutable) -> Redis -> DynamoDB. Concurrent misses for one id share one fetch.
+
+What a verified id with no record means is decided here (`view_missing`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from grpc_edge.cache import RedisTier, TerminalLru
+from grpc_edge.store import ReportStore, is_tombstone
+from reportgrid import records, resources
+from reportgrid.errors import NotFound
+from reportgrid.ids import ReportId
+from reportgrid.records import ReportRecord
+from reportgrid.v1 import reports_pb2 as pb
+
+_RETENTION_MS: Final = resources.TASK_RETENTION_HOURS * 3600 * 1000
+
+
+class _Tombstone:
+    """The report was deleted."""
+
+
+_DELETED: Final = _Tombstone()
+_Fetched = ReportRecord | _Tombstone | None
+
+
+@dataclass
+class TierStats:
+    """Monotonic counters for metrics and tests."""
+
+    lru_hits: int = 0
+    redis_hits: int = 0
+    dynamodb_reads: int = 0
+    coalesced: int = 0
+
+
+def not_found(report_id: str) -> NotFound:
+    return NotFound("report", report_id)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def view_missing(report_id: ReportId) -> pb.Report:
+    """A verified id with no record. The id proves we accepted its task, so it is PENDING
+    (queued, no worker has written it yet) -- unless it is unkeyed and older than the task
+    log's retention: then its task can no longer run and the record, if there was one, was
+    deleted or swept by TTL, so it is NOT_FOUND, like any deleted report. Keyed ids carry no
+    time and stay PENDING."""
+    created = report_id.created_ms
+    if created is not None and now_ms() - created > _RETENTION_MS:
+        raise not_found(report_id.value)
+    return records.pending_report(report_id.value, created_ms=created)
+
+
+class ReportReader:
+    def __init__(self, store: ReportStore, lru: TerminalLru, redis: RedisTier) -> None:
+        self.store = store
+        self.lru = lru
+        self.redis = redis
+        self.stats = TierStats()
+        self._inflight: dict[tuple[str, bool], asyncio.Future[_Fetched]] = {}
+
+    async def lookup(
+        self, tenant: str, report_id: str, deadline: float | None, *, fresh: bool = False
+    ) -> ReportRecord | None:
+        """The record, None when there is none yet; NotFound for a deleted report or one of
+        another tenant. `fresh` skips the caches and reads consistently (before a write)."""
+        if not fresh:
+            cached = self.lru.get(report_id)
+            if cached is not None:
+                self.stats.lru_hits += 1
+                return self._owned(tenant, cached)
+        key = (report_id, fresh)
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(report_id, deadline, fresh))
+            self._inflight[key] = pending
+            pending.add_done_callback(lambda _: self._inflight.pop(key, None))
+        else:
+            self.stats.coalesced += 1
+        # Shielded: one caller giving up must not cancel the fetch the others wait for.
+        found = await asyncio.shield(pending)
+        if isinstance(found, _Tombstone):
+            raise not_found(report_id)
+        return None if found is None else self._owned(tenant, found)
+
+    @staticmethod
+    def _owned(tenant: str, record: ReportRecord) -> ReportRecord:
+        # The id is already verified for this tenant; this only guards a corrupt record.
+        if record.tenant != tenant:
+            raise not_found(record.report_id)
+        return record
+
+    async def _fetch(self, report_id: str, deadline: float | None, fresh: bool) -> _Fetched:
+        if not fresh:
+            budget = None if deadline is None else deadline - time.monotonic()
+            cached = await self.redis.get_record(report_id, budget)
+            if cached is not None:
+                self.stats.redis_hits += 1
+                self.lru.put(cached)
+                return cached
+        self.stats.dynamodb_reads += 1
+        item = await self.store.get(report_id, consistent=fresh, deadline=deadline)
+        if item is None:
+            return None
+        if is_tombstone(item):
+            return _DELETED
+        record = records.from_item(item)
+        if record.terminal:
+            self.lru.put(record)
+            # Fill Redis for the other edges, without holding up this answer.
+            task = asyncio.ensure_future(self.redis.put_terminal(record, None))
+            task.add_done_callback(_ignore_result)
+        return record
+
+    def forget(self, report_id: str) -> None:
+        self.lru.evict(report_id)
+
+
+def _ignore_result(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,320 @@
+"""The edge server: `build_server(settings) -> (server, port)`, and `serve()` which runs one
+process until SIGTERM.
+
+Lifecycle: built (health NOT_SERVING) -> `start()` (serving; health SERVING once DynamoDB
+and Kinesis answer) -> `drain()` on SIGTERM (health NOT_SERVING at once, new calls still
+taken for `drain_delay` while the load balancer notices, then no new calls and in-flight
+calls get `drain_grace_seconds` to finish) -> clients closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import grpc
+from aws_lambda_powertools import Logger
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from grpc_edge.auth import ApiKeyResolver, TenantRateLimiter
+from grpc_edge.breaker import CircuitBreaker
+from grpc_edge.cache import RedisTier, TerminalLru
+from grpc_edge.clients import Clients
+from grpc_edge.interceptors import Chain
+from grpc_edge.metrics import FLUSH_SECONDS, EdgeMetrics
+from grpc_edge.producer import KinesisProducer
+from grpc_edge.reads import ReportReader
+from grpc_edge.service import ReportService
+from grpc_edge.store import ReportStore
+from grpc_edge.watch import EventHub
+from reportgrid import resources
+from reportgrid.engine.registry import Registry
+from reportgrid.settings import Settings
+from reportgrid.v1 import reports_pb2 as pb
+
+logger = Logger(service="reportgrid-edge")
+
+SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["ReportService"].full_name
+# Keep connections rebalancing across the fleet (new tasks get traffic) and below the ALB's
+# idle timeout (60 s): pings keep idle connections alive, max age recycles busy ones.
+_OPTIONS: Final = (
+    ("grpc.max_receive_message_length", resources.MAX_RECEIVE_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", 4 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_connection_idle_ms", 50_000),
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", (resources.EDGE_DRAIN_GRACE_SECONDS) * 1000),
+    ("grpc.so_reuseport", 1),
+)
+DEFAULT_DRAIN_DELAY_SECONDS: Final = 2.0
+_STARTUP_CHECK_SECONDS: Final = 2.0
+
+
+def default_registry() -> Registry:
+    from reportgrid.engine.kinds import REGISTRY  # noqa: PLC0415 -- written by the engine
+
+    return REGISTRY
+
+
+class EdgeServer:
+    """The grpc.aio server with what it owns: clients, producer, health, metrics."""
+
+    def __init__(
+        self,
+        *,
+        server: grpc.aio.Server,
+        settings: Settings,
+        clients: Clients,
+        producer: KinesisProducer,
+        service: ReportService,
+        health: HealthServicer,
+        hub: EventHub,
+        metrics: EdgeMetrics,
+        chain: Chain,
+        store: ReportStore,
+        owns_clients: bool,
+    ) -> None:
+        self.server = server
+        self.settings = settings
+        self.clients = clients
+        self.producer = producer
+        self.service = service
+        self.health = health
+        self.hub = hub
+        self.metrics = metrics
+        self.chain = chain
+        self.store = store
+        self._owns_clients = owns_clients
+        self._background: set[asyncio.Task[None]] = set()
+        self.serving = asyncio.Event()
+
+    async def start(self) -> None:
+        self.producer.start()
+        await self.server.start()
+        self._spawn(self._become_serving())
+        self._spawn(self._flush_metrics())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _become_serving(self) -> None:
+        """SERVING once the dependencies a Submit needs answer; retried until they do.
+        Later dependency blips do not flip health: a whole fleet going NOT_SERVING at once
+        would turn a slow dependency into an outage."""
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.wait_for(self._check_dependencies(), _STARTUP_CHECK_SECONDS)
+                break
+            except Exception as err:
+                logger.warning("dependencies not ready", extra={"error": type(err).__name__})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.serving.set()
+
+    async def _check_dependencies(self) -> None:
+        await self.store.ping()
+        await self.clients.kinesis.describe_stream_summary(
+            StreamName=self.settings.task_stream_name
+        )
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.metrics.flush()
+
+    async def drain(self, *, delay: float = DEFAULT_DRAIN_DELAY_SECONDS) -> None:
+        """Health NOT_SERVING now; keep answering for `delay` seconds while the load
+        balancer stops routing here; then refuse new calls, let calls in flight finish
+        within the grace period, and close everything."""
+        await self.health.enter_graceful_shutdown()
+        self.hub.draining = True  # watch streams end (UNAVAILABLE) so clients move on
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self.server.stop(self.settings.drain_grace_seconds)
+        await self.close()
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await self.producer.close()
+        await self.hub.close()
+        self.metrics.flush()
+        if self._owns_clients:
+            await self.clients.close()
+
+    async def stop_now(self) -> None:
+        """For tests: stop without the drain delay."""
+        await self.health.enter_graceful_shutdown()
+        self.hub.draining = True
+        await self.server.stop(0.5)
+        await self.close()
+
+
+async def build_server(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    clients: Clients | None = None,
+    host: str = "[::]",
+    port: int | None = None,
+    producer_linger_seconds: float = 0.002,
+    producer_max_in_flight: int = 8,
+) -> tuple[EdgeServer, int]:
+    """Build the server bound to host:port (port None = settings.edge_port; 0 = any free
+    port). Clients are created here unless given (tests wrap them to inject faults)."""
+    registry = registry if registry is not None else default_registry()
+    owns_clients = clients is None
+    clients = clients if clients is not None else await Clients.open(settings)
+
+    breaker = CircuitBreaker("redis")
+    redis_tier = RedisTier(clients.redis, breaker)
+    store = ReportStore(clients.dynamodb, settings.table_name)
+    reader = ReportReader(store, TerminalLru(), redis_tier)
+    hub = EventHub(clients.redis, breaker)
+    producer = KinesisProducer(
+        clients.kinesis,
+        settings.task_stream_name,
+        linger_seconds=producer_linger_seconds,
+        max_in_flight=producer_max_in_flight,
+    )
+    service = ReportService(
+        settings=settings,
+        registry=registry,
+        store=store,
+        reader=reader,
+        redis=redis_tier,
+        hub=hub,
+        producer=producer,
+        s3=clients.s3,
+    )
+    metrics = EdgeMetrics()
+    auth = ApiKeyResolver(clients.dynamodb, settings.table_name)
+    limiter = TenantRateLimiter(settings.tenant_rate_limit)
+    _watch_counters(metrics, producer, reader, breaker, limiter)
+    chain = Chain(service_name=SERVICE_NAME, auth=auth, limiter=limiter, metrics=metrics)
+
+    server = grpc.aio.server(options=_OPTIONS, maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+    handlers = {
+        "SubmitReport": chain.unary("SubmitReport", pb.SubmitReportRequest, service.submit),
+        "GetReport": chain.unary("GetReport", pb.GetReportRequest, service.get),
+        "WatchReport": chain.stream("WatchReport", pb.WatchReportRequest, service.watch),
+        "ListReports": chain.unary("ListReports", pb.ListReportsRequest, service.list_reports),
+        "CancelReport": chain.unary("CancelReport", pb.CancelReportRequest, service.cancel),
+        "DeleteReport": chain.unary("DeleteReport", pb.DeleteReportRequest, service.delete),
+        "DownloadReport": chain.stream(
+            "DownloadReport", pb.DownloadReportRequest, service.download
+        ),
+        "ListReportKinds": chain.unary(
+            "ListReportKinds", pb.ListReportKindsRequest, service.list_kinds
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+    health = HealthServicer()
+    for name in ("", SERVICE_NAME):
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{settings.edge_port if port is None else port}")
+    if bound == 0:
+        raise OSError(f"could not bind {host}:{port}")
+    edge = EdgeServer(
+        server=server,
+        settings=settings,
+        clients=clients,
+        producer=producer,
+        service=service,
+        health=health,
+        hub=hub,
+        metrics=metrics,
+        chain=chain,
+        store=store,
+        owns_clients=owns_clients,
+    )
+    return edge, bound
+
+
+def _watch_counters(
+    metrics: EdgeMetrics,
+    producer: KinesisProducer,
+    reader: ReportReader,
+    breaker: CircuitBreaker,
+    limiter: TenantRateLimiter,
+) -> None:
+    counters: dict[str, Callable[[], int]] = {
+        "EnqueueBatches": lambda: producer.stats.batches,
+        "EnqueuedRecords": lambda: producer.stats.records_accepted,
+        "EnqueueRetries": lambda: producer.stats.record_retries,
+        "EnqueueGivenUp": lambda: producer.stats.records_given_up,
+        "CacheHitsLru": lambda: reader.stats.lru_hits,
+        "CacheHitsRedis": lambda: reader.stats.redis_hits,
+        "CacheMissesDynamoDb": lambda: reader.stats.dynamodb_reads,
+        "CoalescedReads": lambda: reader.stats.coalesced,
+        "RedisBreakerOpened": lambda: breaker.opened_count,
+        "ShedRateLimited": lambda: limiter.shed,
+    }
+    for name, read in counters.items():
+        metrics.watch_counter(name, read)
+    metrics.watch_samples("BatchSize", producer.stats.recent_batch_sizes)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    drain_delay: float = DEFAULT_DRAIN_DELAY_SECONDS,
+    on_ready: Callable[[int], None] | None = None,
+) -> int:
+    """Run one edge process until SIGTERM/SIGINT; return the exit code."""
+    edge, bound = await build_server(settings, host=host, port=port)
+    await edge.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ready_wait = asyncio.ensure_future(edge.serving.wait())
+    stop_wait = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({ready_wait, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if edge.serving.is_set():
+        if on_ready is not None:
+            on_ready(bound)
+        else:
+            logger.info(f"listening on {_display(host)}:{bound}")
+    await stop_wait
+    ready_wait.cancel()
+    started = time.monotonic()
+    logger.info("draining", extra={"grace_seconds": settings.drain_grace_seconds})
+    await edge.drain(delay=drain_delay)
+    logger.info("stopped", extra={"drain_seconds": round(time.monotonic() - started, 3)})
+    with contextlib.suppress(Exception):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _display(host: str) -> str:
+    return host.strip("[]") if host not in ("[::]", "0.0.0.0") else host  # noqa: S104

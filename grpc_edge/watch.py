@@ -1,0 +1,193 @@
+"""WatchReport: the current state, then every change, until the report is terminal.
+
+Changes come from Redis pub/sub (the workers publish each written record on the report's
+channel). One pub/sub connection per process serves every watcher (`EventHub`). DynamoDB is
+re-read now and then even while subscribed (a lost publish cannot hang a watcher), and every
+second when Redis is unavailable, so a watch survives the loss of Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import redis.asyncio as aioredis
+from aws_lambda_powertools import Logger
+
+from grpc_edge.breaker import CircuitBreaker
+from grpc_edge.reads import ReportReader, now_ms, view_missing
+from reportgrid import records, resources
+from reportgrid.errors import Unavailable
+from reportgrid.ids import ReportId
+from reportgrid.records import ReportRecord
+from reportgrid.v1 import reports_pb2 as pb
+
+logger = Logger(service="reportgrid-edge", child=True)
+
+POLL_SECONDS: Final = 1.0  # without Redis
+SAFETY_POLL_SECONDS: Final = 5.0  # with Redis: in case a publish was lost
+_READ_SECONDS: Final = 2.0
+# Put on a watcher's queue when pub/sub broke: poll from now on.
+_LOST: Final = b""
+
+
+class EventHub:
+    """Fans one Redis pub/sub connection out to the watchers of this process."""
+
+    def __init__(self, client: aioredis.Redis | None, breaker: CircuitBreaker) -> None:
+        self._client = client
+        self._breaker = breaker
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._queues: dict[str, set[asyncio.Queue[bytes]]] = {}
+        self.draining = False
+
+    async def subscribe(self, channel: str) -> asyncio.Queue[bytes] | None:
+        """A queue of the channel's messages, or None when Redis cannot be used now."""
+        client = self._client
+        if client is None:
+            return None
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=64)
+        if channel in self._queues:
+            self._queues[channel].add(queue)
+            return queue
+        if self._pubsub is None:
+            self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._pubsub
+        try:
+            await self._breaker.call(lambda: pubsub.subscribe(channel))
+        except Exception:  # BreakerOpen, timeout, connection error: poll instead
+            return None
+        self._queues.setdefault(channel, set()).add(queue)
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read(pubsub))
+        return queue
+
+    async def unsubscribe(self, channel: str, queue: asyncio.Queue[bytes] | None) -> None:
+        watchers = self._queues.get(channel)
+        if queue is None or watchers is None:
+            return
+        watchers.discard(queue)
+        if not watchers:
+            del self._queues[channel]
+            pubsub = self._pubsub
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await self._breaker.call(lambda: pubsub.unsubscribe(channel))
+
+    async def _read(self, pubsub: aioredis.client.PubSub) -> None:
+        try:
+            while self._queues:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                channel = message["channel"]
+                name = channel.decode() if isinstance(channel, bytes) else str(channel)
+                for queue in self._queues.get(name, ()):
+                    with contextlib.suppress(asyncio.QueueFull):  # the poll catches up
+                        queue.put_nowait(message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            logger.warning("Redis pub/sub lost; watchers poll", extra={"error": type(err).__name__})
+            self._lose_all()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if self._pubsub is pubsub:
+                self._pubsub = None
+
+    def _lose_all(self) -> None:
+        for watchers in self._queues.values():
+            for queue in watchers:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(_LOST)
+        self._queues.clear()
+
+    async def close(self) -> None:
+        self.draining = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _view(report_id: ReportId, record: ReportRecord | None) -> pb.Report:
+    if record is None:
+        return view_missing(report_id)
+    return records.to_proto(record, now_ms=now_ms())
+
+
+async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event sources
+    tenant: str,
+    report_id: ReportId,
+    reader: ReportReader,
+    hub: EventHub,
+    remaining: Callable[[], float | None],
+) -> AsyncIterator[pb.Report]:
+    """Yield the report's views until it is terminal; the caller's deadline ends it early
+    (grpc cancels the handler)."""
+
+    def read_deadline() -> float:
+        left = remaining()
+        budget = _READ_SECONDS if left is None else min(_READ_SECONDS, left)
+        return time.monotonic() + budget
+
+    record = await reader.lookup(tenant, report_id.value, read_deadline())
+    last = _view(report_id, record)
+    yield last
+    if record is not None and record.terminal:
+        return
+    channel = resources.cache_events_channel(report_id.value)
+    queue = await hub.subscribe(channel)
+    try:
+        # Re-read at once: a change between the first read and the subscription is not
+        # published to us.
+        next_read = time.monotonic()
+        while True:
+            if hub.draining:
+                raise Unavailable("this server is shutting down; watch again", retry_after=0.1)
+            wait = max(0.0, min(next_read - time.monotonic(), POLL_SECONDS))
+            message: bytes | None = None
+            if queue is not None:
+                with contextlib.suppress(TimeoutError):
+                    message = await asyncio.wait_for(queue.get(), wait)
+            else:
+                await asyncio.sleep(wait)
+            if message == _LOST:
+                queue = None
+                next_read = time.monotonic()
+                continue
+            if message is not None:
+                try:
+                    published = records.decode_record(message)
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if published.tenant != tenant or published.report_id != report_id.value:
+                    continue
+                if record is not None and published.revision <= record.revision:
+                    continue
+                record = published
+            elif time.monotonic() >= next_read:
+                fresh = await reader.lookup(tenant, report_id.value, read_deadline(), fresh=True)
+                next_read = time.monotonic() + (
+                    POLL_SECONDS if queue is None else SAFETY_POLL_SECONDS
+                )
+                if fresh is None or (record is not None and fresh.revision < record.revision):
+                    continue
+                record = fresh
+            else:
+                continue
+            view = _view(report_id, record)
+            if view != last:
+                last = view
+                yield view
+            if record is not None and record.terminal:
+                return
+    finally:
+        await hub.unsubscribe(channel, queue)
