@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=2, ge=1, le=64, validation_alias=_env(E.WORKER_CONCURRENCY)
     )
+    worker_lease_seconds: float = Field(
+        default=resources.WORKER_LEASE_SECONDS,
+        ge=1,
+        le=resources.HEAVY_WORKER_TIMEOUT_SECONDS,
+        validation_alias=_env(E.WORKER_LEASE_SECONDS),
+    )
+    queue_wait_seconds: int = Field(
+        default=20, ge=0, le=20, validation_alias=_env(E.QUEUE_WAIT_SECONDS)
+    )
 
     @field_validator("region", "peer_region")
     @classmethod

@@ -1,0 +1,1 @@
+"""The Fargate worker for heavy reports: `python -m functions.queue_worker`."""

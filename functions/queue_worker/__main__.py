@@ -1,0 +1,80 @@
+"""`python -m functions.queue_worker`: the Fargate queue worker. Settings come from the
+environment (reportgrid.resources.ENV); SIGTERM stops it gracefully with exit code 0."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+
+from aws_lambda_powertools import Metrics
+
+from functions.clients import client
+from functions.queue_worker.pool import GeneratorPool
+from functions.queue_worker.worker import QueueWorker
+from functions.runner import Runner, Services
+from reportgrid import resources
+from reportgrid.errors import SettingsError
+from reportgrid.notify import Notifier
+from reportgrid.settings import load_settings
+from reportgrid.store import ReportStore
+
+log = logging.getLogger("functions.queue_worker")
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=os.environ.get(resources.ENV.LOG_LEVEL, "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        log.error("%s", err.message)
+        return 2
+    if not settings.heavy_queue_url:
+        log.error("%s is required but not set", resources.ENV.HEAVY_QUEUE_URL)
+        return 2
+
+    pool = GeneratorPool(settings.worker_concurrency)
+    services = Services(
+        settings=settings,
+        store=ReportStore(client("dynamodb", settings), settings.table_name),
+        s3=client("s3", settings),
+        notifier=Notifier(settings.redis_url),
+    )
+    metrics = Metrics(namespace=resources.METRICS_NAMESPACE, service=resources.SERVICE_QUEUE_WORKER)
+    worker = QueueWorker(
+        Runner(services, execute=pool, owner_prefix=f"fargate:{settings.region}"),
+        sqs=client("sqs", settings),
+        queue_url=settings.heavy_queue_url,
+        concurrency=settings.worker_concurrency,
+        lease_seconds=settings.worker_lease_seconds,
+        wait_seconds=settings.queue_wait_seconds,
+        metrics=metrics,
+    )
+
+    def on_sigterm(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: finishing held reports, taking no new ones", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigterm)
+    log.info("queue worker polling %s", settings.heavy_queue_url)
+    released = worker.run()
+    metrics.flush_metrics()
+    services.notifier.close()
+    log.info("queue worker stopped (%d messages released)", released)
+    if released:
+        # Reports still run in the pool; their messages are back on the queue. Leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    pool.shutdown(wait=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Lambda that consumes the region's Kinesis task stream."""

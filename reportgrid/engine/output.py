@@ -1,0 +1,73 @@
+"""Result writers: the table `result` in a DuckDB connection -> the bytes of one output
+format. CSV, JSON and Parquet are written by DuckDB's COPY; Markdown is a table we format."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from reportgrid.engine.request import GenerateResult
+from reportgrid.engine.sql import literal, quote
+from reportgrid.records import CONTENT_TYPES
+from reportgrid.v1 import reports_pb2 as pb
+
+if TYPE_CHECKING:
+    import duckdb
+
+_COPY_OPTIONS = {
+    pb.OUTPUT_FORMAT_CSV: "FORMAT CSV, HEADER true",
+    pb.OUTPUT_FORMAT_JSON: "FORMAT JSON, ARRAY true",
+    pb.OUTPUT_FORMAT_PARQUET: "FORMAT PARQUET, COMPRESSION zstd",
+}
+
+
+def write_result(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    output_format: pb.OutputFormat.ValueType,
+    work_dir: str,
+) -> GenerateResult:
+    output_format = output_format or pb.OUTPUT_FORMAT_CSV
+    row = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()  # noqa: S608
+    row_count = int(row[0]) if row else 0
+    if output_format == pb.OUTPUT_FORMAT_MARKDOWN:
+        cursor = con.execute(f"SELECT * FROM {quote(table)}")  # noqa: S608
+        names = [d[0] for d in cursor.description or ()]
+        data = markdown_table(names, cursor.fetchall()).encode()
+    else:
+        path = os.path.join(work_dir, f"result.{pb.OutputFormat.Name(output_format).lower()}")
+        con.execute(f"COPY {quote(table)} TO {literal(path)} ({_COPY_OPTIONS[output_format]})")
+        with open(path, "rb") as f:
+            data = f.read()
+        os.remove(path)
+    return GenerateResult(data, row_count, CONTENT_TYPES[output_format])
+
+
+def markdown_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table; numbers right-aligned, NULL as an empty cell."""
+    numeric = [
+        all(isinstance(r[i], int | float) or r[i] is None for r in rows) and bool(rows)
+        for i in range(len(names))
+    ]
+    lines = [
+        "| " + " | ".join(_cell(n) for n in names) + " |",
+        "| " + " | ".join("---:" if num else "---" for num in numeric) + " |",
+    ]
+    lines += ["| " + " | ".join(_cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime.datetime):
+        text = value.isoformat(sep=" ")
+    elif isinstance(value, datetime.date | datetime.time):
+        text = value.isoformat()
+    else:
+        text = str(value)
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")

@@ -1,0 +1,64 @@
+"""The generator of the synthetic kinds: burn CPU (checking for cancellation as it goes),
+then let DuckDB produce rows that are a pure function of the seed (see kinds/synthetic)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Final
+
+from reportgrid.engine import output, tabular
+from reportgrid.engine.kinds.synthetic import VALUE_MODULUS, VALUE_MULTIPLIER
+from reportgrid.engine.request import CancelFlag, GenerateRequest, GenerateResult
+
+# How often the CPU loop looks at the cancel flag.
+CANCEL_CHECK_SECONDS: Final = 0.05
+_MD5_HEX_CHARS: Final = 32
+
+
+def burn_cpu(cpu_ms: int, cancel: CancelFlag) -> None:
+    """Spend `cpu_ms` of this process's CPU time hashing; raise Cancelled when asked."""
+    deadline = time.process_time() + cpu_ms / 1000
+    next_check = 0.0
+    digest = b"reportgrid"
+    while (now := time.process_time()) < deadline:
+        for _ in range(200):
+            digest = hashlib.sha256(digest).digest()
+        if now >= next_check:
+            cancel.check()
+            next_check = now + CANCEL_CHECK_SECONDS
+
+
+def generate(request: GenerateRequest) -> GenerateResult:
+    params = request.params
+    cpu_ms = int(params.get("cpu_ms", 0))
+    rows = int(params.get("output_rows", 100))
+    total_bytes = int(params.get("output_bytes", 0))
+    seed = int(params.get("seed", 0))
+    request.cancel.check()
+    burn_cpu(cpu_ms, request.cancel)
+    request.cancel.check()
+
+    payload = total_bytes // rows if rows else 0
+    columns = [
+        "range AS row",
+        f"CAST((range * {VALUE_MULTIPLIER} + {seed}) % {VALUE_MODULUS} AS BIGINT) AS value",
+    ]
+    if payload:
+        blocks = math.ceil(payload / _MD5_HEX_CHARS)
+        columns.append(
+            "left(array_to_string(list_transform(range("
+            f"{blocks}), lambda j: md5(concat({seed}, ':', range, ':', j))), ''), {payload}) "
+            "AS payload"
+        )
+    con = tabular.connect()
+    try:
+        # Only integers from validated params are spliced in.
+        con.execute(
+            f"CREATE TABLE result AS SELECT {', '.join(columns)} FROM range({rows})"  # noqa: S608
+        )
+        request.cancel.check()
+        return output.write_result(con, "result", request.output_format, request.work_dir)
+    finally:
+        con.close()

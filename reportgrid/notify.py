@@ -1,0 +1,65 @@
+"""After a state change the workers put the report in the Redis cache and publish it on
+its events channel (WatchReport listens there). The cache is an accelerator only: every
+Redis failure is logged and swallowed, and timeouts are short, so a slow or dead Redis
+never fails or delays a report by more than a moment.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from reportgrid import records, resources
+from reportgrid.records import ReportRecord
+
+log = logging.getLogger(__name__)
+
+SOCKET_TIMEOUT_SECONDS: Final = 0.5
+# Terminal records do not change again (until they expire); cache them for a while.
+TERMINAL_CACHE_SECONDS: Final = 3600
+# A live state is superseded soon; keep it briefly so the cache never serves it long.
+LIVE_CACHE_SECONDS: Final = 30
+
+
+class Notifier:
+    """Writes records to Redis. With no URL it does nothing (Redis is optional)."""
+
+    def __init__(self, redis_url: str | None, *, client: Any = None) -> None:
+        self._url = redis_url
+        self._client = client
+
+    def _redis(self) -> Any:
+        if self._client is None and self._url:
+            import redis  # noqa: PLC0415 - only processes with a cache need it
+
+            self._client = redis.Redis.from_url(
+                self._url,
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+                retry_on_timeout=False,
+            )
+        return self._client
+
+    def publish(self, record: ReportRecord) -> bool:
+        """Cache and publish `record`; False (logged) if Redis did not take it."""
+        try:
+            client = self._redis()
+            if client is None:
+                return False
+            data = records.encode_record(record)
+            ttl = TERMINAL_CACHE_SECONDS if record.terminal else LIVE_CACHE_SECONDS
+            pipe = client.pipeline(transaction=False)
+            pipe.set(resources.cache_report_key(record.report_id), data, ex=ttl)
+            pipe.publish(resources.cache_events_channel(record.report_id), data)
+            pipe.execute()
+        except Exception:  # a cache must never fail a report, whatever it raises
+            log.warning("could not publish report %s to Redis", record.report_id, exc_info=True)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                log.debug("closing Redis failed", exc_info=True)

@@ -1,0 +1,354 @@
+"""The workers' report store: a sync boto3 DynamoDB adapter for the report item.
+
+Every write is a full put of the new record under a condition built from the one state
+machine (`transition_condition`) AND the revision the writer read (optimistic concurrency:
+the edge's cancel and other workers bump `revision`, so a stale writer always loses).
+Lease writes add the holder. When a write's reply is lost, the retry's condition fails;
+the store then re-reads and recognises its own write by `lease_owner` and `revision`
+instead of reporting a conflict.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from reportgrid import records, resources
+from reportgrid.errors import Conflict, Unavailable
+from reportgrid.records import ReportRecord, ResultInfo
+from reportgrid.states import Condition, State, check_transition, transition_condition
+from reportgrid.task.v1.task_pb2 import TaskRecord
+from reportgrid.v1 import reports_pb2 as pb
+from reportgrid.validation import DEFAULT_TTL_SECONDS
+
+log = logging.getLogger(__name__)
+
+CONDITION_FAILED: Final = "ConditionalCheckFailedException"
+_THROTTLING: Final = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+# A tombstone the edge leaves for a deleted report (an item without a state).
+_DELETED_ATTRIBUTE: Final = "deleted"
+WRITE_ATTEMPTS: Final = 3
+
+
+class LeaseLost(Conflict):
+    """Another worker holds the report now (our lease expired and it took over)."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def is_transient(err: BaseException) -> bool:
+    """Throttling, 5xx and connection trouble: worth retrying later."""
+    if isinstance(err, Unavailable):
+        return True
+    if isinstance(err, ClientError):
+        code = err.response.get("Error", {}).get("Code", "")
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return code in _THROTTLING or status >= 500
+    return isinstance(err, BotoCoreError | ConnectionError | TimeoutError)
+
+
+def _unavailable(err: BaseException, doing: str) -> Unavailable:
+    return Unavailable(f"the report store did not answer while {doing}")
+
+
+class Claim(enum.Enum):
+    """What `claim` found."""
+
+    CLAIMED = "claimed"  # we hold the lease; run it
+    TERMINAL = "terminal"  # already done (or deleted): a no-op
+    BUSY = "busy"  # another worker holds a live lease
+    CANCELLED = "cancelled"  # cancel was requested before start; now CANCELLED
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    outcome: Claim
+    record: ReportRecord | None
+    # For BUSY: when the holder's lease runs out (epoch ms).
+    lease_until_ms: int = 0
+
+
+class ReportStore:
+    def __init__(
+        self,
+        ddb: Any,
+        table_name: str = resources.TABLE_NAME,
+        *,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._ddb = ddb
+        self._table = table_name
+        self._clock = clock
+
+    # --- reads -----------------------------------------------------------------------
+
+    def get(self, report_id: str) -> ReportRecord | None:
+        """The record (strongly consistent), or None when there is none or it was deleted."""
+        item = self._get_item(report_id)
+        if item is None or records.A_STATE not in item:
+            return None
+        return records.from_item(item)
+
+    def _get_item(self, report_id: str) -> dict[str, Any] | None:
+        try:
+            response = self._ddb.get_item(
+                TableName=self._table,
+                Key={k: {"S": v} for k, v in resources.report_key(report_id).items()},
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise _unavailable(err, "reading a report") from None
+        item: dict[str, Any] | None = response.get("Item")
+        return item
+
+    def _is_deleted(self, report_id: str) -> bool:
+        item = self._get_item(report_id)
+        return bool(item and _DELETED_ATTRIBUTE in item and records.A_STATE not in item)
+
+    # --- the one write primitive -----------------------------------------------------
+
+    def _put(self, old: ReportRecord | None, new: ReportRecord) -> ReportRecord | None:
+        """Write `new` if the item is still `old` (None: absent) and the transition is legal.
+        Returns the stored record, or None when another writer changed the item first.
+        A lost reply is recognised on re-read (same owner and the revision we wrote)."""
+        check_transition(new.report_id, old.state if old else None, new.state)
+        new = new.with_(revision=(old.revision if old else 0) + 1)
+        condition = transition_condition(new.state, key_attribute=resources.PARTITION_KEY)
+        if old is None:
+            condition = Condition(
+                "attribute_not_exists(#key)", {"#key": resources.PARTITION_KEY}, {}
+            )
+        else:
+            condition = condition.and_(
+                Condition(
+                    "#rev = :rev", {"#rev": records.A_REVISION}, {":rev": {"N": str(old.revision)}}
+                )
+            )
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                self._ddb.put_item(
+                    TableName=self._table,
+                    Item=records.to_item(new),
+                    ConditionExpression=condition.expression,
+                    ExpressionAttributeNames=condition.names,
+                    **({"ExpressionAttributeValues": condition.values} if condition.values else {}),
+                )
+                return new
+            except ClientError as err:
+                if err.response.get("Error", {}).get("Code") == CONDITION_FAILED:
+                    current = self.get(new.report_id)
+                    if current is not None and _same_write(current, new):
+                        log.info("recognised our own write of %s", new.report_id)
+                        return current
+                    return None
+                if not is_transient(err) or attempt == WRITE_ATTEMPTS - 1:
+                    raise _unavailable(err, "writing a report") from None
+            except (BotoCoreError, ConnectionError, TimeoutError) as err:
+                # The write may have committed with the reply lost; the retry's condition
+                # fails then, and the re-read above recognises it.
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise _unavailable(err, "writing a report") from None
+            time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    # --- transitions -----------------------------------------------------------------
+
+    def claim(
+        self, task: TaskRecord, *, owner: str, region: str, lease_seconds: float
+    ) -> ClaimResult:
+        """Take the report for a run: PENDING/absent -> RUNNING, or take over a RUNNING
+        report whose lease expired (attempts + 1). Honours a cancel requested before start.
+        Retries its read-modify-write until it reaches a decision."""
+        while True:
+            current = self.get(task.report_id)
+            now = self._clock()
+            if current is None and self._is_deleted(task.report_id):
+                return ClaimResult(Claim.TERMINAL, None)
+            if current is not None and current.terminal:
+                return ClaimResult(Claim.TERMINAL, current)
+            if current is not None and current.cancel_requested:
+                cancelled = _ended(current, State.CANCELLED, now, ttl_seconds=task_ttl(task))
+                done = self._put(current, cancelled.with_(lease_owner=owner))
+                if done is not None:
+                    return ClaimResult(Claim.CANCELLED, done)
+                continue
+            if (
+                current is not None
+                and current.state is State.RUNNING
+                and current.lease_owner != owner
+                and (current.lease_until_ms or 0) > now
+            ):
+                return ClaimResult(Claim.BUSY, current, current.lease_until_ms or now)
+            base = current if current is not None else _new_record(task, now)
+            running = base.with_(
+                state=State.RUNNING,
+                region=region,
+                started_ms=base.started_ms or now,
+                attempts=base.attempts + 1,
+                lease_owner=owner,
+                lease_until_ms=now + int(lease_seconds * 1000),
+            )
+            stored = self._put(current, running)
+            if stored is not None:
+                return ClaimResult(Claim.CLAIMED, stored)
+
+    def renew(self, report_id: str, *, owner: str, lease_seconds: float) -> ReportRecord:
+        """Extend our lease. Returns the record (whose cancel_requested the caller checks);
+        raises LeaseLost when the report is no longer ours."""
+        while True:
+            current = self.get(report_id)
+            if (
+                current is None
+                or current.state is not State.RUNNING
+                or current.lease_owner != owner
+            ):
+                raise LeaseLost(f"report {report_id} is no longer held by this worker")
+            renewed = current.with_(lease_until_ms=self._clock() + int(lease_seconds * 1000))
+            stored = self._put(current, renewed)
+            if stored is not None:
+                return stored
+
+    def release(self, report_id: str, *, owner: str) -> None:
+        """Give up our lease at once (expire it) so a redelivery takes over without waiting.
+        Best effort: a failure only means the next holder waits for the lease."""
+        try:
+            current = self.get(report_id)
+            if (
+                current is not None
+                and current.state is State.RUNNING
+                and current.lease_owner == owner
+            ):
+                self._put(current, current.with_(lease_until_ms=0))
+        except Unavailable:
+            log.warning("could not release the lease on %s", report_id)
+
+    def finish(
+        self,
+        report_id: str,
+        *,
+        owner: str,
+        state: State,
+        ttl_seconds: int,
+        result: ResultInfo | None = None,
+        error: tuple[str, str] | None = None,
+    ) -> ReportRecord:
+        """The terminal write of a run we hold: SUCCEEDED, FAILED or CANCELLED."""
+        while True:
+            current = self.get(report_id)
+            if current is not None and current.terminal and current.lease_owner == owner:
+                return current  # our earlier write (its reply was lost)
+            if (
+                current is None
+                or current.state is not State.RUNNING
+                or current.lease_owner != owner
+            ):
+                raise LeaseLost(f"report {report_id} is no longer held by this worker")
+            ended = _ended(current, state, self._clock(), ttl_seconds=ttl_seconds).with_(
+                result=result,
+                error_reason=error[0] if error else "",
+                error_message=error[1] if error else "",
+            )
+            stored = self._put(current, ended)
+            if stored is not None:
+                return stored
+
+    def fail_unstarted(
+        self, task: TaskRecord, *, reason: str, message: str, ttl_seconds: int, owner: str
+    ) -> ReportRecord | None:
+        """FAILED for a report no run holds (bad params, retries exhausted): from absent,
+        PENDING, or RUNNING whose lease expired or is `owner`'s. None if it is terminal or
+        another worker holds it."""
+        while True:
+            current = self.get(task.report_id)
+            now = self._clock()
+            if current is None and self._is_deleted(task.report_id):
+                return None
+            if current is not None and current.terminal:
+                return None
+            if (
+                current is not None
+                and current.state is State.RUNNING
+                and current.lease_owner != owner
+                and (current.lease_until_ms or 0) > now
+            ):
+                return None
+            base = current if current is not None else _new_record(task, now)
+            failed = _ended(base, State.FAILED, now, ttl_seconds=ttl_seconds).with_(
+                error_reason=reason, error_message=message, lease_owner=owner
+            )
+            stored = self._put(current, failed)
+            if stored is not None:
+                return stored
+
+    def mark_forwarded(self, task: TaskRecord, *, token: str) -> bool:
+        """Mark a heavy report PENDING+forwarded before it goes to the queue. True if this
+        caller should send it (newly marked, or marked earlier by the same `token`, i.e. a
+        redelivery of the same stream record whose send may have failed); False if it was
+        forwarded by another record, has started, or is done."""
+        while True:
+            current = self.get(task.report_id)
+            if current is None and self._is_deleted(task.report_id):
+                return False
+            if current is not None and (current.state is not State.PENDING or current.forwarded):
+                return current.state is State.PENDING and current.lease_owner == token
+            base = current if current is not None else _new_record(task, self._clock())
+            stored = self._put(current, base.with_(forwarded=True, lease_owner=token))
+            if stored is not None:
+                return True
+
+
+def task_ttl(task: TaskRecord) -> int:
+    """The result retention the request asked for (validated by the edge)."""
+    request = task.request
+    return request.ttl.seconds if request.HasField("ttl") else DEFAULT_TTL_SECONDS
+
+
+def _same_write(current: ReportRecord, written: ReportRecord) -> bool:
+    return (
+        current.revision == written.revision
+        and current.state is written.state
+        and current.lease_owner == written.lease_owner
+    )
+
+
+def _new_record(task: TaskRecord, now: int) -> ReportRecord:
+    request = task.request
+    created = task.accept_time.ToMilliseconds() if task.HasField("accept_time") else now
+    return ReportRecord(
+        report_id=task.report_id,
+        tenant=task.tenant,
+        kind=request.kind,
+        state=State.PENDING,
+        created_ms=created,
+        output_format=request.output_format or pb.OUTPUT_FORMAT_CSV,
+        priority=request.priority or pb.PRIORITY_NORMAL,
+        home_region=task.home_region,
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def _ended(
+    record: ReportRecord, state: State, now: int, *, ttl_seconds: int | None = None
+) -> ReportRecord:
+    ttl = DEFAULT_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    return record.with_(
+        state=state, ended_ms=now, expires_at=now // 1000 + ttl, lease_until_ms=None
+    )
