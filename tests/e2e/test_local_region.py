@@ -1,0 +1,238 @@
+"""The local region as a user meets it: `reportgrid dev` in one process, the `reportgrid`
+CLI in others. Numbers are checked against values computed here with csv/statistics.
+
+The region is started once for the module; the last test stops it with SIGINT (Ctrl-C)
+and checks that no process it started is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+from google.protobuf.descriptor_pool import DescriptorPool
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from reportgrid.local.bootstrap import client
+from reportgrid.local.servers import free_port
+from reportgrid.resources import ENV
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+REPORTGRID = str(BIN / "reportgrid")
+READY_TIMEOUT = 90.0
+REGION = "us-east-1"
+
+
+@dataclass
+class DevRegion:
+    process: subprocess.Popen[str]
+    endpoint: str = ""
+    api_key: str = ""
+    moto_url: str = ""
+    lines: list[str] = field(default_factory=list)
+    descendants: list[psutil.Process] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, ENV.CLIENT_ENDPOINT: self.endpoint, ENV.CLIENT_API_KEY: self.api_key}
+
+    def cli(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [REPORTGRID, *argv],
+            check=False,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+def _read(region: DevRegion) -> None:
+    assert region.process.stdout is not None
+    for line in region.process.stdout:
+        region.lines.append(line.rstrip("\n"))
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRegion]:
+    state = tmp_path_factory.mktemp("state")
+    process = subprocess.Popen(
+        [
+            REPORTGRID,
+            "dev",
+            "--port",
+            str(free_port()),
+            "--state-dir",
+            str(state),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+    )
+    region = DevRegion(process)
+    threading.Thread(target=_read, args=(region,), daemon=True).start()
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not (region.endpoint and region.api_key):
+        assert process.poll() is None, "reportgrid dev exited:\n" + "\n".join(region.lines)
+        assert time.monotonic() < deadline, "not ready:\n" + "\n".join(region.lines[-40:])
+        for line in list(region.lines):
+            name, _, value = line.removeprefix("  export ").partition("=")
+            if name == ENV.CLIENT_ENDPOINT:
+                region.endpoint = value
+            elif name == ENV.CLIENT_API_KEY:
+                region.api_key = value
+            elif line.startswith("started moto server on "):
+                region.moto_url = line.split()[-1]
+        time.sleep(0.1)
+    region.descendants = psutil.Process(process.pid).children(recursive=True)
+    yield region
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+
+
+def _sales_csv(rows: int, seed: int) -> str:
+    rng = random.Random(seed)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["region", "product", "amount"])
+    for _ in range(rows):
+        writer.writerow(
+            [rng.choice(["eu", "us", "apac"]), rng.choice(["a", "b"]), rng.randint(1, 1000)]
+        )
+    return buffer.getvalue()
+
+
+def _expected(text: str) -> dict[str, tuple[float, int, float]]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for row in csv.DictReader(io.StringIO(text)):
+        groups[row["region"]].append(float(row["amount"]))
+    return {k: (sum(v), len(v), statistics.fmean(v)) for k, v in groups.items()}
+
+
+SUMMARY_PARAMS = [
+    "--param",
+    'group_by=["region"]',
+    "--param",
+    'aggregates=[{"op": "sum", "column": "amount"}, {"op": "count"}, '
+    '{"op": "avg", "column": "amount"}]',
+]
+
+
+def _check(report: Path, expected: dict[str, tuple[float, int, float]]) -> None:
+    rows = list(csv.DictReader(report.open()))
+    got = {
+        r["region"]: (float(r["sum_amount"]), int(r["count"]), float(r["avg_amount"])) for r in rows
+    }
+    assert got.keys() == expected.keys()
+    for region, (total, count, mean) in expected.items():
+        assert got[region][0] == pytest.approx(total)
+        assert got[region][1] == count
+        assert got[region][2] == pytest.approx(mean)
+
+
+def test_submit_summary_inline_waits_and_writes_the_right_numbers(
+    dev: DevRegion, tmp_path: Path
+) -> None:
+    # Given a CSV (light: inline input runs on the stream worker)
+    text = _sales_csv(300, seed=1)
+    data = tmp_path / "sales.csv"
+    data.write_text(text)
+    out = tmp_path / "r.csv"
+    # When the user submits it with --wait --out
+    result = dev.cli(
+        "submit", "summary", "--input", str(data), *SUMMARY_PARAMS, "--wait", "--out", str(out)
+    )
+    # Then the report holds the same numbers as csv/statistics
+    assert result.returncode == 0, result.stderr
+    _check(out, _expected(text))
+
+
+def test_heavy_summary_over_an_s3_input_completes(dev: DevRegion, tmp_path: Path) -> None:
+    # Given a CSV uploaded to a bucket of the local region (S3 input runs heavy, on SQS)
+    text = _sales_csv(2000, seed=2)
+    s3 = client("s3", REGION, dev.moto_url)
+    s3.create_bucket(Bucket="e2e-inputs")
+    s3.put_object(Bucket="e2e-inputs", Key="sales.csv", Body=text.encode())
+    out = tmp_path / "heavy.csv"
+    result = dev.cli(
+        "submit",
+        "summary",
+        "--input-s3",
+        "s3://e2e-inputs/sales.csv",
+        "--format",
+        "csv",
+        *SUMMARY_PARAMS,
+        "--wait",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    _check(out, _expected(text))
+
+
+def test_synthetic_heavy_runs_on_the_queue_worker(dev: DevRegion, tmp_path: Path) -> None:
+    out = tmp_path / "synthetic.csv"
+    result = dev.cli(
+        "submit",
+        "synthetic_heavy",
+        "--param",
+        "output_rows=25",
+        "--wait",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    assert final["state"] == "REPORT_STATE_SUCCEEDED"
+    assert len(list(csv.reader(out.open()))) == 26  # header and 25 rows
+
+
+def test_reflection_lists_the_service_and_its_methods(dev: DevRegion) -> None:
+    with grpc.insecure_channel(dev.endpoint) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        assert "reportgrid.v1.ReportService" in database.get_services()
+        service = DescriptorPool(database).FindServiceByName("reportgrid.v1.ReportService")
+        assert {m.name for m in service.methods} == {
+            "SubmitReport",
+            "GetReport",
+            "WatchReport",
+            "ListReports",
+            "CancelReport",
+            "DeleteReport",
+            "DownloadReport",
+            "ListReportKinds",
+        }
+
+
+def test_ctrl_c_stops_every_child_process(dev: DevRegion) -> None:
+    # Runs last in this module: it ends the region.
+    assert dev.descendants, "the region should have child processes"
+    dev.process.send_signal(signal.SIGINT)
+    assert dev.process.wait(40) == 0
+    gone, alive = psutil.wait_procs(dev.descendants, timeout=5)
+    assert not alive, f"orphans: {[(p.pid, p.name()) for p in alive]}"
+    assert len(gone) == len(dev.descendants)
