@@ -123,6 +123,9 @@ class _EnvNames:
     ID_SECRETS: str = "REPORTGRID_ID_SECRETS"
     # The Secrets Manager secret that holds ID_SECRETS in AWS (resolved at start-up).
     ID_SECRETS_ARN: str = "REPORTGRID_ID_SECRETS_ARN"
+    # The Secrets Manager secret that holds REDIS_URL (with its password) in AWS; a process
+    # that has no REDIS_URL resolves it at start-up (the Lambda; ECS injects REDIS_URL).
+    REDIS_URL_ARN: str = "REPORTGRID_REDIS_URL_ARN"
     AWS_ENDPOINT_URL: str = "AWS_ENDPOINT_URL"  # botocore's own; points at moto locally
     EDGE_PORT: str = "REPORTGRID_EDGE_PORT"
     EDGE_WORKERS: str = "REPORTGRID_EDGE_WORKERS"
@@ -130,9 +133,17 @@ class _EnvNames:
     DRAIN_GRACE_SECONDS: str = "REPORTGRID_DRAIN_GRACE_SECONDS"
     TENANT_RATE_LIMIT: str = "REPORTGRID_TENANT_RATE_LIMIT"
     WORKER_CONCURRENCY: str = "REPORTGRID_WORKER_CONCURRENCY"
+    # The queue worker's lease and visibility step (default WORKER_LEASE_SECONDS; tests
+    # shorten it to see a lost worker's task come back quickly).
+    WORKER_LEASE_SECONDS: str = "REPORTGRID_WORKER_LEASE_SECONDS"
+    # The queue worker's SQS long-poll wait (at most 20 s).
+    QUEUE_WAIT_SECONDS: str = "REPORTGRID_QUEUE_WAIT_SECONDS"
     LOG_LEVEL: str = "LOG_LEVEL"  # Powertools' own
     METRICS_NAMESPACE: str = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own
     SERVICE_NAME: str = "POWERTOOLS_SERVICE_NAME"  # Powertools' own
+    # Read by the SDK's users and the `reportgrid` CLI, never by the service.
+    CLIENT_ENDPOINT: str = "REPORTGRID_ENDPOINT"  # host:port[,host:port...]
+    CLIENT_API_KEY: str = "REPORTGRID_API_KEY"
 
 
 ENV: Final = _EnvNames()
@@ -165,3 +176,38 @@ HEAVY_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * HEAVY_WORKER_TIMEOUT_SECONDS
 LAMBDA_TIMEOUT_SECONDS: Final = 120
 # Kinesis keeps tasks this long; an unkeyed id with no record older than this is EXPIRED.
 TASK_RETENTION_HOURS: Final = 24
+
+# ---------------------------------------------------------------------------------------
+# Deployment names the CDK app and operations share.
+# ---------------------------------------------------------------------------------------
+# The id-signing secrets (value: ENV.ID_SECRETS's comma-separated list), replicated to every
+# region under this name.
+ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name, not a secret
+# Where the Kinesis event source sends the metadata of batches it gave up on.
+STREAM_FAILURE_QUEUE_NAME: Final = "reportgrid-tasks-failed"
+
+# Powertools service names (ENV.SERVICE_NAME): the `service` dimension of every metric.
+SERVICE_EDGE: Final = "reportgrid-edge"
+SERVICE_STREAM_WORKER: Final = "reportgrid-stream-worker"
+SERVICE_QUEUE_WORKER: Final = "reportgrid-queue-worker"
+METRIC_SERVICE_DIMENSION: Final = "service"
+
+
+@dataclass(frozen=True)
+class _MetricNames:
+    """Custom metrics in METRICS_NAMESPACE with the single dimension {service: SERVICE_*}.
+    The dashboards and alarms read exactly these; emit them with that dimension set."""
+
+    REQUESTS: str = "Requests"  # edge: Count, one per RPC handled
+    REQUEST_LATENCY: str = "RequestLatency"  # edge: Milliseconds per RPC
+    REQUEST_FAULTS: str = "RequestFaults"  # edge: Count of RPCs ending INTERNAL/UNAVAILABLE/...
+    SHED_REQUESTS: str = "ShedRequests"  # edge: Count rejected by load shedding
+    BATCH_SIZE: str = "BatchSize"  # edge: Count of records per Kinesis PutRecords
+    CACHE_HITS: str = "CacheHits"  # edge: Count of reads answered by the LRU or Redis
+    CACHE_MISSES: str = "CacheMisses"  # edge: Count of reads that went to DynamoDB
+    REPORTS_COMPLETED: str = "ReportsCompleted"  # workers: Count
+    REPORTS_FAILED: str = "ReportsFailed"  # workers: Count
+    REPORT_DURATION: str = "ReportDuration"  # workers: Milliseconds per report
+
+
+METRIC: Final = _MetricNames()
