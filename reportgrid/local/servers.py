@@ -146,7 +146,16 @@ class MotoServer(_ChildServer):
         return f"http://{LOOPBACK}:{self.port}"
 
     def _argv(self) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(self.port)]
+        # Our launcher: moto's app with requests serialized (see moto_main for why).
+        return [
+            sys.executable,
+            "-m",
+            "reportgrid.local.moto_main",
+            "-H",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+        ]
 
     def _ready(self) -> bool:
         try:

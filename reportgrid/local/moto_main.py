@@ -1,0 +1,100 @@
+"""The moto server as the local region runs it: moto's own WSGI app, one request at a time.
+
+moto's backends are not safe under concurrent requests: Kinesis `put_record` says so in its
+source and loses records when two PutRecords calls interleave, and DynamoDB conditional
+writes check, then set, so two racing writers can both succeed. Those are exactly the
+promises Reportgrid's tests check (nothing acknowledged is lost; one effect per task), so
+the local region serializes requests with one lock.
+
+SQS long polls would hold that lock for up to 20 s, so a ReceiveMessage is run as short
+polls under the lock with sleeps outside it, until a message arrives or its wait ends —
+what a long poll looks like to the client.
+
+Run as `python -m reportgrid.local.moto_main -H 127.0.0.1 -p PORT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import run_simple
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_RECEIVE_TARGET = "AmazonSQS.ReceiveMessage"
+_POLL_SECONDS = 0.05
+
+
+class SerializedApp:
+    """Runs the wrapped WSGI app under one lock; SQS long polls become locked short polls."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("HTTP_X_AMZ_TARGET") == _RECEIVE_TARGET:
+            return self._receive(environ, start_response)
+        return self._locked(environ, start_response)
+
+    def _locked(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        with self._lock:
+            # Drain the body under the lock: moto may produce it lazily.
+            return list(self._app(environ, start_response))
+
+    def _receive(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        request = json.loads(body or b"{}")
+        deadline = time.monotonic() + float(request.get("WaitTimeSeconds") or 0)
+        request["WaitTimeSeconds"] = 0
+        short = json.dumps(request).encode()
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            captured["args"] = (status, headers, *exc)
+            return lambda data: None
+
+        while True:
+            attempt = {
+                **environ,
+                "wsgi.input": io.BytesIO(short),
+                "CONTENT_LENGTH": str(len(short)),
+            }
+            chunks = self._locked(attempt, capture)
+            payload = b"".join(chunks)
+            if (
+                not captured["args"][0].startswith("200")
+                or time.monotonic() >= deadline
+                or json.loads(payload or b"{}").get("Messages")
+            ):
+                start_response(*captured["args"])
+                return [payload]
+            time.sleep(_POLL_SECONDS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    ns = parser.parse_args(argv)
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(
+        ns.host, ns.port, SerializedApp(app), threaded=True, request_handler=MotoRequestHandler
+    )
+
+
+if __name__ == "__main__":
+    main()
