@@ -7,7 +7,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 SYSTEM_UV := $(shell command -v uv 2>/dev/null)
 UV := $(if $(SYSTEM_UV),$(SYSTEM_UV),.tools/bin/uv)
-export UV_PYTHON := $(shell command -v $(PYTHON))
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 SYNCED := $(VENV)/.synced
