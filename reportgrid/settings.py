@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -118,6 +118,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     # whole environment.
     names = {getattr(E, f) for f in E.__dataclass_fields__}
     values = {k: v for k, v in source.items() if k in names}
+    values.update(_resolve_secret_arns(values))
     try:
         return Settings.model_validate(values)
     except ValidationError as err:
@@ -130,6 +131,39 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 detail = "is required but not set"
             problems.append(f"{variable}: {detail}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+# A value that may come as a Secrets Manager ARN instead (the Lambda gets ARNs; ECS injects
+# the values itself).
+_SECRET_VARIABLES: Final = ((E.ID_SECRETS, E.ID_SECRETS_ARN), (E.REDIS_URL, E.REDIS_URL_ARN))
+
+
+def _resolve_secret_arns(values: Mapping[str, str]) -> dict[str, str]:
+    """Fetch each value that is given only by its secret's ARN, once, at start-up."""
+    resolved: dict[str, str] = {}
+    for variable, arn_variable in _SECRET_VARIABLES:
+        arn = values.get(arn_variable)
+        if variable in values or not arn:
+            continue
+        parts = arn.split(":")
+        if len(parts) < 7 or parts[2] != "secretsmanager":
+            raise SettingsError(f"{arn_variable}: {arn!r} is not a Secrets Manager secret ARN")
+        import boto3  # noqa: PLC0415 -- only processes configured by ARN pay for it
+        from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
+        client = boto3.client(
+            "secretsmanager",
+            region_name=parts[3],
+            endpoint_url=values.get(E.AWS_ENDPOINT_URL) or None,
+        )
+        try:
+            resolved[variable] = client.get_secret_value(SecretId=arn)["SecretString"]
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "error")
+            raise SettingsError(f"{arn_variable}: cannot read the secret ({code})") from None
+        except BotoCoreError as err:
+            raise SettingsError(f"{arn_variable}: cannot reach Secrets Manager ({err})") from None
+    return resolved
 
 
 @functools.cache
