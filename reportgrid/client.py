@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Final, Self, TypeVar
+from typing import IO, Any, Final, Generic, Self, TypeVar
 
 import grpc
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
@@ -96,6 +96,7 @@ PRIORITIES: Final = {
 }
 
 _T = TypeVar("_T")
+_Channel = TypeVar("_Channel", grpc.Channel, aio.Channel)
 
 
 class ChecksumMismatch(errors.ReportgridError):
@@ -348,8 +349,8 @@ class _Connection:
         return grpc.ssl_channel_credentials(root_certificates=self.root_certificates)
 
 
-class ReportClient:
-    """A blocking client of ReportService.
+class _ClientBase(Generic[_Channel]):
+    """What both clients share: the connection, the endpoint in use, channels, call options.
 
     Args:
         endpoints: "host:port", a comma-separated list, or a sequence; tried in order.
@@ -359,6 +360,9 @@ class ReportClient:
         timeout: the default deadline of each call, in seconds.
         options: extra gRPC channel options.
     """
+
+    # grpc or grpc.aio: the module whose channels this client uses.
+    _grpc: Any = grpc
 
     def __init__(
         self,
@@ -380,24 +384,38 @@ class ReportClient:
         self.timeout = timeout
         self._current = 0
         self._checked = False
-        self._channels: dict[str, grpc.Channel] = {}
-
-    # -- connection and failover ----------------------------------------------------------
+        self._channels: dict[str, _Channel] = {}
 
     @property
     def endpoint(self) -> str:
         """The endpoint calls currently go to."""
         return self._conn.endpoints[self._current]
 
-    def _channel(self, endpoint: str) -> grpc.Channel:
+    def _channel(self, endpoint: str) -> _Channel:
         if endpoint not in self._channels:
             opts = list(self._conn.options)
             self._channels[endpoint] = (
-                grpc.secure_channel(endpoint, self._conn.credentials(), options=opts)
+                self._grpc.secure_channel(endpoint, self._conn.credentials(), options=opts)
                 if self._conn.tls
-                else grpc.insecure_channel(endpoint, options=opts)
+                else self._grpc.insecure_channel(endpoint, options=opts)
             )
         return self._channels[endpoint]
+
+    def _candidates(self, *, advance: bool) -> list[int]:
+        """Endpoint indexes to try, in failover order from the current (or the next) one."""
+        count = len(self._conn.endpoints)
+        start = self._current + (1 if advance else 0)
+        return [(start + step) % count for step in range(count)]
+
+    def _kw(self, timeout: float | None) -> dict[str, Any]:
+        return {
+            "timeout": self.timeout if timeout is None else timeout,
+            "metadata": self._conn.metadata,
+        }
+
+
+class ReportClient(_ClientBase[grpc.Channel]):
+    """A blocking client of ReportService; see `_ClientBase` for the arguments."""
 
     def _serving(self, endpoint: str) -> bool:
         """False only when the endpoint is down or says NOT_SERVING; a server without the
@@ -418,16 +436,10 @@ class ReportClient:
 
     def _select(self, *, advance: bool) -> None:
         """Move to the first serving endpoint from the current one (or the next one)."""
-        count = len(self._conn.endpoints)
-        start = self._current + (1 if advance else 0)
-        if count > 1:
-            for step in range(count):
-                index = (start + step) % count
-                if self._serving(self._conn.endpoints[index]):
-                    self._current = index
-                    break
-            else:
-                self._current = start % count
+        candidates = self._candidates(advance=advance)
+        if len(candidates) > 1:
+            serving = (i for i in candidates if self._serving(self._conn.endpoints[i]))
+            self._current = next(serving, candidates[0])
         self._checked = True
 
     def _invoke(self, call: Callable[[pb_grpc.ReportServiceStub], _T]) -> _T:
@@ -444,12 +456,6 @@ class ReportClient:
                     continue
                 raise from_rpc_error(err) from None
         raise AssertionError("unreachable")  # the loop returns or raises
-
-    def _kw(self, timeout: float | None) -> dict[str, Any]:
-        return {
-            "timeout": self.timeout if timeout is None else timeout,
-            "metadata": self._conn.metadata,
-        }
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -643,45 +649,11 @@ class ReportClient:
         self.close()
 
 
-class AsyncReportClient:
+class AsyncReportClient(_ClientBase[aio.Channel]):
     """The asyncio twin of `ReportClient`: the same arguments, and every method a
     coroutine (`list`/`list_pages` are async iterators)."""
 
-    def __init__(
-        self,
-        endpoints: str | Sequence[str],
-        *,
-        api_key: str | None = None,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        options: Sequence[tuple[str, Any]] = (),
-    ) -> None:
-        self._conn = _Connection.of(
-            endpoints,
-            api_key=api_key,
-            tls=tls,
-            root_certificates=root_certificates,
-            options=options,
-        )
-        self.timeout = timeout
-        self._current = 0
-        self._checked = False
-        self._channels: dict[str, aio.Channel] = {}
-
-    @property
-    def endpoint(self) -> str:
-        return self._conn.endpoints[self._current]
-
-    def _channel(self, endpoint: str) -> aio.Channel:
-        if endpoint not in self._channels:
-            opts = list(self._conn.options)
-            self._channels[endpoint] = (
-                aio.secure_channel(endpoint, self._conn.credentials(), options=opts)
-                if self._conn.tls
-                else aio.insecure_channel(endpoint, options=opts)
-            )
-        return self._channels[endpoint]
+    _grpc = aio
 
     async def _serving(self, endpoint: str) -> bool:
         check = self._channel(endpoint).unary_unary(
@@ -699,16 +671,13 @@ class AsyncReportClient:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def _select(self, *, advance: bool) -> None:
-        count = len(self._conn.endpoints)
-        start = self._current + (1 if advance else 0)
-        if count > 1:
-            for step in range(count):
-                index = (start + step) % count
+        candidates = self._candidates(advance=advance)
+        self._current = candidates[0]
+        if len(candidates) > 1:
+            for index in candidates:
                 if await self._serving(self._conn.endpoints[index]):
                     self._current = index
                     break
-            else:
-                self._current = start % count
         self._checked = True
 
     async def _invoke(self, call: Callable[[pb_grpc.ReportServiceAsyncStub], Awaitable[_T]]) -> _T:
@@ -725,12 +694,6 @@ class AsyncReportClient:
                     continue
                 raise from_rpc_error(err) from None
         raise AssertionError("unreachable")
-
-    def _kw(self, timeout: float | None) -> dict[str, Any]:
-        return {
-            "timeout": self.timeout if timeout is None else timeout,
-            "metadata": self._conn.metadata,
-        }
 
     async def submit(
         self,

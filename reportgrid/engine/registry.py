@@ -20,6 +20,19 @@ from jsonschema import Draft202012Validator
 from reportgrid.errors import FieldViolation, InvalidArgument
 from reportgrid.v1 import reports_pb2 as pb
 
+# Every output format the engine's writers produce, and every input format its readers take.
+ALL_OUTPUT_FORMATS: frozenset[pb.OutputFormat.ValueType] = frozenset(
+    {
+        pb.OUTPUT_FORMAT_CSV,
+        pb.OUTPUT_FORMAT_JSON,
+        pb.OUTPUT_FORMAT_PARQUET,
+        pb.OUTPUT_FORMAT_MARKDOWN,
+    }
+)
+TABULAR_INPUT_FORMATS: frozenset[pb.DataFormat.ValueType] = frozenset(
+    {pb.DATA_FORMAT_CSV, pb.DATA_FORMAT_JSON, pb.DATA_FORMAT_PARQUET}
+)
+
 
 class CostClass(enum.Enum):
     LIGHT = pb.COST_CLASS_LIGHT  # run by the stream (Lambda) worker

@@ -7,10 +7,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reportgrid.engine import schemas
-from reportgrid.engine.registry import CostClass, KindSpec
+from reportgrid.engine.registry import (
+    ALL_OUTPUT_FORMATS,
+    TABULAR_INPUT_FORMATS,
+    CostClass,
+    KindSpec,
+)
 from reportgrid.engine.request import GenerateRequest, GenerateResult
 from reportgrid.errors import FieldViolation
-from reportgrid.v1 import reports_pb2 as pb
 
 PARAMS_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -42,15 +46,8 @@ SPEC = KindSpec(
     ),
     params_schema=PARAMS_SCHEMA,
     cost=CostClass.LIGHT,
-    output_formats=frozenset(
-        {
-            pb.OUTPUT_FORMAT_CSV,
-            pb.OUTPUT_FORMAT_JSON,
-            pb.OUTPUT_FORMAT_PARQUET,
-            pb.OUTPUT_FORMAT_MARKDOWN,
-        }
-    ),
-    input_formats=frozenset({pb.DATA_FORMAT_CSV, pb.DATA_FORMAT_JSON, pb.DATA_FORMAT_PARQUET}),
+    output_formats=ALL_OUTPUT_FORMATS,
+    input_formats=TABULAR_INPUT_FORMATS,
     generator=generate,
     accepts_s3_input=True,
     extra_checks=_checks,

@@ -13,10 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from reportgrid.engine.registry import CostClass, KindSpec
+from reportgrid.engine.registry import ALL_OUTPUT_FORMATS, CostClass, KindSpec
 from reportgrid.engine.request import GenerateRequest, GenerateResult
 from reportgrid.errors import FieldViolation
-from reportgrid.v1 import reports_pb2 as pb
 
 MAX_CPU_MS: Final = 600_000
 MAX_OUTPUT_ROWS: Final = 5_000_000
@@ -80,15 +79,6 @@ def generate(request: GenerateRequest) -> GenerateResult:
     return synthetic_gen.generate(request)
 
 
-_OUTPUTS: Final = frozenset(
-    {
-        pb.OUTPUT_FORMAT_CSV,
-        pb.OUTPUT_FORMAT_JSON,
-        pb.OUTPUT_FORMAT_PARQUET,
-        pb.OUTPUT_FORMAT_MARKDOWN,
-    }
-)
-
 SPEC = KindSpec(
     name="synthetic",
     version=1,
@@ -96,7 +86,7 @@ SPEC = KindSpec(
     "(output_bytes of payload) derived from seed. Runs on the stream workers.",
     params_schema=PARAMS_SCHEMA,
     cost=CostClass.LIGHT,
-    output_formats=_OUTPUTS,
+    output_formats=ALL_OUTPUT_FORMATS,
     input_formats=frozenset(),
     generator=generate,
     accepts_s3_input=False,
@@ -109,7 +99,7 @@ HEAVY_SPEC = KindSpec(
     description="As synthetic, but runs on the queue (Fargate) workers.",
     params_schema=PARAMS_SCHEMA,
     cost=CostClass.HEAVY,
-    output_formats=_OUTPUTS,
+    output_formats=ALL_OUTPUT_FORMATS,
     input_formats=frozenset(),
     generator=generate,
     accepts_s3_input=False,
