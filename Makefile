@@ -47,7 +47,7 @@ fmt: $(SYNCED) ## apply ruff fixes and formatting
 
 .PHONY: typecheck
 typecheck: $(SYNCED) ## mypy (strict on the service code)
-	$(BIN)/mypy reportgrid grpc_edge functions
+	$(BIN)/mypy reportgrid grpc_edge functions cdk app.py bench
 
 .PHONY: test
 test: lint typecheck ## lint, type check and the whole test suite

@@ -1,0 +1,1 @@
+"""Reportgrid's AWS deployment: typed config, one construct per file, stacks that compose."""

@@ -1,0 +1,255 @@
+"""The deployment's settings, parsed once from CDK context into typed, validated values.
+
+Every key lives under the `reportgrid:` prefix in cdk.json and can be overridden on the
+command line (`-c reportgrid:regions=eu-west-1,us-east-1`); list and map values given on the
+command line are JSON. A bad value stops synth with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+PREFIX = "reportgrid:"
+
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+
+
+class ConfigError(ValueError):
+    """A context value is missing or malformed; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Sizes and scaling bounds; defaults fit ~10,000 requests/s per region."""
+
+    edge_min_tasks: int = 3
+    edge_max_tasks: int = 30
+    edge_cpu: int = 2048
+    edge_memory_mib: int = 4096
+    edge_workers: int = 2  # gRPC server processes per task (one per vCPU)
+    edge_cpu_target_percent: int = 60
+    # ALB RequestCountPerTarget is a per-minute sum: 30,000/min = 500 RPC/s per task.
+    edge_requests_per_target_per_minute: int = 30_000
+    worker_min_tasks: int = 1
+    worker_max_tasks: int = 20
+    worker_cpu: int = 2048
+    worker_memory_mib: int = 8192
+    worker_concurrency: int = 2
+    # Target messages waiting per running worker task (backlog per task).
+    worker_backlog_per_task: int = 10
+    stream_shards: int = 0  # 0 = on-demand capacity; N = provisioned with N shards
+    lambda_memory_mib: int = 1769  # one full vCPU
+    lambda_batch_size: int = 100
+    lambda_parallelization_factor: int = 2
+    lambda_max_retries: int = 3
+    lambda_max_record_age_hours: int = 6
+    cache_max_data_gb: int = 10
+    cache_max_ecpu_per_second: int = 100_000
+    waf_requests_per_ip_per_5min: int = 300_000
+    nat_gateways: int = 3  # one per AZ; egress only for cross-region calls
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{PREFIX}capacity.{f.name}: must be a whole number >= 0")
+        if self.edge_min_tasks < 1 or self.edge_min_tasks > self.edge_max_tasks:
+            raise ConfigError(f"{PREFIX}capacity: need 1 <= edge_min_tasks <= edge_max_tasks")
+        if self.worker_min_tasks < 1 or self.worker_min_tasks > self.worker_max_tasks:
+            raise ConfigError(
+                f"{PREFIX}capacity: need 1 <= worker_min_tasks <= worker_max_tasks "
+                "(backlog per task divides by the running task count)"
+            )
+        if not 1 <= self.lambda_parallelization_factor <= 10:
+            raise ConfigError(f"{PREFIX}capacity.lambda_parallelization_factor: must be 1..10")
+        if not 1 <= self.lambda_batch_size <= 10_000:
+            raise ConfigError(f"{PREFIX}capacity.lambda_batch_size: must be 1..10000")
+        if not 1 <= self.lambda_max_record_age_hours <= 24:
+            # Bounded by the stream's retention (resources.TASK_RETENTION_HOURS).
+            raise ConfigError(f"{PREFIX}capacity.lambda_max_record_age_hours: must be 1..24")
+        if self.waf_requests_per_ip_per_5min < 10:
+            raise ConfigError(f"{PREFIX}capacity.waf_requests_per_ip_per_5min: must be >= 10")
+
+
+@dataclass(frozen=True, slots=True)
+class DeployConfig:
+    """Where and how big: the regions, the account, TLS, alarms and the traffic dials."""
+
+    account: str
+    regions: tuple[str, ...]  # the first is the primary (holds the data stack)
+    global_region: str  # Global Accelerator's home region (us-west-2)
+    certificate_arns: Mapping[str, str] = field(default_factory=dict)
+    domain_name: str | None = None
+    hosted_zone_id: str | None = None
+    hosted_zone_name: str | None = None
+    alarm_email: str | None = None
+    traffic_dials: Mapping[str, int] = field(default_factory=dict)
+    capacity: Capacity = field(default_factory=Capacity)
+    zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def primary_region(self) -> str:
+        return self.regions[0]
+
+    def peer_region(self, region: str) -> str | None:
+        """The next region in the ring: where this region's results are replicated and
+        where its tasks are mirrored. None for a single-region deployment."""
+        if len(self.regions) < 2:
+            return None
+        index = self.regions.index(region)
+        return self.regions[(index + 1) % len(self.regions)]
+
+    def traffic_dial(self, region: str) -> int:
+        return self.traffic_dials.get(region, 100)
+
+    @property
+    def creates_certificates(self) -> bool:
+        return self.hosted_zone_id is not None
+
+    def availability_zones(self, region: str) -> tuple[str, ...]:
+        """Three AZs, named in context or <region>a/b/c: given, never looked up, so synth
+        needs no credentials."""
+        return self.zones.get(region) or tuple(f"{region}{suffix}" for suffix in "abc")
+
+
+def _as_json(key: str, value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{PREFIX}{key}: not valid JSON ({err.msg})") from None
+    return value
+
+
+def _regions(value: Any) -> tuple[str, ...]:
+    value = _as_json("regions", value)
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{PREFIX}regions: give a non-empty list, primary first")
+    for region in value:
+        if not isinstance(region, str) or not _REGION.match(region):
+            raise ConfigError(f"{PREFIX}regions: {region!r} is not an AWS region name")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{PREFIX}regions: a region is listed twice")
+    return tuple(value)
+
+
+def _str_map(key: str, value: Any, check: Callable[[str], bool], what: str) -> dict[str, str]:
+    value = _as_json(key, value) if value is not None else {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{PREFIX}{key}: give a map of region to {what}")
+    for region, item in value.items():
+        if not isinstance(item, str) or not check(item):
+            raise ConfigError(f"{PREFIX}{key}.{region}: {item!r} is not {what}")
+    return dict(value)
+
+
+def _dials(value: Any, regions: tuple[str, ...]) -> dict[str, int]:
+    value = _as_json("trafficDials", value) if value is not None else {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{PREFIX}trafficDials: give a map of region to percent (0..100)")
+    dials: dict[str, int] = {}
+    for region, dial in value.items():
+        if region not in regions:
+            raise ConfigError(f"{PREFIX}trafficDials.{region}: not one of the regions")
+        if not isinstance(dial, int) or isinstance(dial, bool) or not 0 <= dial <= 100:
+            raise ConfigError(f"{PREFIX}trafficDials.{region}: {dial!r} is not a percent 0..100")
+        dials[region] = dial
+    return dials
+
+
+def _zones(value: Any, regions: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    value = _as_json("availabilityZones", value) if value is not None else {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{PREFIX}availabilityZones: give a map of region to 3 zone names")
+    zones: dict[str, tuple[str, ...]] = {}
+    for region, names in value.items():
+        if region not in regions:
+            raise ConfigError(f"{PREFIX}availabilityZones.{region}: not one of the regions")
+        if (
+            not isinstance(names, list)
+            or len(names) != 3
+            or not all(isinstance(n, str) and n.startswith(region) for n in names)
+        ):
+            raise ConfigError(
+                f"{PREFIX}availabilityZones.{region}: give 3 zone names of that region"
+            )
+        zones[region] = tuple(names)
+    return zones
+
+
+def _capacity(value: Any) -> Capacity:
+    value = _as_json("capacity", value) if value is not None else {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{PREFIX}capacity: give a map of setting to number")
+    known = {f.name for f in fields(Capacity)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"{PREFIX}capacity: unknown setting(s) {', '.join(unknown)}")
+    return Capacity(**value)
+
+
+def _optional_str(key: str, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{PREFIX}{key}: must be a string")
+    return value
+
+
+def parse_config(get: Callable[[str], Any]) -> DeployConfig:
+    """Build the config from a context getter (`node.try_get_context` or a dict's `get`)."""
+
+    def ctx(key: str) -> Any:
+        return get(PREFIX + key)
+
+    account = str(ctx("account") or "")
+    if not _ACCOUNT.match(account):
+        raise ConfigError(f"{PREFIX}account: {account!r} is not a 12-digit AWS account id")
+    regions = _regions(ctx("regions"))
+    global_region = str(ctx("globalRegion") or "us-west-2")
+    if not _REGION.match(global_region):
+        raise ConfigError(f"{PREFIX}globalRegion: {global_region!r} is not an AWS region name")
+    certificates = _str_map(
+        "certificateArns",
+        ctx("certificateArns"),
+        lambda arn: arn.startswith("arn:") and ":acm:" in arn,
+        "an ACM certificate ARN",
+    )
+    zone_id = _optional_str("hostedZoneId", ctx("hostedZoneId"))
+    zone_name = _optional_str("hostedZoneName", ctx("hostedZoneName"))
+    domain = _optional_str("domainName", ctx("domainName"))
+    if zone_id is not None and (zone_name is None or domain is None):
+        raise ConfigError(
+            f"{PREFIX}hostedZoneId: also give {PREFIX}hostedZoneName and {PREFIX}domainName "
+            "(the certificates are issued for the domain, validated in the zone)"
+        )
+    if zone_id is None:
+        missing = [region for region in regions if region not in certificates]
+        if missing:
+            raise ConfigError(
+                f"{PREFIX}certificateArns: no certificate for {', '.join(missing)}; give one "
+                f"per region or {PREFIX}hostedZoneId/hostedZoneName/domainName to create them"
+            )
+    for region in certificates:
+        if f":acm:{region}:" not in certificates[region]:
+            raise ConfigError(f"{PREFIX}certificateArns.{region}: the ARN is for another region")
+    return DeployConfig(
+        account=account,
+        regions=regions,
+        global_region=global_region,
+        certificate_arns=certificates,
+        domain_name=domain,
+        hosted_zone_id=zone_id,
+        hosted_zone_name=zone_name,
+        alarm_email=_optional_str("alarmEmail", ctx("alarmEmail")),
+        traffic_dials=_dials(ctx("trafficDials"), regions),
+        capacity=_capacity(ctx("capacity")),
+        zones=_zones(ctx("availabilityZones"), regions),
+    )

@@ -1,0 +1,174 @@
+"""The gRPC edge: a Fargate service behind an internal ALB with a GRPC target group.
+
+Why an internal ALB: Global Accelerator is the only public entry point. GA reaches
+internal ALBs directly (client IP preservation is then always on), so the ALB has no
+public address to attack or to bypass GA's health-based failover and traffic dials with;
+WAF still sees each client's IP. The VPC keeps an internet gateway, which GA requires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_certificatemanager as acm
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from cdk.config import Capacity
+from cdk.constructs.nag import suppress
+from reportgrid import resources as r
+
+HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
+HEALTHY_GRPC_CODES = "0"  # grpc.health.v1 answers OK only when the server is SERVING
+LISTENER_PORT = 443
+EDGE_COMMAND = ["python", "-m", "grpc_edge"]
+# After SIGTERM the edge drains for EDGE_DRAIN_GRACE_SECONDS; ECS waits a little longer
+# before SIGKILL. The ALB has already stopped sending (deregistration delay comes first).
+STOP_TIMEOUT_SECONDS = r.EDGE_DRAIN_GRACE_SECONDS + 10
+
+
+class EdgeService(Construct):
+    """Exposes `load_balancer`, `target_group`, `service` and `task_role` for the stack."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        cluster: ecs.ICluster,
+        image: ecs.ContainerImage,
+        certificate: acm.ICertificate,
+        environment: Mapping[str, str],
+        secrets: Mapping[str, ecs.Secret],
+        capacity: Capacity,
+        access_logs: s3.IBucket,
+    ) -> None:
+        super().__init__(scope, id_)
+        vpc = cluster.vpc
+        private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        task = ecs.FargateTaskDefinition(
+            self,
+            "Task",
+            cpu=capacity.edge_cpu,
+            memory_limit_mib=capacity.edge_memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        self.task_role = task.task_role
+        self.execution_role = task.obtain_execution_role()
+        log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.container = task.add_container(
+            "edge",
+            image=image,
+            command=EDGE_COMMAND,
+            environment={
+                **environment,
+                r.ENV.EDGE_PORT: str(r.EDGE_PORT),
+                r.ENV.EDGE_WORKERS: str(capacity.edge_workers),
+                r.ENV.SERVICE_NAME: r.SERVICE_EDGE,
+            },
+            secrets=dict(secrets),
+            port_mappings=[ecs.PortMapping(container_port=r.EDGE_PORT, name="grpc")],
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="edge", log_group=log_group),
+            stop_timeout=Duration.seconds(STOP_TIMEOUT_SECONDS),
+        )
+        self.service = ecs.FargateService(
+            self,
+            "Service",
+            cluster=cluster,
+            task_definition=task,
+            desired_count=capacity.edge_min_tasks,
+            vpc_subnets=private,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            health_check_grace_period=Duration.seconds(30),
+        )
+
+        self.load_balancer = elbv2.ApplicationLoadBalancer(
+            self,
+            "Alb",
+            vpc=vpc,
+            internet_facing=False,
+            vpc_subnets=private,
+            http2_enabled=True,
+            drop_invalid_header_fields=True,
+            # gRPC streams (WatchReport, DownloadReport) stay open; 15 min between frames.
+            idle_timeout=Duration.minutes(15),
+        )
+        self.load_balancer.log_access_logs(access_logs, prefix="alb")
+        # With client IP preservation the packets arrive from the clients' own addresses,
+        # so 443 is open to any source; the ALB is internal and reachable only through GA.
+        self.load_balancer.connections.allow_from_any_ipv4(ec2.Port.tcp(LISTENER_PORT))
+        self.target_group = elbv2.ApplicationTargetGroup(
+            self,
+            "Targets",
+            vpc=vpc,
+            port=r.EDGE_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTP,
+            protocol_version=elbv2.ApplicationProtocolVersion.GRPC,
+            target_type=elbv2.TargetType.IP,
+            load_balancing_algorithm_type=elbv2.TargetGroupLoadBalancingAlgorithmType.LEAST_OUTSTANDING_REQUESTS,
+            deregistration_delay=Duration.seconds(r.ALB_DEREGISTRATION_DELAY_SECONDS),
+            health_check=elbv2.HealthCheck(
+                path=HEALTH_CHECK_PATH,
+                healthy_grpc_codes=HEALTHY_GRPC_CODES,
+                interval=Duration.seconds(10),
+                timeout=Duration.seconds(5),
+                healthy_threshold_count=2,
+                unhealthy_threshold_count=2,
+            ),
+            targets=[self.service],
+        )
+        self.listener = self.load_balancer.add_listener(
+            "Https",
+            port=LISTENER_PORT,
+            protocol=elbv2.ApplicationProtocol.HTTPS,
+            certificates=[certificate],
+            ssl_policy=elbv2.SslPolicy.RECOMMENDED_TLS,
+            default_target_groups=[self.target_group],
+            open=False,
+        )
+
+        scaling = self.service.auto_scale_task_count(
+            min_capacity=capacity.edge_min_tasks, max_capacity=capacity.edge_max_tasks
+        )
+        scaling.scale_on_cpu_utilization(
+            "Cpu",
+            target_utilization_percent=capacity.edge_cpu_target_percent,
+            scale_out_cooldown=Duration.seconds(60),
+            scale_in_cooldown=Duration.seconds(300),
+        )
+        scaling.scale_on_request_count(
+            "Requests",
+            requests_per_target=capacity.edge_requests_per_target_per_minute,
+            target_group=self.target_group,
+            scale_out_cooldown=Duration.seconds(60),
+            scale_in_cooldown=Duration.seconds(300),
+        )
+
+        suppress(
+            self.load_balancer,
+            "AwsSolutions-EC23",
+            "Internal ALB reached only through Global Accelerator with client IP "
+            "preservation: packets carry the clients' own addresses, so 443 must admit any "
+            "IPv4 source. WAF rate-limits per client IP.",
+        )
+        suppress(
+            task,
+            "AwsSolutions-ECS2",
+            "The environment holds resource names, URLs and sizes only; the id secrets and "
+            "the Valkey URL come from Secrets Manager as ECS secrets.",
+        )

@@ -1,0 +1,1 @@
+"""The stacks: data (global table, id secret), one per region, and the global front door."""

@@ -1,0 +1,21 @@
+"""The data stack, in the primary region: the global table and the id secret, replicated to
+every other region. Deployed first; the regional stacks find both by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack
+from constructs import Construct
+
+from cdk.config import DeployConfig
+from cdk.constructs.id_secret import IdSecret
+from cdk.constructs.report_table import ReportTable
+
+
+class DataStack(Stack):
+    def __init__(self, scope: Construct, id_: str, *, config: DeployConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id_, **kwargs)
+        others = [region for region in config.regions if region != config.primary_region]
+        self.table = ReportTable(self, "Reports", replica_regions=others).table
+        self.id_secret = IdSecret(self, "IdSecrets", replica_regions=others).secret

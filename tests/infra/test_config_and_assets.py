@@ -1,0 +1,177 @@
+"""The context parser (clear errors naming the key) and what the assets ship."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+
+from cdk.bundling import (
+    LAMBDA_PYTHON_VERSION,
+    WHEEL_PLATFORM,
+    BundlePlan,
+    LocalPythonBundling,
+    bundle,
+    find_uv,
+)
+from cdk.config import ConfigError, parse_config
+from cdk.constructs.service_image import IMAGE_EXCLUDES
+from cdk.constructs.stream_worker import ASSET_EXCLUDES
+from tests.infra.conftest import REPO_ROOT, context
+
+# ---------------------------------------------------------------------------- config
+
+
+def _config(**overrides: Any) -> Any:
+    ctx = context() | {f"reportgrid:{k}": v for k, v in overrides.items()}
+    return parse_config(ctx.get)
+
+
+def test_cdk_json_parses_with_primary_first() -> None:
+    config = _config()
+    assert config.primary_region == "eu-west-1"
+    assert config.peer_region("eu-west-1") == "us-east-1"
+    assert config.peer_region("us-east-1") == "eu-west-1"
+    assert config.availability_zones("us-east-1") == ("us-east-1a", "us-east-1b", "us-east-1c")
+
+
+def test_command_line_strings_are_accepted() -> None:
+    # `-c key=value` delivers strings: comma lists and JSON maps.
+    config = _config(
+        regions="eu-west-1,us-east-1",
+        trafficDials='{"us-east-1": 0}',
+        capacity='{"edge_min_tasks": 2}',
+    )
+    assert config.regions == ("eu-west-1", "us-east-1")
+    assert config.traffic_dial("us-east-1") == 0
+    assert config.traffic_dial("eu-west-1") == 100
+    assert config.capacity.edge_min_tasks == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"account": "12"}, "reportgrid:account"),
+        ({"regions": []}, "reportgrid:regions"),
+        ({"regions": ["eu-west-1", "eu-west-1"]}, "listed twice"),
+        ({"regions": ["narnia"]}, "not an AWS region"),
+        ({"trafficDials": {"eu-west-1": 150}}, "trafficDials.eu-west-1"),
+        ({"trafficDials": {"ap-south-1": 10}}, "not one of the regions"),
+        ({"capacity": {"edge_min_tasks": 0}}, "edge_min_tasks"),
+        ({"capacity": {"bogus": 1}}, "unknown setting(s) bogus"),
+        ({"capacity": {"lambda_parallelization_factor": 11}}, "parallelization"),
+        ({"certificateArns": {}}, "no certificate for eu-west-1, us-east-1"),
+        (
+            {
+                "certificateArns": {
+                    "eu-west-1": "arn:aws:acm:us-east-1:1:certificate/x",
+                    "us-east-1": "arn:aws:acm:us-east-1:1:certificate/y",
+                }
+            },
+            "another region",
+        ),
+        ({"hostedZoneId": "Z123"}, "hostedZoneName"),
+        ({"capacity": "{not json"}, "not valid JSON"),
+    ],
+)
+def test_bad_context_names_the_key(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        _config(**overrides)
+
+
+def test_hosted_zone_replaces_certificate_arns() -> None:
+    config = _config(
+        certificateArns={},
+        hostedZoneId="Z123",
+        hostedZoneName="example.com",
+        domainName="api.example.com",
+    )
+    assert config.creates_certificates
+
+
+# ---------------------------------------------------------------------------- assets
+
+
+def _staged(excludes: tuple[str, ...], tmp_path: Path) -> set[str]:
+    cdk.FileSystem.copy_directory(
+        str(REPO_ROOT),
+        str(tmp_path),
+        cdk.CopyOptions(exclude=list(excludes), ignore_mode=cdk.IgnoreMode.DOCKER),
+    )
+    return {p.name for p in tmp_path.iterdir()}
+
+
+def test_lambda_asset_stages_only_the_code_and_the_lock(tmp_path: Path) -> None:
+    staged = _staged(ASSET_EXCLUDES, tmp_path)
+    assert {"functions", "reportgrid", "uv.lock", "pyproject.toml"} <= staged
+    assert staged <= {"functions", "reportgrid", "uv.lock", "pyproject.toml", "README.md"}
+    assert not list(tmp_path.rglob("__pycache__"))
+
+
+def test_image_context_never_copies_the_venv_git_or_tests(tmp_path: Path) -> None:
+    staged = _staged(IMAGE_EXCLUDES, tmp_path)
+    assert {"reportgrid", "grpc_edge", "functions", "pyproject.toml", "uv.lock"} <= staged
+    assert not staged & {".venv", ".git", "tests", "cdk.out", ".reportgrid", "node_modules"}
+
+
+# ---------------------------------------------------------------------------- bundling
+
+
+def test_bundle_plan_installs_locked_runtime_wheels_for_the_lambda(tmp_path: Path) -> None:
+    plan = BundlePlan(uv="uv", project_dir=REPO_ROOT, output_dir=tmp_path)
+    export = plan.export_command()
+    assert export[:3] == ["uv", "export", "--frozen"]
+    assert "--no-default-groups" in export  # no dev/cdk/bench dependencies
+    assert "--no-emit-project" in export
+    install = plan.install_command()
+    assert install[:3] == ["uv", "pip", "install"]
+    assert install[install.index("--python-platform") + 1] == WHEEL_PLATFORM
+    assert install[install.index("--python-version") + 1] == LAMBDA_PYTHON_VERSION
+    assert install[install.index("--only-binary") + 1] == ":all:"
+    assert install[install.index("--target") + 1] == str(tmp_path)
+
+
+def test_runtime_export_excludes_dev_tools(tmp_path: Path) -> None:
+    # The real `uv export` over the lock (offline, fast): what the Lambda zip would get.
+    uv = find_uv()
+    assert uv is not None, "uv is needed to bundle the Lambda (make venv installs it)"
+    plan = BundlePlan(uv=uv, project_dir=REPO_ROOT, output_dir=tmp_path)
+    subprocess.run(plan.export_command(), check=True, capture_output=True)
+    names = {
+        line.split("==")[0].strip().lower()
+        for line in plan.requirements.read_text().splitlines()
+        if "==" in line
+    }
+    assert {"grpcio", "boto3", "duckdb", "aws-lambda-powertools"} <= names
+    assert not names & {"pytest", "aws-cdk-lib", "moto", "ruff", "mypy", "matplotlib"}
+
+
+def test_bundle_copies_the_packages_after_installing(tmp_path: Path) -> None:
+    # A stand-in `uv` (a shell script) records the commands; the copy is real.
+    calls = tmp_path / "calls.txt"
+    fake_uv = tmp_path / "uv"
+    fake_uv.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake_uv.chmod(0o755)
+    out = tmp_path / "out"
+    plan = BundlePlan(uv=str(fake_uv), project_dir=REPO_ROOT, output_dir=out)
+    plan.output_dir.mkdir()
+    plan.requirements.write_text("")  # what `uv export` would have written
+    bundle(plan)
+    assert (out / "functions" / "__init__.py").is_file()
+    assert (out / "reportgrid" / "resources.py").is_file()
+    assert not list(out.rglob("__pycache__"))
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith("export ")
+    assert lines[1].startswith("pip install ")
+
+
+def test_local_bundling_declines_without_uv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cdk.bundling.find_uv", lambda: None)
+    bundler = LocalPythonBundling(REPO_ROOT)
+    assert bundler.try_bundle(str(tmp_path), image=cdk.DockerImage.from_registry("x")) is False
+    assert list(tmp_path.iterdir()) == []

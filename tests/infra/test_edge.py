@@ -1,0 +1,182 @@
+"""Edge service: GRPC target group behind an internal HTTPS ALB, scaling, safe deploys, WAF."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Match, Template
+
+from cdk.constructs.edge_service import HEALTH_CHECK_PATH, STOP_TIMEOUT_SECONDS
+from cdk.constructs.web_acl import RATE_RULE_NAME
+from reportgrid import resources as r
+from tests.infra.conftest import Synthesized
+
+
+def test_target_group_speaks_grpc_with_health_code_zero(eu: Template) -> None:
+    eu.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
+        {
+            "Protocol": "HTTP",
+            "ProtocolVersion": "GRPC",
+            "Port": r.EDGE_PORT,
+            "TargetType": "ip",
+            "HealthCheckPath": HEALTH_CHECK_PATH,
+            "Matcher": {"GrpcCode": "0"},
+        },
+    )
+
+
+def test_target_group_balances_least_outstanding_and_drains_past_the_edge_grace(
+    eu: Template,
+) -> None:
+    assert r.ALB_DEREGISTRATION_DELAY_SECONDS > r.EDGE_DRAIN_GRACE_SECONDS
+    eu.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::TargetGroup",
+        {
+            "TargetGroupAttributes": Match.array_with(
+                [
+                    {
+                        "Key": "deregistration_delay.timeout_seconds",
+                        "Value": str(r.ALB_DEREGISTRATION_DELAY_SECONDS),
+                    },
+                    {
+                        "Key": "load_balancing.algorithm.type",
+                        "Value": "least_outstanding_requests",
+                    },
+                ]
+            )
+        },
+    )
+
+
+def test_alb_is_internal_with_access_logs_and_an_https_listener(eu: Template) -> None:
+    for attribute in ("access_logs.s3.enabled", "routing.http2.enabled"):
+        eu.has_resource_properties(
+            "AWS::ElasticLoadBalancingV2::LoadBalancer",
+            {
+                "Scheme": "internal",
+                "LoadBalancerAttributes": Match.array_with([{"Key": attribute, "Value": "true"}]),
+            },
+        )
+    eu.has_resource_properties(
+        "AWS::ElasticLoadBalancingV2::Listener",
+        {
+            "Port": 443,
+            "Protocol": "HTTPS",
+            "Certificates": [{"CertificateArn": Match.string_like_regexp(":acm:eu-west-1:")}],
+        },
+    )
+
+
+def test_edge_container_runs_the_edge_with_its_secrets_and_drain_time(eu: Template) -> None:
+    eu.has_resource_properties(
+        "AWS::ECS::TaskDefinition",
+        {
+            "ContainerDefinitions": [
+                Match.object_like(
+                    {
+                        "Command": ["python", "-m", "grpc_edge"],
+                        "PortMappings": [Match.object_like({"ContainerPort": r.EDGE_PORT})],
+                        "StopTimeout": STOP_TIMEOUT_SECONDS,
+                    }
+                )
+            ]
+        },
+    )
+    (edge,) = (
+        c
+        for task in eu.find_resources("AWS::ECS::TaskDefinition").values()
+        for c in task["Properties"]["ContainerDefinitions"]
+        if c["Command"] == ["python", "-m", "grpc_edge"]
+    )
+    environment = {e["Name"]: e["Value"] for e in edge["Environment"]}
+    assert environment[r.ENV.EDGE_PORT] == str(r.EDGE_PORT)
+    assert environment[r.ENV.SERVICE_NAME] == r.SERVICE_EDGE
+    assert environment[r.ENV.REGION] == "eu-west-1"
+    assert environment[r.ENV.PEER_REGION] == "us-east-1"
+    # Secrets come from Secrets Manager, never as plain environment values.
+    secrets = {s["Name"]: s["ValueFrom"] for s in edge["Secrets"]}
+    assert set(secrets) == {r.ENV.ID_SECRETS, r.ENV.REDIS_URL}
+    assert r.ID_SECRETS_SECRET_NAME in str(secrets[r.ENV.ID_SECRETS])
+    assert r.ENV.ID_SECRETS not in environment
+    assert STOP_TIMEOUT_SECONDS > r.EDGE_DRAIN_GRACE_SECONDS
+
+
+def test_edge_service_rolls_back_failed_deployments(eu: Template) -> None:
+    eu.has_resource_properties(
+        "AWS::ECS::Service",
+        {
+            "DeploymentConfiguration": Match.object_like(
+                {"DeploymentCircuitBreaker": {"Enable": True, "Rollback": True}}
+            ),
+            "LoadBalancers": [Match.object_like({"ContainerPort": r.EDGE_PORT})],
+        },
+    )
+
+
+def test_cluster_has_container_insights(eu: Template) -> None:
+    eu.has_resource_properties(
+        "AWS::ECS::Cluster",
+        {"ClusterSettings": [{"Name": "containerInsights", "Value": "enhanced"}]},
+    )
+
+
+def test_edge_scales_on_cpu_and_request_count_per_target(synth: Synthesized) -> None:
+    template = synth.regional("eu-west-1")
+    capacity = synth.config.capacity
+    template.has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        {
+            "MinCapacity": capacity.edge_min_tasks,
+            "MaxCapacity": capacity.edge_max_tasks,
+            "ScalableDimension": "ecs:service:DesiredCount",
+        },
+    )
+    for metric_type, target in (
+        ("ECSServiceAverageCPUUtilization", capacity.edge_cpu_target_percent),
+        ("ALBRequestCountPerTarget", capacity.edge_requests_per_target_per_minute),
+    ):
+        template.has_resource_properties(
+            "AWS::ApplicationAutoScaling::ScalingPolicy",
+            {
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": Match.object_like(
+                    {
+                        "PredefinedMetricSpecification": Match.object_like(
+                            {"PredefinedMetricType": metric_type}
+                        ),
+                        "TargetValue": target,
+                    }
+                ),
+            },
+        )
+
+
+def test_waf_rate_limits_per_ip_and_is_attached_to_the_alb(synth: Synthesized) -> None:
+    template = synth.regional("eu-west-1")
+    template.has_resource_properties(
+        "AWS::WAFv2::WebACL",
+        {
+            "Scope": "REGIONAL",
+            "Rules": Match.array_with(
+                [
+                    Match.object_like(
+                        {
+                            "Name": RATE_RULE_NAME,
+                            "Action": {"Block": {}},
+                            "Statement": {
+                                "RateBasedStatement": Match.object_like(
+                                    {
+                                        "AggregateKeyType": "IP",
+                                        "Limit": synth.config.capacity.waf_requests_per_ip_per_5min,
+                                    }
+                                )
+                            },
+                        }
+                    )
+                ]
+            ),
+        },
+    )
+    (alb_id,) = template.find_resources("AWS::ElasticLoadBalancingV2::LoadBalancer")
+    template.has_resource_properties(
+        "AWS::WAFv2::WebACLAssociation", {"ResourceArn": {"Ref": alb_id}}
+    )

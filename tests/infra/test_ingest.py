@@ -1,0 +1,59 @@
+"""Ingest: the KMS-encrypted task stream, queues with DLQ redrive, TLS-only queue policies."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Match, Template
+
+from reportgrid import resources as r
+from tests.infra.conftest import Synthesized
+
+
+def test_stream_is_kms_encrypted_and_on_demand_by_default(synth: Synthesized) -> None:
+    assert synth.config.capacity.stream_shards == 0
+    synth.regional("eu-west-1").has_resource_properties(
+        "AWS::Kinesis::Stream",
+        {
+            "Name": r.TASK_STREAM_NAME,
+            "StreamEncryption": {"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
+            "StreamModeDetails": {"StreamMode": "ON_DEMAND"},
+        },
+    )
+
+
+def test_heavy_queue_visibility_is_six_times_the_worker_timeout(eu: Template) -> None:
+    assert r.HEAVY_VISIBILITY_TIMEOUT_SECONDS >= 6 * r.HEAVY_WORKER_TIMEOUT_SECONDS
+    eu.has_resource_properties(
+        "AWS::SQS::Queue",
+        {
+            "QueueName": r.HEAVY_QUEUE_NAME,
+            "VisibilityTimeout": r.HEAVY_VISIBILITY_TIMEOUT_SECONDS,
+            "RedrivePolicy": Match.object_like({"maxReceiveCount": r.HEAVY_MAX_RECEIVES}),
+            "SqsManagedSseEnabled": True,
+        },
+    )
+
+
+def test_every_queue_denies_plain_http(eu: Template) -> None:
+    queues = eu.find_resources("AWS::SQS::Queue")
+    assert len(queues) == 5  # heavy + dlq, standby + dlq, stream failures
+    policies = eu.find_resources(
+        "AWS::SQS::QueuePolicy",
+        {
+            "Properties": {
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [
+                            Match.object_like(
+                                {
+                                    "Effect": "Deny",
+                                    "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                                }
+                            )
+                        ]
+                    )
+                }
+            }
+        },
+    )
+    covered = {q["Ref"] for policy in policies.values() for q in policy["Properties"]["Queues"]}
+    assert covered == set(queues)

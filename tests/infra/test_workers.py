@@ -1,0 +1,142 @@
+"""Workers: the Lambda on the Kinesis stream and the Fargate worker scaled on backlog."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk.assertions import Match, Template
+
+from cdk.constructs.queue_worker import BACKLOG_POLICY_NAME
+from cdk.constructs.stream_worker import HANDLER
+from reportgrid import resources as r
+from tests.infra.conftest import Synthesized
+
+
+def test_lambda_runs_the_stream_worker_handler(eu: Template) -> None:
+    eu.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": HANDLER,
+            "Runtime": "python3.12",
+            "Architectures": ["x86_64"],
+            "Timeout": r.LAMBDA_TIMEOUT_SECONDS,
+            "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        r.ENV.REGION: "eu-west-1",
+                        r.ENV.PEER_REGION: "us-east-1",
+                        r.ENV.TABLE_NAME: r.TABLE_NAME,
+                        r.ENV.SERVICE_NAME: r.SERVICE_STREAM_WORKER,
+                        r.ENV.METRICS_NAMESPACE: r.METRICS_NAMESPACE,
+                        r.ENV.ID_SECRETS_ARN: Match.any_value(),
+                        r.ENV.REDIS_URL_ARN: Match.any_value(),
+                        r.ENV.PEER_STANDBY_QUEUE_URL: Match.any_value(),
+                    }
+                )
+            },
+        },
+    )
+
+
+def test_lambda_gets_no_plaintext_secrets(eu: Template) -> None:
+    (function,) = eu.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": HANDLER}}
+    ).values()
+    variables = function["Properties"]["Environment"]["Variables"]
+    # It gets the secrets' ARNs (resolved at cold start), never their values.
+    assert f":secret:{r.ID_SECRETS_SECRET_NAME}" in json.dumps(variables[r.ENV.ID_SECRETS_ARN])
+    assert "Ref" in json.dumps(variables[r.ENV.REDIS_URL_ARN])
+    for function in eu.find_resources("AWS::Lambda::Function").values():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert r.ENV.ID_SECRETS not in variables
+        assert r.ENV.REDIS_URL not in variables
+
+
+def test_kinesis_event_source_bisects_bounds_and_reports_item_failures(
+    synth: Synthesized,
+) -> None:
+    capacity = synth.config.capacity
+    template = synth.regional("eu-west-1")
+    (failure_queue,) = template.find_resources(
+        "AWS::SQS::Queue", {"Properties": {"QueueName": r.STREAM_FAILURE_QUEUE_NAME}}
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "BisectBatchOnFunctionError": True,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "MaximumRetryAttempts": capacity.lambda_max_retries,
+            "MaximumRecordAgeInSeconds": capacity.lambda_max_record_age_hours * 3600,
+            "ParallelizationFactor": capacity.lambda_parallelization_factor,
+            "BatchSize": capacity.lambda_batch_size,
+            "StartingPosition": "TRIM_HORIZON",
+            "DestinationConfig": {
+                "OnFailure": {"Destination": {"Fn::GetAtt": [failure_queue, "Arn"]}}
+            },
+        },
+    )
+
+
+def test_queue_worker_runs_the_worker_command_with_its_settings(eu: Template) -> None:
+    eu.has_resource_properties(
+        "AWS::ECS::TaskDefinition",
+        {
+            "ContainerDefinitions": [
+                Match.object_like(
+                    {
+                        "Command": ["python", "-m", "functions.queue_worker"],
+                        "Environment": Match.array_with(
+                            [{"Name": r.ENV.SERVICE_NAME, "Value": r.SERVICE_QUEUE_WORKER}]
+                        ),
+                        "Secrets": Match.array_with(
+                            [Match.object_like({"Name": r.ENV.ID_SECRETS})]
+                        ),
+                    }
+                )
+            ]
+        },
+    )
+
+
+def test_queue_worker_scales_on_backlog_per_task(synth: Synthesized) -> None:
+    template = synth.regional("us-east-1")
+    (heavy,) = template.find_resources(
+        "AWS::SQS::Queue", {"Properties": {"QueueName": r.HEAVY_QUEUE_NAME}}
+    )
+    (policy,) = template.find_resources(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {"Properties": {"PolicyName": BACKLOG_POLICY_NAME}},
+    ).values()
+    config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+    assert policy["Properties"]["PolicyType"] == "TargetTrackingScaling"
+    assert config["TargetValue"] == synth.config.capacity.worker_backlog_per_task
+    queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
+    visible = queries["visible"]["MetricStat"]["Metric"]
+    assert visible["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert visible["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [heavy, "QueueName"]}}
+    ]
+    assert queries["tasks"]["MetricStat"]["Metric"]["MetricName"] == "RunningTaskCount"
+    assert queries["backlog"]["Expression"] == "visible / tasks"
+    assert queries["backlog"]["ReturnData"] is True
+
+
+def test_least_privilege_grants(eu: Template) -> None:
+    # The edge writes the stream; only the workers may delete results.
+    policies = eu.find_resources("AWS::IAM::Policy")
+    by_role: dict[str, set[str]] = {}
+    for policy in policies.values():
+        actions: set[str] = set()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            acts = statement["Action"]
+            actions |= {acts} if isinstance(acts, str) else set(acts)
+        for role in policy["Properties"].get("Roles", []):
+            by_role.setdefault(role["Ref"], set()).update(actions)
+    edge = next(v for k, v in by_role.items() if k.startswith("EdgeTaskTaskRole"))
+    worker = next(v for k, v in by_role.items() if k.startswith("QueueWorkerTaskTaskRole"))
+    assert "kinesis:PutRecords" in edge
+    assert not any(a.startswith("s3:DeleteObject") or a.startswith("s3:Put") for a in edge)
+    assert "sqs:ReceiveMessage" not in edge
+    assert "sqs:ReceiveMessage" in worker
+    assert "kinesis:PutRecords" not in worker
