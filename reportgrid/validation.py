@@ -22,6 +22,11 @@ from reportgrid.v1 import reports_pb2 as pb
 DEFAULT_TTL_SECONDS: Final = 7 * 24 * 3600
 MIN_TTL_SECONDS: Final = 60
 MAX_TTL_SECONDS: Final = 90 * 24 * 3600
+# Enum values, computed once: protobuf builds a new list on every .values() call.
+_OUTPUTFORMAT_VALUES: Final = frozenset(pb.OutputFormat.values())
+_PRIORITY_VALUES: Final = frozenset(pb.Priority.values())
+_DURABILITY_VALUES: Final = frozenset(pb.Durability.values())
+_DATAFORMAT_VALUES: Final = frozenset(pb.DataFormat.values())
 # s3://bucket/key with a bucket name as S3 allows it and a non-empty key.
 _S3_URI: Final = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(?P<key>.+)$")
 
@@ -50,14 +55,17 @@ def validate_submit(request: pb.SubmitReportRequest, registry: Registry) -> Vali
     except InvalidArgument as err:
         raise InvalidArgument(err.violations) from None
 
-    params = MessageToDict(request.params) if request.HasField("params") else {}
+    try:
+        params = MessageToDict(request.params) if request.HasField("params") else {}
+    except ValueError:  # NaN or Infinity: a Struct may hold them, JSON cannot
+        raise InvalidArgument.field("params", "holds NaN or Infinity; use finite numbers") from None
     try:
         kind.validate_params(params)
     except InvalidArgument as err:
         violations += err.violations
 
     output_format = request.output_format or pb.OUTPUT_FORMAT_CSV
-    if output_format not in pb.OutputFormat.values():
+    if output_format not in _OUTPUTFORMAT_VALUES:
         violations.append(FieldViolation("output_format", f"{output_format} is not a format"))
     elif output_format not in kind.output_formats:
         supported = ", ".join(pb.OutputFormat.Name(f) for f in sorted(kind.output_formats))
@@ -71,9 +79,9 @@ def validate_submit(request: pb.SubmitReportRequest, registry: Registry) -> Vali
 
     violations += _input_violations(request, kind)
 
-    if request.priority not in pb.Priority.values():
+    if request.priority not in _PRIORITY_VALUES:
         violations.append(FieldViolation("priority", f"{request.priority} is not a priority"))
-    if request.durability not in pb.Durability.values():
+    if request.durability not in _DURABILITY_VALUES:
         violations.append(FieldViolation("durability", f"{request.durability} is not a durability"))
 
     ttl_seconds = DEFAULT_TTL_SECONDS
@@ -111,7 +119,7 @@ def _input_violations(request: pb.SubmitReportRequest, kind: KindSpec) -> list[F
         return [FieldViolation("input", f"kind {kind.name!r} needs input: inline_data or s3_uri")]
     found: list[FieldViolation] = []
     fmt = request.input.format
-    if fmt == pb.DATA_FORMAT_UNSPECIFIED or fmt not in pb.DataFormat.values():
+    if fmt == pb.DATA_FORMAT_UNSPECIFIED or fmt not in _DATAFORMAT_VALUES:
         found.append(FieldViolation("input.format", "is required: CSV, JSON or PARQUET"))
     elif fmt not in kind.input_formats:
         supported = ", ".join(pb.DataFormat.Name(f) for f in sorted(kind.input_formats))
