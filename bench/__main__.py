@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--note", action="append", default=[], help="a note printed above the figures (repeatable)"
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="sample the server with py-spy during each saturated run; collapsed stacks "
+        "go to DIR/<scenario>.txt (read them with `python -m bench.profile FILE`)",
+    )
     return parser.parse_args(argv)
 
 
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     hot = payloads.succeeded_record(payloads.codec())
     with tempfile.TemporaryDirectory(prefix="reportgrid-bench-") as tmp:
         ctx = null_context(binary, Path(tmp), hot)
+        ctx.profile_dir = args.profile
         notes = [ctx.cpus.note, *args.note]
         try:
             if edge_setup is not None:

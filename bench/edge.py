@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import payloads, procstat
+from bench import cold_get, end_to_end, payloads, procstat
 from bench.payloads import GET, SUBMIT
 from bench.scenarios import Context, Scenario
 from bench.servers import ServerProcess
@@ -79,6 +79,30 @@ def edge_scenarios(scale: float) -> list[Scenario]:
             baseline="null-get",
         ),
         Scenario(
+            "edge-get-cold",
+            "edge",
+            GET,
+            n(3_000),
+            1,
+            64,
+            "edge, GetReport of reports it has not read (Redis miss, DynamoDB read); "
+            "Python load generator, a different id per call",
+            paced=False,
+            baseline="null-get",
+            runner=_run_cold_get,
+        ),
+        Scenario(
+            "region-end-to-end",
+            "edge",
+            SUBMIT,
+            n(600),
+            1,
+            32,
+            "local region (reportgrid dev): SDK submits, time until every report is terminal",
+            paced=False,
+            runner=end_to_end.run,
+        ),
+        Scenario(
             "edge-inflight-10k",
             "edge",
             SUBMIT,
@@ -91,6 +115,13 @@ def edge_scenarios(scale: float) -> list[Scenario]:
             baseline="null-inflight-10k",
         ),
     ]
+
+
+_COLD_IDS: list[str] = []
+
+
+def _run_cold_get(sc: Scenario, ctx: Context) -> dict[str, Any]:
+    return cold_get.run(sc, ctx, _COLD_IDS)
 
 
 def read_emf_counts(log_text: str, method: str) -> dict[str, int] | None:
@@ -124,17 +155,6 @@ class EdgeServer(ServerProcess):
         self.env = env
 
     def argv(self) -> list[str]:
-        if importlib.util.find_spec("grpc_edge.__main__") is None:
-            # The edge's own entry point is not there yet: run the same serve() in-bench.
-            return [
-                sys.executable,
-                "-m",
-                "bench.naive_edge",
-                "--producer",
-                "batching",
-                "--port",
-                str(self.port),
-            ]
         return [
             sys.executable,
             "-m",
@@ -165,18 +185,13 @@ class EdgeServer(ServerProcess):
 
 
 class NaiveEdgeServer(EdgeServer):
+    """The same edge with its naive producer (REPORTGRID_EDGE_PRODUCER=naive): one
+    PutRecords call per SubmitReport, what a service without batching does."""
+
     name = "edge-naive"
 
-    def argv(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "bench.naive_edge",
-            "--producer",
-            "naive",
-            "--port",
-            str(self.port),
-        ]
+    def environ(self) -> dict[str, str]:
+        return {**super().environ(), ENV.EDGE_PRODUCER: "naive"}
 
 
 @dataclass
@@ -247,6 +262,9 @@ def prepare(ctx: Context, chosen: Sequence[Scenario], hot: records.ReportRecord)
     key = apikeys.generate_key()
     apikeys.put_key(ddb, region.table_name, key, payloads.TENANT, name="bench")
     ddb.put_item(TableName=region.table_name, Item=records.to_item(hot))
+    for sc in chosen:
+        if sc.runner is _run_cold_get:
+            _COLD_IDS[:] = cold_get.seed(moto.endpoint_url, region.table_name, sc.requests)
     ctx.api_key = key
     counter = KinesisCounter(
         client("kinesis", payloads.REGION, moto.endpoint_url), region.stream_name

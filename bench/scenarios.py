@@ -23,7 +23,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from bench import grpc_frames, h2load, procstat, stats
+from bench import grpc_frames, h2load, procstat, profile, stats
 from bench.payloads import GET, SUBMIT, method_path
 from bench.servers import ServerProcess, call_once
 
@@ -71,6 +71,8 @@ class Context:
     requests: dict[str, dict[str, Message]] = field(default_factory=dict)
     # Scenario-specific checks after the server stopped (e.g. Kinesis count-back).
     after: dict[str, Callable[[dict[str, Any]], list[str]]] = field(default_factory=dict)
+    # When set, py-spy samples the server during each saturated run (bench.profile).
+    profile_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class Scenario:
     warmup: int = 1000
     expected: frozenset[str] = frozenset({"OK"})
     baseline: str | None = None  # the null scenario this one is compared with
+    # A scenario h2load cannot drive runs its own procedure (cold Get, end to end).
+    runner: Callable[[Scenario, Context], dict[str, Any]] | None = None
 
 
 def _headers(ctx: Context) -> list[tuple[str, str]]:
@@ -116,6 +120,11 @@ def _check_run(tag: str, result: h2load.Result, frame_bytes: int) -> list[str]:
 
 
 def run_scenario(sc: Scenario, ctx: Context) -> dict[str, Any]:
+    """Run one scenario: its own runner, or the h2load procedure."""
+    return sc.runner(sc, ctx) if sc.runner is not None else _run_h2load(sc, ctx)
+
+
+def _run_h2load(sc: Scenario, ctx: Context) -> dict[str, Any]:
     request = ctx.requests[sc.server][sc.method]
     path = method_path(sc.method)
     body = grpc_frames.frame(request)
@@ -163,9 +172,10 @@ def run_scenario(sc: Scenario, ctx: Context) -> dict[str, Any]:
         if sc.warmup:
             warm = load("warmup", spec(sc.warmup, min(sc.connections, 50), sc.streams))
             sent += warm.summary.requests_total
-        cpu_before = procstat.tree_cpu_seconds(server.pid)
-        measured = load("saturated", spec(sc.requests, sc.connections, sc.streams))
-        cpu_used = procstat.tree_cpu_seconds(server.pid) - cpu_before
+        with profile.sampling(server.pid, ctx.profile_dir, sc.name, ctx.cpus.load):
+            cpu_before = procstat.tree_cpu_seconds(server.pid)
+            measured = load("saturated", spec(sc.requests, sc.connections, sc.streams))
+            cpu_used = procstat.tree_cpu_seconds(server.pid) - cpu_before
         sent += measured.summary.requests_total
         paced = None
         if sc.paced:

@@ -25,29 +25,72 @@ REDIS_TERMINAL_TTL_SECONDS: Final = 3600
 IDEMPOTENCY_TTL_SECONDS: Final = resources.TASK_RETENTION_HOURS * 3600
 
 
+class _Entry:
+    __slots__ = ("record", "replies", "stored_at")
+
+    def __init__(self, stored_at: float, record: ReportRecord) -> None:
+        self.stored_at = stored_at
+        self.record = record
+        # include_content -> (valid until, epoch ms; the serialized GetReport reply)
+        self.replies: dict[bool, tuple[int, bytes]] = {}
+
+
 class TerminalLru:
-    """report id -> terminal record, least recently used evicted first."""
+    """report id -> terminal record, least recently used evicted first; with each record
+    its serialized GetReport replies, so a hot terminal report is answered without
+    verifying its id or building its reply again."""
 
     def __init__(self, size: int = LRU_SIZE, ttl: float = LRU_TTL_SECONDS) -> None:
-        self._items: OrderedDict[str, tuple[float, ReportRecord]] = OrderedDict()
+        self._items: OrderedDict[str, _Entry] = OrderedDict()
         self._size = size
         self._ttl = ttl
 
-    def get(self, report_id: str) -> ReportRecord | None:
-        found = self._items.get(report_id)
-        if found is None:
+    def _live(self, report_id: str) -> _Entry | None:
+        entry = self._items.get(report_id)
+        if entry is None:
             return None
-        stored_at, record = found
-        if time.monotonic() - stored_at > self._ttl:
+        if time.monotonic() - entry.stored_at > self._ttl:
             del self._items[report_id]
             return None
         self._items.move_to_end(report_id)
-        return record
+        return entry
+
+    def get(self, report_id: str) -> ReportRecord | None:
+        entry = self._live(report_id)
+        return None if entry is None else entry.record
+
+    def reply(
+        self, tenant: str, report_id: str, include_content: bool, now_ms: int
+    ) -> bytes | None:
+        """The cached reply to GetReport(report_id) for this tenant, if there is one.
+
+        A record of the tenant stored under exactly this id proves the id is the tenant's
+        (only verified ids are ever read into the cache), so the HMAC check is skipped;
+        anything else (another tenant, an unknown id) takes the full path and its errors."""
+        entry = self._live(report_id)
+        if entry is None or entry.record.tenant != tenant:
+            return None
+        found = entry.replies.get(include_content)
+        if found is None or now_ms >= found[0]:
+            return None
+        return found[1]
+
+    def keep_reply(
+        self, record: ReportRecord, include_content: bool, reply: bytes, now_ms: int
+    ) -> None:
+        """Remember a terminal report's serialized reply while it stays right: until its
+        retention ends (it then reads EXPIRED) or the record leaves the cache."""
+        entry = self._items.get(record.report_id)
+        if entry is None or entry.record is not record:
+            return
+        expires_ms = record.expires_at * 1000 if record.expires_at is not None else None
+        valid_until = expires_ms if expires_ms is not None and now_ms < expires_ms else 2**62
+        entry.replies[include_content] = (valid_until, reply)
 
     def put(self, record: ReportRecord) -> None:
         if not record.terminal:
             return
-        self._items[record.report_id] = (time.monotonic(), record)
+        self._items[record.report_id] = _Entry(time.monotonic(), record)
         self._items.move_to_end(record.report_id)
         if len(self._items) > self._size:
             self._items.popitem(last=False)

@@ -20,7 +20,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
@@ -52,17 +52,30 @@ class ProducerStats:
     recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
 
 
-@dataclass(eq=False)
-class _Entry:
-    data: bytes
-    partition_key: str
-    deadline: float  # time.monotonic()
-    future: asyncio.Future[None]
-    attempts: int = 0
+class TaskProducer(Protocol):
+    """What the service needs of a producer: `put` returns once Kinesis holds the record."""
 
-    @property
-    def size(self) -> int:
-        return len(self.data) + len(self.partition_key.encode())
+    stats: ProducerStats
+
+    def start(self) -> None: ...
+
+    async def put(self, data: bytes, partition_key: str, deadline: float) -> None: ...
+
+    async def close(self, within: float = 10.0) -> None: ...
+
+
+class _Entry:
+    __slots__ = ("attempts", "data", "deadline", "future", "partition_key", "size")
+
+    def __init__(
+        self, data: bytes, partition_key: str, deadline: float, future: asyncio.Future[None]
+    ) -> None:
+        self.data = data
+        self.partition_key = partition_key
+        self.deadline = deadline  # time.monotonic()
+        self.future = future
+        self.attempts = 0
+        self.size = len(data) + len(partition_key.encode())  # its share of a request
 
 
 class KinesisProducer:
@@ -103,9 +116,9 @@ class KinesisProducer:
         `deadline` (a time.monotonic() value)."""
         if self._closing:
             raise Unavailable("this server is shutting down; retry", retry_after=0.1)
-        if len(data) + len(partition_key.encode()) > self._max_bytes:
-            raise ValueError("a record larger than a batch cannot be sent")
         entry = _Entry(data, partition_key, deadline, asyncio.get_running_loop().create_future())
+        if entry.size > self._max_bytes:
+            raise ValueError("a record larger than a batch cannot be sent")
         self._enqueue(entry)
         try:
             await entry.future
@@ -240,3 +253,67 @@ class KinesisProducer:
         for entry in self._queue:
             self._give_up(entry)
         self._queue.clear()
+
+
+class NaiveProducer:
+    """One PutRecords call per record, awaited in the caller's own task: what a service
+    without batching does. Selected with REPORTGRID_EDGE_PRODUCER=naive; it exists so the
+    benchmark can show what the batching producer buys, with the rest of the edge unchanged.
+    A rejected record is not retried: the caller gets Unavailable (nothing acknowledged)."""
+
+    def __init__(self, client: Any, stream_name: str) -> None:
+        self._client = client
+        self._stream = stream_name
+        self._closing = False
+        self.stats = ProducerStats()
+
+    def start(self) -> None:
+        return None  # nothing runs in the background
+
+    async def put(self, data: bytes, partition_key: str, deadline: float) -> None:
+        if self._closing:
+            raise Unavailable("this server is shutting down; retry", retry_after=0.1)
+        stats = self.stats
+        stats.batches += 1
+        stats.batch_records += 1
+        stats.max_batch_size = 1
+        stats.recent_batch_sizes.append(1)
+        try:
+            response = await asyncio.wait_for(
+                self._client.put_records(
+                    StreamName=self._stream, Records=[{"Data": data, "PartitionKey": partition_key}]
+                ),
+                max(0.0, deadline - time.monotonic()),
+            )
+        except Exception as err:
+            stats.failed_calls += 1
+            stats.records_given_up += 1
+            logger.warning("PutRecords call failed", extra={"error": type(err).__name__})
+            raise Unavailable("the task log did not accept the report; retry") from None
+        results = response.get("Records") or [{"ErrorCode": "Missing"}]
+        if response.get("FailedRecordCount") or results[0].get("ErrorCode"):
+            stats.records_given_up += 1
+            raise Unavailable("the task log did not accept the report; retry")
+        stats.records_accepted += 1
+
+    async def close(self, within: float = 10.0) -> None:
+        self._closing = True
+
+
+ProducerKind = Literal["batching", "naive"]
+
+
+def make_producer(
+    kind: ProducerKind,
+    client: Any,
+    stream_name: str,
+    *,
+    linger_seconds: float = 0.002,
+    max_in_flight: int = 8,
+) -> TaskProducer:
+    """The producer the settings ask for (REPORTGRID_EDGE_PRODUCER)."""
+    if kind == "naive":
+        return NaiveProducer(client, stream_name)
+    return KinesisProducer(
+        client, stream_name, linger_seconds=linger_seconds, max_in_flight=max_in_flight
+    )

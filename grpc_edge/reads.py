@@ -121,6 +121,24 @@ class ReportReader:
             task.add_done_callback(_ignore_result)
         return record
 
+    def cached_reply(self, tenant: str, report_id: str, include_content: bool) -> bytes | None:
+        """The serialized reply to GetReport of a hot terminal report, or None."""
+        reply = self.lru.reply(tenant, report_id, include_content, now_ms())
+        if reply is not None:
+            self.stats.lru_hits += 1
+        return reply
+
+    def render(self, record: ReportRecord, include_content: bool) -> pb.Report | bytes:
+        """The GetReport reply for a record: serialized and kept with the record when it
+        is terminal (it does not change), a message otherwise."""
+        now = now_ms()
+        report = records.to_proto(record, now_ms=now, include_content=include_content)
+        if not record.terminal:
+            return report
+        reply = report.SerializeToString()
+        self.lru.keep_reply(record, include_content, reply, now)
+        return reply
+
     def forget(self, report_id: str) -> None:
         self.lru.evict(report_id)
 

@@ -1,0 +1,74 @@
+"""A Python load generator for what h2load cannot do: a different request body per call.
+
+h2load sends one body file over and over, so every GetReport asks for the same report
+(which the edge then answers from its in-process cache). GetReport on a cold report needs
+each call to name another report; this sends GetReport once per id of an ids file, with a
+fixed number of calls in flight on one grpc.aio channel per process, and writes per-call
+latencies and statuses as JSON.
+
+    python -m bench.grpc_load --target 127.0.0.1:P --ids FILE --key KEY --out FILE.json
+
+It costs far more CPU per call than h2load, so the bench pins it to the load CPUs, away
+from the server, and reports the server's own CPU per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+
+from reportgrid.v1 import reports_pb2 as pb
+from reportgrid.v1 import reports_pb2_grpc as pb_grpc
+
+
+async def run(target: str, ids: list[str], key: str, in_flight: int) -> dict[str, object]:
+    latencies_us: list[int] = []
+    statuses: Counter[str] = Counter()
+    metadata = (("authorization", f"Bearer {key}"),)
+    queue = iter(ids)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.ReportServiceStub(channel)
+
+        async def worker() -> None:
+            for report_id in queue:  # shared iterator: each id is asked for once
+                started = time.perf_counter_ns()
+                try:
+                    await stub.GetReport(
+                        pb.GetReportRequest(report_id=report_id), metadata=metadata, timeout=30
+                    )
+                    statuses["OK"] += 1
+                except grpc.aio.AioRpcError as err:
+                    statuses[err.code().name] += 1
+                latencies_us.append((time.perf_counter_ns() - started) // 1000)
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        elapsed = time.monotonic() - started
+    return {"calls": len(ids), "seconds": elapsed, "statuses": statuses, "latency_us": latencies_us}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.grpc_load", description=__doc__)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--ids", type=Path, required=True, help="one report id per line")
+    parser.add_argument("--key", required=True, help="API key")
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    ids = [line for line in args.ids.read_text().splitlines() if line]
+    import uvloop
+
+    result = uvloop.run(run(args.target, ids, args.key, args.in_flight))
+    args.out.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
