@@ -3,6 +3,10 @@
 Keys are looked up by their SHA-256 (reportgrid.apikeys); answers are cached for a short
 time, unknown and revoked keys too (briefly), so a burst of bad keys cannot become a burst
 of table reads. Concurrent misses for one key share one read.
+
+Revocation therefore takes effect on each edge process within `positive_ttl_seconds`
+(POSITIVE_TTL_SECONDS, 30 s, by default): a revoked key keeps working until its cached
+answer expires.
 """
 
 from __future__ import annotations
@@ -39,9 +43,18 @@ def bearer_key(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 class ApiKeyResolver:
-    def __init__(self, dynamodb: Any, table_name: str) -> None:
+    def __init__(
+        self,
+        dynamodb: Any,
+        table_name: str,
+        *,
+        positive_ttl_seconds: float = POSITIVE_TTL_SECONDS,
+        negative_ttl_seconds: float = NEGATIVE_TTL_SECONDS,
+    ) -> None:
         self._ddb = dynamodb
         self._table = table_name
+        self._positive_ttl = positive_ttl_seconds
+        self._negative_ttl = negative_ttl_seconds
         # key hash -> (valid until (monotonic), tenant or None for unknown/revoked)
         self._cache: dict[str, tuple[float, str | None]] = {}
         self._inflight: dict[str, asyncio.Future[str | None]] = {}
@@ -81,7 +94,7 @@ class ApiKeyResolver:
         if item is not None:
             record = apikeys.record_from_item(item)
             tenant = None if record.revoked else record.tenant
-        ttl = POSITIVE_TTL_SECONDS if tenant else NEGATIVE_TTL_SECONDS
+        ttl = self._positive_ttl if tenant else self._negative_ttl
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()  # crude but bounded; misses refill it
         self._cache[digest] = (time.monotonic() + ttl, tenant)

@@ -46,8 +46,17 @@ async def bounded(awaitable: Awaitable[T], deadline: float | None, what: str) ->
         raise Unavailable(f"{what} did not answer in time; retry") from None
 
 
+_THROTTLED: Final = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+
+
 def _unavailable(err: ClientError, what: str) -> Unavailable:
-    return Unavailable(f"{what} failed ({err.response.get('Error', {}).get('Code', 'error')})")
+    """A client-facing message: says what failed and whether it was throttling, never the
+    AWS error text (the interceptor logs this message; the code is in AWS's own logs)."""
+    code = err.response.get("Error", {}).get("Code", "")
+    cause = "the report store is throttling requests" if code in _THROTTLED else "it failed"
+    return Unavailable(f"{what} failed: {cause}; retry")
 
 
 class ReportStore:

@@ -7,15 +7,25 @@ HEAVY_MAX_RECEIVES-th receive; a failure on that last allowed receive ends the r
 FAILED and deletes the message, so the report does not stay RUNNING while its message
 moves to the DLQ.
 
+A worker killed while it holds the message on its last allowed receive cannot end the
+report itself: SQS moves the message to the DLQ and the report would stay RUNNING. So the
+worker also drains the DLQ (found from the queue's RedrivePolicy) every
+`dlq_interval_seconds`: each task there ends FAILED with RETRIES_EXHAUSTED (idempotent: a
+terminal report is left alone) and its message is hidden for MAX_VISIBILITY_SECONDS, kept
+for operators until the DLQ's retention drops it.
+
 Shutdown (SIGTERM): stop receiving, let running reports finish within the grace period,
-then release what is still held (visibility 0, lease expired) and exit 0.
+then release what is still held (visibility 0, lease expired) and exit 0. Receives wait at
+most POLL_SLICE_SECONDS, so an idle worker notices SIGTERM within about a second.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Final
 
@@ -33,6 +43,10 @@ RECEIVE_COUNT: Final = "ApproximateReceiveCount"
 MAX_VISIBILITY_SECONDS: Final = 12 * 3600
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
 DEFAULT_STOP_GRACE_SECONDS: Final = 100.0
+# The longest single ReceiveMessage wait: bounds how long SIGTERM waits on an idle poll.
+POLL_SLICE_SECONDS: Final = 1
+DEFAULT_DLQ_INTERVAL_SECONDS: Final = 30.0
+RETRIES_EXHAUSTED: Final = "RETRIES_EXHAUSTED"
 
 
 class QueueWorker:
@@ -47,6 +61,8 @@ class QueueWorker:
         wait_seconds: int = 20,
         max_receives: int = resources.HEAVY_MAX_RECEIVES,
         metrics: Metrics | None = None,
+        dlq_url: str | None = None,
+        dlq_interval_seconds: float = DEFAULT_DLQ_INTERVAL_SECONDS,
     ) -> None:
         self._runner = runner
         self._sqs = sqs
@@ -56,6 +72,10 @@ class QueueWorker:
         self._wait_seconds = wait_seconds
         self._max_receives = max_receives
         self._metrics = metrics
+        self._metrics_lock = threading.Lock()  # Powertools Metrics is not thread-safe
+        self._dlq_url = dlq_url
+        self._dlq_interval = dlq_interval_seconds
+        self._next_drain = 0.0  # time.monotonic(): drain at once on start
         self._stopping = threading.Event()
         self._held: dict[str, dict[str, Any]] = {}  # message id -> message, while running
         self._lock = threading.Lock()
@@ -70,6 +90,7 @@ class QueueWorker:
         running: set[Future[None]] = set()
         try:
             while not self._stopping.is_set():
+                self._maybe_drain_dlq()
                 running = {f for f in running if not f.done()}
                 free = self._concurrency - len(running)
                 if free <= 0:
@@ -93,7 +114,7 @@ class QueueWorker:
             response = self._sqs.receive_message(
                 QueueUrl=self._queue_url,
                 MaxNumberOfMessages=count,
-                WaitTimeSeconds=self._wait_seconds,
+                WaitTimeSeconds=min(self._wait_seconds, POLL_SLICE_SECONDS),
                 VisibilityTimeout=self._visibility,
                 MessageSystemAttributeNames=[RECEIVE_COUNT],
             )
@@ -144,6 +165,9 @@ class QueueWorker:
             return
         if result.outcome is Outcome.SUCCEEDED:
             self._count(resources.METRIC.REPORTS_COMPLETED)
+            self._emit(
+                resources.METRIC.REPORT_DURATION, MetricUnit.Milliseconds, result.duration_ms
+            )
         elif result.outcome is Outcome.FAILED:
             self._count(resources.METRIC.REPORTS_FAILED)
         self._delete(message)
@@ -165,7 +189,7 @@ class QueueWorker:
         try:
             self._runner.fail_permanently(
                 task,
-                reason="RETRIES_EXHAUSTED",
+                reason=RETRIES_EXHAUSTED,
                 message=f"the report could not be completed after {receives} attempts; "
                 "submit it again",
             )
@@ -184,10 +208,12 @@ class QueueWorker:
             # The message comes back; the report is terminal, so its rerun is a no-op.
             log.warning("DeleteMessage failed for %s", message["MessageId"], exc_info=True)
 
-    def _change_visibility(self, message: dict[str, Any], seconds: int) -> None:
+    def _change_visibility(
+        self, message: dict[str, Any], seconds: int, *, queue_url: str | None = None
+    ) -> None:
         try:
             self._sqs.change_message_visibility(
-                QueueUrl=self._queue_url,
+                QueueUrl=queue_url or self._queue_url,
                 ReceiptHandle=message["ReceiptHandle"],
                 VisibilityTimeout=max(0, min(seconds, MAX_VISIBILITY_SECONDS)),
             )
@@ -195,5 +221,91 @@ class QueueWorker:
             log.warning("ChangeMessageVisibility failed for %s", message["MessageId"])
 
     def _count(self, name: str) -> None:
-        if self._metrics is not None:
-            self._metrics.add_metric(name, MetricUnit.Count, 1)
+        self._emit(name, MetricUnit.Count, 1)
+
+    def _emit(self, name: str, unit: MetricUnit, value: float) -> None:
+        """One metric, flushed at once: a long-lived process has no invocation end."""
+        if self._metrics is None:
+            return
+        with self._metrics_lock:
+            try:
+                self._metrics.add_metric(name, unit, value)
+                self._metrics.flush_metrics()
+            except Exception:
+                log.warning("could not emit metric %s", name, exc_info=True)
+
+    # --- the dead-letter queue ----------------------------------------------------------
+
+    def _maybe_drain_dlq(self) -> None:
+        now = time.monotonic()
+        if now < self._next_drain:
+            return
+        self._next_drain = now + self._dlq_interval
+        try:
+            self.drain_dlq()
+        except Exception:
+            log.warning("draining the DLQ failed; trying again later", exc_info=True)
+
+    def dead_letter_queue_url(self) -> str | None:
+        """The DLQ named by the queue's RedrivePolicy (looked up once)."""
+        if self._dlq_url is None:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self._queue_url, AttributeNames=["RedrivePolicy"]
+            ).get("Attributes", {})
+            policy = attributes.get("RedrivePolicy")
+            if not policy:
+                return None
+            arn = json.loads(policy)["deadLetterTargetArn"]
+            _, _, _, _, account, name = arn.split(":", 5)
+            self._dlq_url = self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)[
+                "QueueUrl"
+            ]
+        return self._dlq_url
+
+    def drain_dlq(self) -> int:
+        """End FAILED every report whose task is in the DLQ; return how many were ended
+        now (reports already terminal, or deleted, count nothing)."""
+        dlq_url = self.dead_letter_queue_url()
+        if dlq_url is None:
+            return 0
+        ended = 0
+        while not self._stopping.is_set():
+            messages = self._sqs.receive_message(
+                QueueUrl=dlq_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=0,
+                VisibilityTimeout=self._visibility,
+            ).get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                hide_for = self._dead_letter(message)
+                if hide_for is None:
+                    ended += 1
+                    hide_for = MAX_VISIBILITY_SECONDS
+                self._change_visibility(message, hide_for, queue_url=dlq_url)
+        return ended
+
+    def _dead_letter(self, message: dict[str, Any]) -> int | None:
+        """None if this call ended the report FAILED; else the seconds to hide the message
+        (long when there is nothing to do, a lease when another worker still holds it)."""
+        try:
+            task = tasks.decode_text(message["Body"])
+        except tasks.UndecodableTask:
+            return MAX_VISIBILITY_SECONDS  # no report to fail; left for operators
+        result = self._runner.fail_permanently(
+            task,
+            reason=RETRIES_EXHAUSTED,
+            message=f"the report could not be completed in {self._max_receives} attempts; "
+            "submit it again",
+        )
+        if result.outcome is Outcome.FAILED:
+            log.error("report %s ended FAILED from the DLQ", task.report_id)
+            self._count(resources.METRIC.REPORTS_FAILED)
+            return None
+        current = self._runner.services.store.get(task.report_id)
+        if current is not None and not current.terminal and current.lease_until_ms:
+            # A live lease (a worker still finishing it): look again once it runs out.
+            left = (current.lease_until_ms - time.time() * 1000) / 1000
+            return max(1, math.ceil(left) + 1)
+        return MAX_VISIBILITY_SECONDS

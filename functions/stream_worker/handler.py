@@ -5,12 +5,17 @@ queue first, in batches. Each record then succeeds or fails alone (Powertools
 BatchProcessor, failures reported by sequence number):
 - transient trouble (throttling, timeouts, 5xx) fails the record, so Lambda retries it;
 - a poison record (undecodable) is counted and skipped, and a bad request ends its report
-  FAILED: neither ever blocks the shard.
+  FAILED: neither ever blocks the shard;
+- a report another run still holds (BUSY: typically an invocation that timed out or was
+  killed mid-report, whose lease has not run out) is waited for within this invocation's
+  time, then taken over; if the lease outlives the invocation the record is retried.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +32,7 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.clients import client
-from functions.runner import Outcome, Runner, Services, is_transient_error
+from functions.runner import Outcome, Runner, RunResult, Services, is_transient_error
 from functions.stream_worker.forward import forward
 from reportgrid import resources, tasks, validation
 from reportgrid.engine.registry import CostClass
@@ -44,6 +49,10 @@ processor = BatchProcessor(
     event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False
 )
 log = logging.getLogger(__name__)
+
+
+# Time kept back from the invocation's remaining time when waiting out another's lease.
+_BUSY_MARGIN_SECONDS = 5.0
 
 
 class RetryRecord(Exception):
@@ -138,7 +147,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             if seq in forward_failed:
                 raise RetryRecord(f"forwarding {heavy[seq].report_id} failed")
             return "forwarded"
-        return _run_light(record, deps)
+        return _run_light(record, deps, remaining=context.get_remaining_time_in_millis)
 
     response: dict[str, Any] = dict(
         process_partial_response(
@@ -148,7 +157,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return response
 
 
-def _run_light(record: KinesisStreamRecord, deps: Dependencies) -> str:
+def _run_light(
+    record: KinesisStreamRecord, deps: Dependencies, *, remaining: Callable[[], int]
+) -> str:
     try:
         task = _decode(record)
     except tasks.UndecodableTask as err:
@@ -160,7 +171,7 @@ def _run_light(record: KinesisStreamRecord, deps: Dependencies) -> str:
         return "poison"
     logger.append_keys(report_id=task.report_id)
     try:
-        result = deps.runner.run(task)
+        result = _run_when_free(task, deps, remaining)
     except Exception as err:
         if is_transient_error(err):
             raise RetryRecord(f"transient failure running {task.report_id}") from err
@@ -175,6 +186,20 @@ def _run_light(record: KinesisStreamRecord, deps: Dependencies) -> str:
         logger.remove_keys(["report_id"])
     _record_metrics(result.outcome, result.duration_ms)
     return result.outcome.value
+
+
+def _run_when_free(task: TaskRecord, deps: Dependencies, remaining: Callable[[], int]) -> RunResult:
+    """Run the task; while another run holds a live lease, wait for it to run out (it is
+    renewed by a live holder, so only a dead one's lease ends) as long as this invocation
+    has the time, else retry the record later."""
+    while True:
+        result = deps.runner.run(task)
+        if result.outcome is not Outcome.BUSY:
+            return result
+        wait = result.retry_after_seconds + 0.1
+        if wait > remaining() / 1000 - _BUSY_MARGIN_SECONDS:
+            raise RetryRecord(f"{task.report_id} is held by another run")
+        time.sleep(wait)
 
 
 def _record_metrics(outcome: Outcome, duration_ms: int) -> None:
