@@ -185,8 +185,14 @@ class Runner:
         return RunResult(Outcome.FAILED, record)
 
     def run(
-        self, task: TaskRecord, *, heartbeat_hooks: Sequence[Callable[[], None]] = ()
+        self,
+        task: TaskRecord,
+        *,
+        heartbeat_hooks: Sequence[Callable[[], None]] = (),
+        after_claim: Callable[[ReportRecord], bool] | None = None,
     ) -> RunResult:
+        """Run the task. `after_claim` (the multi-region standby) sees the claimed record
+        before anything runs; False stands the run down (another region's claim won)."""
         started = time.monotonic()
         try:
             valid = validation.validate_submit(task.request, self._s.registry)
@@ -208,6 +214,8 @@ class Runner:
             self._s.notifier.publish(claim.record)
             return RunResult(Outcome.CANCELLED, claim.record)
         assert claim.record is not None
+        if after_claim is not None and not after_claim(claim.record):
+            return RunResult(Outcome.NOOP, claim.record)
         self._s.notifier.publish(claim.record)
 
         record = self._run_claimed(task, valid, owner, heartbeat_hooks)
@@ -286,6 +294,12 @@ class Runner:
         except LeaseLost:
             log.warning("report %s was taken over before it finished here", report_id)
             return None
+        except Exception as err:
+            if is_transient_error(err):
+                # The terminal write did not happen: give the lease back so that the
+                # redelivery takes over now instead of after the lease.
+                self._s.store.release(report_id, owner=owner)
+            raise
 
     def _fetch_input(self, request: pb.SubmitReportRequest, work_dir: str) -> InputData | None:
         if not request.HasField("input"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Callable
@@ -26,9 +27,11 @@ from grpc_edge.auth import ApiKeyResolver, TenantRateLimiter
 from grpc_edge.breaker import CircuitBreaker
 from grpc_edge.cache import RedisTier, TerminalLru
 from grpc_edge.clients import Clients
+from grpc_edge.dependency_health import DependencyHealth
 from grpc_edge.interceptors import Chain
 from grpc_edge.metrics import FLUSH_SECONDS, EdgeMetrics
-from grpc_edge.producer import KinesisProducer
+from grpc_edge.peer import PeerSender
+from grpc_edge.producer import TaskProducer, make_producer
 from grpc_edge.reads import ReportReader
 from grpc_edge.service import ReportService
 from grpc_edge.store import ReportStore
@@ -56,7 +59,36 @@ _OPTIONS: Final = (
     ("grpc.max_connection_age_grace_ms", (resources.EDGE_DRAIN_GRACE_SECONDS) * 1000),
     ("grpc.so_reuseport", 1),
 )
+# Calls grpc core holds for the application before the event loop picks them up. Above
+# `max_pending_requests` (grpc's default 1,000) core starts refusing new calls, and above
+# the hard limit (default 3,000) it refuses all, with CANCELLED: a burst of thousands of
+# calls on one process (10,000 in flight) would mostly fail before our code ever saw it,
+# and uncounted. The queue may hold as many calls as the process admits at once
+# (settings.max_concurrent_rpcs), and twice that before core refuses everything; beyond
+# max_concurrent_rpcs the interceptors shed calls (RESOURCE_EXHAUSTED, counted).
+PENDING_HARD_LIMIT_FACTOR: Final = 2
+
+
+def server_options(settings: Settings) -> tuple[tuple[str, int], ...]:
+    """The grpc core options of the edge's server."""
+    pending = max(settings.max_concurrent_rpcs, 1000)  # never below grpc's own default
+    return (
+        *_OPTIONS,
+        ("grpc.server.max_pending_requests", pending),
+        ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * pending),
+    )
+
+
 DEFAULT_DRAIN_DELAY_SECONDS: Final = 2.0
+# The producer keeps at most this many PutRecords calls in flight and lingers this long for
+# a batch to fill: while calls are out, records pile up and the next batch is bigger. Fewer,
+# larger calls cost far less CPU per record (botocore's per-call work dominates).
+PRODUCER_MAX_IN_FLIGHT: Final = 2
+PRODUCER_LINGER_SECONDS: Final = 0.002
+# Young-generation collections are what a request-serving process pays for: each request
+# allocates and frees hundreds of objects with no cycles among them. A larger threshold
+# makes collections rarer; everything built at start-up is frozen out of them (gc.freeze).
+GC_THRESHOLDS: Final = (50_000, 20, 100)
 _STARTUP_CHECK_SECONDS: Final = 2.0
 
 
@@ -75,7 +107,7 @@ class EdgeServer:
         server: grpc.aio.Server,
         settings: Settings,
         clients: Clients,
-        producer: KinesisProducer,
+        producer: TaskProducer,
         service: ReportService,
         health: HealthServicer,
         hub: EventHub,
@@ -97,6 +129,10 @@ class EdgeServer:
         self._owns_clients = owns_clients
         self._background: set[asyncio.Task[None]] = set()
         self.serving = asyncio.Event()
+        # Once SERVING, health follows the dependencies, with hysteresis (issue 9).
+        self.dependency_health = DependencyHealth(
+            health, self._check_dependencies, services=("", SERVICE_NAME)
+        )
 
     async def start(self) -> None:
         self.producer.start()
@@ -111,8 +147,8 @@ class EdgeServer:
 
     async def _become_serving(self) -> None:
         """SERVING once the dependencies a Submit needs answer; retried until they do.
-        Later dependency blips do not flip health: a whole fleet going NOT_SERVING at once
-        would turn a slow dependency into an outage."""
+        Then health follows them (grpc_edge/dependency_health.py): NOT_SERVING only after
+        several failed probes in a row, so a blip does not flip a whole fleet."""
         delay = 0.2
         while True:
             try:
@@ -122,9 +158,9 @@ class EdgeServer:
                 logger.warning("dependencies not ready", extra={"error": type(err).__name__})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self.dependency_health.set_serving(True)
         self.serving.set()
+        self._spawn(self.dependency_health.run())
 
     async def _check_dependencies(self) -> None:
         await self.store.ping()
@@ -142,6 +178,7 @@ class EdgeServer:
         balancer stops routing here; then refuse new calls, let calls in flight finish
         within the grace period, and close everything."""
         await self.health.enter_graceful_shutdown()
+        self.dependency_health.draining = True
         self.hub.draining = True  # watch streams end (UNAVAILABLE) so clients move on
         if delay > 0:
             await asyncio.sleep(delay)
@@ -152,6 +189,8 @@ class EdgeServer:
         for task in list(self._background):
             task.cancel()
         await self.producer.close()
+        if self.service.peer is not None:
+            await self.service.peer.close()
         await self.hub.close()
         self.metrics.flush()
         if self._owns_clients:
@@ -160,6 +199,7 @@ class EdgeServer:
     async def stop_now(self) -> None:
         """For tests: stop without the drain delay."""
         await self.health.enter_graceful_shutdown()
+        self.dependency_health.draining = True
         self.hub.draining = True
         await self.server.stop(0.5)
         await self.close()
@@ -172,8 +212,8 @@ async def build_server(
     clients: Clients | None = None,
     host: str = "[::]",
     port: int | None = None,
-    producer_linger_seconds: float = 0.002,
-    producer_max_in_flight: int = 8,
+    producer_linger_seconds: float = PRODUCER_LINGER_SECONDS,
+    producer_max_in_flight: int = PRODUCER_MAX_IN_FLIGHT,
 ) -> tuple[EdgeServer, int]:
     """Build the server bound to host:port (port None = settings.edge_port; 0 = any free
     port). Clients are created here unless given (tests wrap them to inject faults)."""
@@ -186,7 +226,8 @@ async def build_server(
     store = ReportStore(clients.dynamodb, settings.table_name)
     reader = ReportReader(store, TerminalLru(), redis_tier)
     hub = EventHub(clients.redis, breaker)
-    producer = KinesisProducer(
+    producer = make_producer(
+        settings.edge_producer,
         clients.kinesis,
         settings.task_stream_name,
         linger_seconds=producer_linger_seconds,
@@ -202,13 +243,21 @@ async def build_server(
         producer=producer,
         s3=clients.s3,
     )
+    service.peer = await PeerSender.open(settings)  # None without a peer region
     metrics = EdgeMetrics()
     auth = ApiKeyResolver(clients.dynamodb, settings.table_name)
     limiter = TenantRateLimiter(settings.tenant_rate_limit)
-    _watch_counters(metrics, producer, reader, breaker, limiter)
-    chain = Chain(service_name=SERVICE_NAME, auth=auth, limiter=limiter, metrics=metrics)
+    chain = Chain(
+        service_name=SERVICE_NAME,
+        auth=auth,
+        limiter=limiter,
+        metrics=metrics,
+        max_in_flight=settings.max_concurrent_rpcs,
+    )
+    _watch_counters(metrics, producer, reader, breaker, limiter, chain)
 
-    server = grpc.aio.server(options=_OPTIONS, maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+    # No `maximum_concurrent_rpcs`: the chain sheds over the limit itself, where it can count.
+    server = grpc.aio.server(options=server_options(settings))
     handlers = {
         "SubmitReport": chain.unary("SubmitReport", pb.SubmitReportRequest, service.submit),
         "GetReport": chain.unary("GetReport", pb.GetReportRequest, service.get),
@@ -254,31 +303,38 @@ async def build_server(
         store=store,
         owns_clients=owns_clients,
     )
+    server.add_generic_rpc_handlers((edge.dependency_health.readiness_handler(),))
     return edge, bound
 
 
-def _watch_counters(
+def _watch_counters(  # noqa: PLR0917 -- one private call site, every argument distinct
     metrics: EdgeMetrics,
-    producer: KinesisProducer,
+    producer: TaskProducer,
     reader: ReportReader,
     breaker: CircuitBreaker,
     limiter: TenantRateLimiter,
+    chain: Chain,
 ) -> None:
+    m = resources.METRIC
     counters: dict[str, Callable[[], int]] = {
+        # What the dashboards read (reportgrid.resources.METRIC).
+        m.SHED_REQUESTS: lambda: chain.shed,
+        m.CACHE_HITS: lambda: reader.stats.lru_hits + reader.stats.redis_hits,
+        m.CACHE_MISSES: lambda: reader.stats.dynamodb_reads,
+        # The detail behind them.
+        "RateLimitedRequests": lambda: limiter.shed,
         "EnqueueBatches": lambda: producer.stats.batches,
         "EnqueuedRecords": lambda: producer.stats.records_accepted,
         "EnqueueRetries": lambda: producer.stats.record_retries,
         "EnqueueGivenUp": lambda: producer.stats.records_given_up,
         "CacheHitsLru": lambda: reader.stats.lru_hits,
         "CacheHitsRedis": lambda: reader.stats.redis_hits,
-        "CacheMissesDynamoDb": lambda: reader.stats.dynamodb_reads,
         "CoalescedReads": lambda: reader.stats.coalesced,
         "RedisBreakerOpened": lambda: breaker.opened_count,
-        "ShedRateLimited": lambda: limiter.shed,
     }
     for name, read in counters.items():
         metrics.watch_counter(name, read)
-    metrics.watch_samples("BatchSize", producer.stats.recent_batch_sizes)
+    metrics.watch_samples(m.BATCH_SIZE, producer.stats.recent_batch_sizes)
 
 
 async def serve(
@@ -292,6 +348,11 @@ async def serve(
     """Run one edge process until SIGTERM/SIGINT; return the exit code."""
     edge, bound = await build_server(settings, host=host, port=port)
     await edge.start()
+    # Start-up objects (modules, clients, schemas) live as long as the process: keep the
+    # collector from scanning them again and again.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

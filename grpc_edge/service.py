@@ -16,7 +16,8 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from grpc_edge.cache import RedisTier
-from grpc_edge.producer import KinesisProducer
+from grpc_edge.peer import PeerSender, send_both
+from grpc_edge.producer import TaskProducer
 from grpc_edge.reads import ReportReader, now_ms, view_missing
 from grpc_edge.store import ReportStore, bounded, conflict
 from grpc_edge.tokens import PageTokens, filters_hash
@@ -68,7 +69,7 @@ class ReportService:
         reader: ReportReader,
         redis: RedisTier,
         hub: EventHub,
-        producer: KinesisProducer,
+        producer: TaskProducer,
         s3: Any,
     ) -> None:
         self.settings = settings
@@ -80,6 +81,8 @@ class ReportService:
         self.hub = hub
         self.producer = producer
         self.s3 = s3
+        # The peer region's standby queue (DURABILITY_MULTI_REGION); set by build_server.
+        self.peer: PeerSender | None = None
         # The first id secret; PageTokens signs under its own context string.
         self.tokens = PageTokens(settings.id_secrets[0].get_secret_value().encode())
         self._kinds = registry.to_proto()
@@ -88,18 +91,14 @@ class ReportService:
 
     async def submit(self, request: pb.SubmitReportRequest, call: Call) -> pb.SubmitReportResponse:
         validate_submit(request, self.registry)
-        if request.durability == pb.DURABILITY_MULTI_REGION:
-            # Multi-region acknowledgement is not built yet; accepting the request with
-            # regional durability would silently weaken what the caller asked for.
-            reason = (
-                "this region has no peer standby queue configured"
-                if not self.settings.peer_standby_queue_url
-                else "multi-region acknowledgement is not available in this release"
-            )
+        multi_region = request.durability == pb.DURABILITY_MULTI_REGION
+        if multi_region and self.peer is None:
+            # Accepting the request with regional durability would silently weaken what
+            # the caller asked for.
             raise FailedPrecondition(
                 "durability",
-                f"DURABILITY_MULTI_REGION cannot be honoured: {reason}; "
-                "use DURABILITY_REGIONAL or leave durability unset",
+                "DURABILITY_MULTI_REGION cannot be honoured: this region has no peer "
+                "standby queue configured; use DURABILITY_REGIONAL or leave durability unset",
                 type_="DURABILITY",
             )
         key = request.idempotency_key or None
@@ -119,7 +118,15 @@ class ReportService:
         )
         task.accept_time.FromMilliseconds(now_ms())
         # The report id as partition key spreads tasks evenly over the shards.
-        await self.producer.put(tasks.encode(task), rid, call.deadline)
+        if multi_region and self.peer is not None:
+            # Acknowledged only once both the local log and the peer's standby queue
+            # hold it (grpc_edge/peer.py); the two sends run side by side.
+            await send_both(
+                self.producer.put(tasks.encode(task), rid, call.deadline),
+                self.peer.send(task, call.deadline),
+            )
+        else:
+            await self.producer.put(tasks.encode(task), rid, call.deadline)
         deduplicated = False
         if key is not None:
             # Best effort: with Redis down the id is still the same, and the workers'
@@ -137,12 +144,16 @@ class ReportService:
 
     # -- reads ---------------------------------------------------------------------------
 
-    async def get(self, request: pb.GetReportRequest, call: Call) -> pb.Report:
+    async def get(self, request: pb.GetReportRequest, call: Call) -> pb.Report | bytes:
+        # Hot terminal reports: the reply as serialized last time (see TerminalLru.reply).
+        reply = self.reader.cached_reply(call.tenant, request.report_id, request.include_content)
+        if reply is not None:
+            return reply
         report_id = self.codec.verify(call.tenant, request.report_id)
         record = await self.reader.lookup(call.tenant, report_id.value, call.deadline)
         if record is None:
             return view_missing(report_id)
-        return records.to_proto(record, now_ms=now_ms(), include_content=request.include_content)
+        return self.reader.render(record, request.include_content)
 
     async def watch(self, request: pb.WatchReportRequest, call: Call) -> AsyncIterator[pb.Report]:
         report_id = self.codec.verify(call.tenant, request.report_id)
@@ -371,18 +382,13 @@ class ReportService:
             return
         if not result.s3_key:
             raise Internal("a SUCCEEDED report has neither inline nor S3 result")
-        bucket = self._bucket()
         # Workers store S3 results zlib-compressed (reportgrid.results); stream one GET
         # through an incremental decompressor and check the recorded SHA-256 on the way,
         # so a damaged object ends the stream with an error instead of wrong bytes.
         inflate = zlib.decompressobj()
         digest = hashlib.sha256()
         try:
-            response = await bounded(
-                self.s3.get_object(Bucket=bucket, Key=result.s3_key),
-                call.deadline,
-                "result storage",
-            )
+            response = await self._get_result_object(result.s3_key, call)
             body = response["Body"]
             try:
                 while packed := await body.read(DOWNLOAD_CHUNK_BYTES):
@@ -404,6 +410,26 @@ class ReportService:
         if digest.hexdigest() != result.sha256:
             raise Internal(f"stored result of {rid} does not match its recorded sha256")
 
+    async def _get_result_object(self, key: str, call: Call) -> Any:
+        """GetObject from this region's bucket; when that fails (the bucket unreachable, or
+        the object written by the peer region and not replicated yet), from the replica
+        bucket in the peer region. The last failure is raised."""
+        buckets = [self._bucket()]
+        if self.settings.replica_results_bucket:
+            buckets.append(self.settings.replica_results_bucket)
+        for index, bucket in enumerate(buckets):
+            last = index == len(buckets) - 1
+            # The home bucket gets half the time left, so a hung region leaves the rest.
+            deadline = call.deadline if last else time.monotonic() + call.remaining() / 2
+            try:
+                return await bounded(
+                    self.s3.get_object(Bucket=bucket, Key=key), deadline, "result storage"
+                )
+            except (ClientError, Unavailable):
+                if last:
+                    raise
+        raise AssertionError("unreachable")
+
     async def list_kinds(
         self, request: pb.ListReportKindsRequest, call: Call
     ) -> pb.ListReportKindsResponse:
@@ -424,8 +450,8 @@ def _list_filters(
             violations.append(FieldViolation(f"states[{index}]", f"{value} is not a report state"))
         else:
             states.add(state)
-    after = request.created_after.ToMilliseconds() if request.HasField("created_after") else None
-    before = request.created_before.ToMilliseconds() if request.HasField("created_before") else None
+    after = _millis(request, "created_after", violations)
+    before = _millis(request, "created_before", violations)
     if after is not None and after < 0:
         violations.append(FieldViolation("created_after", "must not be before 1970"))
     if before is not None and before <= 0:
@@ -437,3 +463,16 @@ def _list_filters(
     if violations:
         raise InvalidArgument(violations)
     return page_size, states, set(request.kinds), after, before
+
+
+def _millis(
+    request: pb.ListReportsRequest, name: str, violations: list[FieldViolation]
+) -> int | None:
+    """A timestamp filter in ms; an out-of-range Timestamp is a field violation."""
+    if not request.HasField(name):  # type: ignore[arg-type]
+        return None
+    try:
+        return int(getattr(request, name).ToMilliseconds())
+    except ValueError:
+        violations.append(FieldViolation(name, "is not a valid timestamp"))
+        return None

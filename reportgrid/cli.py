@@ -611,9 +611,21 @@ def dev(
         "us-east-1"
     ),
     shards: Annotated[int, typer.Option("--shards", min=1, help="Kinesis shards.")] = 2,
+    regions: Annotated[
+        str,
+        typer.Option(
+            "--regions",
+            help="Two regions, e.g. us-east-1,eu-west-1: each its own edge (--port, --port+1), "
+            "workers, standby and Redis, mirrored to the other, on one moto server.",
+        ),
+    ] = "",
 ) -> None:
     """Run a whole region on this machine (moto, redis, edge, stream + queue workers)."""
     from reportgrid.local.dev import DevOptions, run  # noqa: PLC0415 -- heavy, dev only
+
+    region_list = tuple(r.strip() for r in regions.split(",") if r.strip())
+    if region_list and len(region_list) != 2:
+        raise typer.BadParameter("give exactly two regions, e.g. us-east-1,eu-west-1")
 
     code = run(
         DevOptions(
@@ -625,9 +637,69 @@ def dev(
             persist=persist,
             region=region,
             shards=shards,
+            regions=region_list,
         )
     )
     raise typer.Exit(code)
+
+
+drill_app = typer.Typer(help="Fault drills against local regions.", no_args_is_help=True)
+app.add_typer(drill_app, name="drill")
+
+
+@drill_app.command("region-loss")
+def drill_region_loss(
+    regions: Annotated[
+        str, typer.Option("--regions", help="Home and peer region.")
+    ] = "us-east-1,eu-west-1",
+    port: Annotated[
+        int, typer.Option("--port", help="Edge port of region A (B: +1); 0 = any free.")
+    ] = 0,
+    rate: Annotated[float, typer.Option("--rate", min=0.5, help="Submits per second.")] = 5.0,
+    before: Annotated[float, typer.Option("--before", help="Seconds before the kill.")] = 5.0,
+    after: Annotated[float, typer.Option("--after", help="Seconds of load after it.")] = 8.0,
+    durability: Annotated[
+        str, typer.Option("--durability", help="multi-region or regional.")
+    ] = "multi-region",
+    latency_samples: Annotated[
+        int, typer.Option("--latency-samples", min=0, help="Submits per durability timed.")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lose region A under load (SIGKILL) and measure: acknowledged reports completed,
+    results produced twice, recovery time, time to all terminal, A's backlog on return."""
+    from reportgrid.local.drill import (  # noqa: PLC0415 -- heavy, dev only
+        DrillOptions,
+        figures_json,
+        run_region_loss,
+    )
+
+    pair = tuple(r.strip() for r in regions.split(","))
+    if len(pair) != 2 or pair[0] == pair[1]:
+        raise typer.BadParameter("give two distinct regions, e.g. us-east-1,eu-west-1")
+    levels = {"multi-region": pb.DURABILITY_MULTI_REGION, "regional": pb.DURABILITY_REGIONAL}
+    if durability not in levels:
+        raise typer.BadParameter("--durability is multi-region or regional")
+    options = DrillOptions(
+        regions=(pair[0], pair[1]),
+        edge_port=port,
+        rate_per_second=rate,
+        before_kill_seconds=before,
+        after_kill_seconds=after,
+        durability=levels[durability],
+        latency_samples=latency_samples,
+    )
+    from reportgrid.local.dev import DevError  # noqa: PLC0415
+    from reportgrid.local.servers import ServerError  # noqa: PLC0415
+
+    try:
+        figures = run_region_loss(options, sys.stderr if as_json else sys.stdout)
+    except (DevError, ServerError) as error:
+        err.print(f"error: {error}", markup=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(figures_json(figures))
+    raise typer.Exit(0 if figures.passed else 1)
 
 
 def main() -> None:

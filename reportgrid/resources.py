@@ -132,12 +132,20 @@ class _EnvNames:
     MAX_CONCURRENT_RPCS: str = "REPORTGRID_MAX_CONCURRENT_RPCS"
     DRAIN_GRACE_SECONDS: str = "REPORTGRID_DRAIN_GRACE_SECONDS"
     TENANT_RATE_LIMIT: str = "REPORTGRID_TENANT_RATE_LIMIT"
+    # How the edge sends tasks to Kinesis: "batching" (default) or "naive" (one PutRecords
+    # per request; only for the benchmark that shows what batching buys).
+    EDGE_PRODUCER: str = "REPORTGRID_EDGE_PRODUCER"
     WORKER_CONCURRENCY: str = "REPORTGRID_WORKER_CONCURRENCY"
     # The queue worker's lease and visibility step (default WORKER_LEASE_SECONDS; tests
     # shorten it to see a lost worker's task come back quickly).
     WORKER_LEASE_SECONDS: str = "REPORTGRID_WORKER_LEASE_SECONDS"
     # The queue worker's SQS long-poll wait (at most 20 s).
     QUEUE_WAIT_SECONDS: str = "REPORTGRID_QUEUE_WAIT_SECONDS"
+    # Multi-region: how long a mirrored task waits in the peer's standby queue before the
+    # standby looks at it, and the safety margin (>= 2x the table's replication lag) the
+    # standby adds to an expired lease and waits after its claim (docs/MULTI_REGION.md).
+    MIRROR_GRACE_SECONDS: str = "REPORTGRID_MIRROR_GRACE_SECONDS"
+    STANDBY_MARGIN_SECONDS: str = "REPORTGRID_STANDBY_MARGIN_SECONDS"
     LOG_LEVEL: str = "LOG_LEVEL"  # Powertools' own
     METRICS_NAMESPACE: str = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own
     SERVICE_NAME: str = "POWERTOOLS_SERVICE_NAME"  # Powertools' own
@@ -154,6 +162,16 @@ METRICS_NAMESPACE: Final = "Reportgrid"
 # Ports and limits that both the infrastructure and the code must agree on.
 # ---------------------------------------------------------------------------------------
 EDGE_PORT: Final = 50051
+# The edge's readiness check for the ALB (grpc_edge/dependency_health.py): answers OK
+# while the edge is SERVING, UNAVAILABLE otherwise. The ALB's gRPC health check judges only
+# the status code, and grpc.health.v1 says NOT_SERVING with status OK.
+EDGE_READINESS_PATH: Final = "/reportgrid.health.v1.Readiness/Check"
+# The edge probes its dependencies this often, and health follows them with hysteresis:
+# NOT_SERVING after EDGE_HEALTH_FAIL_AFTER failed probes in a row, SERVING again after
+# EDGE_HEALTH_RECOVER_AFTER good ones.
+EDGE_HEALTH_INTERVAL_SECONDS: Final = 2.0
+EDGE_HEALTH_FAIL_AFTER: Final = 3
+EDGE_HEALTH_RECOVER_AFTER: Final = 2
 # The edge drains for at most this long on SIGTERM; the ALB deregistration delay is set
 # above it so no in-flight call is cut.
 EDGE_DRAIN_GRACE_SECONDS: Final = 20
@@ -174,6 +192,29 @@ HEAVY_WORKER_TIMEOUT_SECONDS: Final = 900
 # so a lost worker's message comes back after a lease, not after this.
 HEAVY_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * HEAVY_WORKER_TIMEOUT_SECONDS
 LAMBDA_TIMEOUT_SECONDS: Final = 120
+# Multi-region (docs/MULTI_REGION.md). A mirrored task becomes visible in the peer's standby
+# queue this long after the home region accepted it (SQS DelaySeconds, at most 900): longer
+# than the home region's normal pickup latency plus the table's replication lag.
+MIRROR_GRACE_SECONDS: Final = 30
+# The standby takes over a RUNNING report only this long after its lease ran out, and after
+# its own claim waits this long before running (a competing claim replicates within it):
+# at least twice the global table's replication lag (typically ~1 s).
+STANDBY_MARGIN_SECONDS: Final = 5.0
+MAX_SQS_DELAY_SECONDS: Final = 900
+# Each region's standby worker writes a heartbeat item (key region_heartbeat_key) this
+# often. A peer whose heartbeat is older than REGION_STALE_BEATS beats plus the margin is
+# presumed lost: only then does the standby take its reports that no run has started, so
+# a backlogged but healthy region is never raced for its own reports (docs/MULTI_REGION.md).
+REGION_HEARTBEAT_SECONDS: Final = 1.0
+REGION_STALE_BEATS: Final = 3
+REGION_PREFIX: Final = "region#"
+
+
+def region_heartbeat_key(region: str) -> dict[str, str]:
+    """The primary key of a region's heartbeat item (in the global table)."""
+    return {PARTITION_KEY: REGION_PREFIX + region}
+
+
 # Kinesis keeps tasks this long; an unkeyed id with no record older than this is EXPIRED.
 TASK_RETENTION_HOURS: Final = 24
 

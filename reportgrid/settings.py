@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     tenant_rate_limit: float = Field(
         default=5000.0, gt=0, validation_alias=_env(E.TENANT_RATE_LIMIT)
     )
+    edge_producer: Literal["batching", "naive"] = Field(
+        default="batching", validation_alias=_env(E.EDGE_PRODUCER)
+    )
     worker_concurrency: int = Field(
         default=2, ge=1, le=64, validation_alias=_env(E.WORKER_CONCURRENCY)
     )
@@ -82,6 +85,18 @@ class Settings(BaseSettings):
     )
     queue_wait_seconds: int = Field(
         default=20, ge=0, le=20, validation_alias=_env(E.QUEUE_WAIT_SECONDS)
+    )
+    mirror_grace_seconds: int = Field(
+        default=resources.MIRROR_GRACE_SECONDS,
+        ge=0,
+        le=resources.MAX_SQS_DELAY_SECONDS,
+        validation_alias=_env(E.MIRROR_GRACE_SECONDS),
+    )
+    standby_margin_seconds: float = Field(
+        default=resources.STANDBY_MARGIN_SECONDS,
+        ge=0,
+        le=600,
+        validation_alias=_env(E.STANDBY_MARGIN_SECONDS),
     )
 
     @field_validator("region", "peer_region")

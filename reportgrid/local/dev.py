@@ -33,6 +33,7 @@ from grpc_health.v1 import health_pb2
 
 from reportgrid import apikeys, resources
 from reportgrid.local.bootstrap import RegionResources, client, create_region
+from reportgrid.local.replicator import GlobalTableReplicator
 from reportgrid.local.servers import LOOPBACK, MotoServer, RedisServer, ServerError, port_is_free
 from reportgrid.local.state import StateDir, restore_snapshot, save_snapshot
 
@@ -61,6 +62,12 @@ class DevOptions:
     region: str = "us-east-1"
     shards: int = 2
     stop_grace_seconds: float = STOP_GRACE_SECONDS
+    # Two regions (`--regions a,b`): each its own edge (on edge_port + its index), stream,
+    # queues, workers, standby and Redis, on one moto server, with the table replicator.
+    regions: tuple[str, ...] = ()
+    replication_lag_seconds: float = 0.0
+    # Extra settings for every process (the drill shortens leases and the grace).
+    extra_env: tuple[tuple[str, str], ...] = ()
 
 
 class DevError(Exception):
@@ -255,7 +262,10 @@ class Supervisor:
 
     def wait_until_serving(self) -> None:
         """Until the edge's health check says SERVING; fail fast if a child exits."""
-        target = f"{LOOPBACK}:{self.options.edge_port}"
+        self.wait_for_edge(self.options.edge_port, "edge")
+
+    def wait_for_edge(self, port: int, name: str) -> None:
+        target = f"{LOOPBACK}:{port}"
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         with grpc.insecure_channel(target) as channel:
             check = channel.unary_unary(
@@ -274,7 +284,7 @@ class Supervisor:
                 time.sleep(0.2)
         raise DevError(
             f"the edge did not serve on {target} within {READY_TIMEOUT_SECONDS:.0f}s; "
-            f"see {self.state.logs / 'edge.log'}"
+            f"see {self.state.logs / (name + '.log')}"
         )
 
     def check_children(self) -> None:
@@ -394,5 +404,210 @@ class Supervisor:
 
 
 def run(options: DevOptions) -> int:
-    """Run the local region until Ctrl-C; returns the exit code."""
+    """Run the local region (or regions) until Ctrl-C; returns the exit code."""
+    if len(options.regions) > 1:
+        return MultiRegionSupervisor(options).run()
     return Supervisor(options).run()
+
+
+# -- two regions on one machine (`reportgrid dev --regions a,b`) ----------------------------
+
+MIRROR_FUNCTION: Final = "reportgrid-mirror"
+MIRROR_HANDLER: Final = "functions.mirror.handler:handler"
+REGION_LETTERS: Final = "ab"
+
+
+@dataclass
+class RegionRun:
+    """One local region of a multi-region run and the processes that make it."""
+
+    region: str
+    letter: str
+    edge_port: int
+    resources: RegionResources
+    redis: RedisServer
+    env: dict[str, str]
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.edge_port}"
+
+
+class MultiRegionSupervisor(Supervisor):
+    """Two regions on one moto server: per region its own resources, Redis, edge (on
+    edge_port + its index), Kinesis runner (driving the stream worker and the mirror
+    consumer), queue worker and standby worker, peered with the other region; and the
+    global-table replicator between them. `kill_region`/`restart_region` are the drill's
+    levers."""
+
+    def __init__(self, options: DevOptions, console: IO[str] = sys.stdout) -> None:
+        super().__init__(options, console)
+        regions = options.regions
+        if len(regions) != len(REGION_LETTERS) or len(set(regions)) != len(regions):
+            raise DevError("give two distinct regions, e.g. --regions us-east-1,eu-west-1")
+        self.runs: dict[str, RegionRun] = {}
+        self.replicator: GlobalTableReplicator | None = None
+
+    def check_ports(self) -> None:
+        ports = [self.options.edge_port + i for i in range(len(self.options.regions))]
+        for port in ports:
+            if port_taken(port):
+                raise DevError(
+                    f"port {port} (an edge of --regions) is already in use; stop what holds "
+                    "it or choose another base with --port"
+                )
+
+    def start(self) -> None:
+        """Everything up to both edges SERVING; raises DevError/ServerError."""
+        opts = self.options
+        self.check_ports()
+        self.state.prepare(persist=False)
+        self.moto = MotoServer(opts.moto_port or None, self.state.logs / "moto.log").start()
+        endpoint = self.moto.endpoint_url
+        self.say(f"started moto server on {endpoint} (serving {', '.join(opts.regions)})")
+        made = {r: create_region(r, endpoint, shards=opts.shards) for r in opts.regions}
+        secret = self.state.id_secret(persist=False)
+        self.api_key = self.state.api_key(persist=False)
+        env_names = resources.ENV
+        for index, region in enumerate(opts.regions):
+            letter = REGION_LETTERS[index]
+            peer = made[opts.regions[1 - index]]
+            redis = RedisServer(None, self.state.logs / f"redis-{letter}.log").start()
+            ddb = client("dynamodb", region, endpoint)
+            # Each replica gets the key: the replicator only carries later changes.
+            apikeys.put_key(ddb, made[region].table_name, self.api_key, DEV_TENANT, name="dev")
+            env = {
+                **os.environ,
+                **made[region].environ(),
+                env_names.REDIS_URL: redis.url,
+                env_names.ID_SECRETS: secret,
+                env_names.EDGE_PORT: str(opts.edge_port + index),
+                env_names.EDGE_WORKERS: str(opts.edge_workers),
+                env_names.DRAIN_GRACE_SECONDS: str(DEV_DRAIN_GRACE_SECONDS),
+                env_names.PEER_REGION: peer.region,
+                env_names.PEER_STANDBY_QUEUE_URL: peer.standby_queue_url,
+                env_names.REPLICA_RESULTS_BUCKET: peer.results_bucket,
+                env_names.METRICS_NAMESPACE: resources.METRICS_NAMESPACE,
+                env_names.LOG_LEVEL: os.environ.get(env_names.LOG_LEVEL, "INFO"),
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "PYTHONUNBUFFERED": "1",
+                **dict(opts.extra_env),
+            }
+            self.runs[region] = RegionRun(
+                region, letter, opts.edge_port + index, made[region], redis, env
+            )
+            self.say(f"region {region}: redis-server on {redis.url}")
+        self.replicator = GlobalTableReplicator(
+            endpoint, list(opts.regions), lag_seconds=opts.replication_lag_seconds
+        ).start()
+        for run in self.runs.values():
+            self.start_region(run)
+        for run in self.runs.values():
+            self.wait_for_edge(run.edge_port, f"edge-{run.letter}")
+
+    def start_region(self, run: RegionRun) -> None:
+        py = sys.executable
+        n = run.letter
+        programs = {
+            f"edge-{n}": [
+                py,
+                "-m",
+                "grpc_edge",
+                "--workers",
+                str(self.options.edge_workers),
+                "--port",
+                str(run.edge_port),
+            ],
+            f"stream-{n}": [
+                py,
+                "-m",
+                "reportgrid.local.kinesis_runner",
+                "--state-dir",
+                str(self.state.kinesis / run.region),
+                "--also",
+                f"{MIRROR_FUNCTION}={MIRROR_HANDLER}",
+            ],
+            f"queue-{n}": [py, "-m", "functions.queue_worker"],
+            f"standby-{n}": [py, "-m", "functions.standby"],
+        }
+        run.children = [self.spawn(name, argv, run.env) for name, argv in programs.items()]
+
+    def kill_region(self, region: str) -> None:
+        """Lose the region: SIGKILL every one of its processes (each whole process group)
+        and its Redis. The shared moto server stays: it also serves the other region."""
+        run = self.runs[region]
+        for child in run.children:
+            if child.process is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.process.pid, signal.SIGKILL)
+        run.redis.kill()
+        for child in run.children:
+            if child.process is not None:
+                child.process.wait()
+            if child.pump is not None:
+                child.pump.join(2.0)
+        self.children = [c for c in self.children if c not in run.children]
+        run.children = []
+
+    def restart_region(self, region: str) -> None:
+        """Bring a killed region back: Redis on its old port, then its processes (the
+        Kinesis runner resumes from its checkpoints: the backlog)."""
+        run = self.runs[region]
+        run.redis = RedisServer(run.redis.port, self.state.logs / f"redis-{run.letter}.log")
+        run.redis.start()
+        self.start_region(run)
+        self.wait_for_edge(run.edge_port, f"edge-{run.letter}")
+
+    def endpoints(self) -> list[str]:
+        return [run.endpoint for run in self.runs.values()]
+
+    def banner(self) -> None:
+        env = resources.ENV
+        lines = ["", "Reportgrid local regions are ready."]
+        lines += [f"  {run.region}: {run.endpoint}" for run in self.runs.values()]
+        lines += [
+            f"  API key:  {self.api_key}  (tenant {DEV_TENANT!r})",
+            f"  state:    {self.options.state_dir}  (logs in {self.state.logs})",
+            "In another terminal (the SDK and CLI fail over in this order):",
+            f"  export {env.CLIENT_ENDPOINT}={','.join(self.endpoints())}",
+            f"  export {env.CLIENT_API_KEY}={self.api_key}",
+            "  reportgrid drill region-loss   # or: reportgrid submit ... --durability multi",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        self.say("\n".join(lines))
+
+    def shutdown(self, grace: float) -> None:
+        self.stop_children(grace)
+        if self.replicator is not None:
+            self.replicator.stop()
+        for run in self.runs.values():
+            run.redis.stop()
+        if self.moto is not None:
+            self.moto.stop()
+
+    def run(self) -> int:
+        def on_signal(signum: int, _frame: object) -> None:
+            if self.stop_requested.is_set():
+                self.force.set()
+            self.stop_requested.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        code = EXIT_OK
+        try:
+            self.start()
+            self.banner()
+            while not self.stop_requested.wait(0.5):
+                self.check_children()
+            self.say("stopping ...")
+        except (DevError, ServerError) as err:
+            self.say(f"error: {err}")
+            code = EXIT_USAGE if "already in use" in str(err) else EXIT_FAILED
+        finally:
+            self.shutdown(self.options.stop_grace_seconds)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if code == EXIT_OK:
+            self.say("stopped.")
+        return code

@@ -453,6 +453,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--max-retry-attempts", type=int, default=3)
     parser.add_argument("--max-record-age", type=float, default=6 * 3600)
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=module:function",
+        help="another consumer of the same stream (its own function name and checkpoints "
+        "under <state-dir>/NAME), e.g. the mirror: "
+        "reportgrid-mirror=functions.mirror.handler:handler",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     settings = load_settings()
@@ -472,10 +481,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_record_age_seconds=args.max_record_age,
         ),
     )
+    runners = [runner]
+    for extra in args.also:
+        name, _, spec = extra.partition("=")
+        if not name or not spec:
+            parser.error(f"--also {extra!r}: give NAME=module:function")
+        runners.append(
+            KinesisRunner(
+                load_handler(spec),
+                stream_name=settings.task_stream_name,
+                region=settings.region,
+                endpoint_url=settings.aws_endpoint_url,
+                state_dir=args.state_dir / name if args.state_dir else None,
+                function_name=name,
+                config=runner.config,
+            )
+        )
+
     # SIGTERM (the supervisor) and SIGINT stop polling; an invocation in flight finishes.
+    def stop_all(*_: object) -> None:
+        for each in runners:
+            each.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: runner.stop())
-    threads = runner.start()
+        signal.signal(sig, stop_all)
+    threads = [thread for r in runners for thread in r.start()]
     log.info("polling %d shard(s) of %s", len(threads), runner.stream_name)
     while any(t.is_alive() for t in threads):
         for thread in threads:

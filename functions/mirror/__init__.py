@@ -1,0 +1,1 @@
+"""The mirror consumer: the second consumer of the regional task stream (issue 9)."""
