@@ -10,6 +10,10 @@ SQS long polls would hold that lock for up to 20 s, so a ReceiveMessage is run a
 polls under the lock with sleeps outside it, until a message arrives or its wait ends —
 what a long poll looks like to the client.
 
+moto's Kinesis shard also finds its newest sequence number by listing every record, so each
+put costs O(records in the shard) and a stream of 100,000 tasks slows to a crawl; the same
+answer comes from the end of its insertion-ordered dict in O(1) (`_constant_time_shards`).
+
 Run as `python -m reportgrid.local.moto_main -H 127.0.0.1 -p PORT`.
 """
 
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from moto.kinesis.models import Shard
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -85,11 +90,25 @@ class SerializedApp:
             time.sleep(_POLL_SECONDS)
 
 
+def _constant_time_shards() -> None:
+    """Same results as moto's own methods: records are inserted in sequence order."""
+
+    def newest(shard: Shard) -> int:
+        return next(reversed(shard.records), 0)
+
+    def oldest(shard: Shard) -> int:
+        return next(iter(shard.records), 0)
+
+    Shard.get_max_sequence_number = newest  # type: ignore[method-assign,assignment]
+    Shard.get_min_sequence_number = oldest  # type: ignore[method-assign,assignment]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
     ns = parser.parse_args(argv)
+    _constant_time_shards()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         ns.host, ns.port, SerializedApp(app), threaded=True, request_handler=MotoRequestHandler

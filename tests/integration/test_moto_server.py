@@ -105,3 +105,26 @@ def test_an_empty_long_poll_lasts_its_wait(aws: RegionResources) -> None:
     reply = sqs.receive_message(QueueUrl=aws.heavy_queue_url, WaitTimeSeconds=1)
     assert not reply.get("Messages")
     assert 0.9 <= time.monotonic() - started < 3
+
+
+def test_sequence_numbers_stay_ordered_and_shard_bounds_right(aws: RegionResources) -> None:
+    kinesis = client("kinesis", aws.region, aws.endpoint_url)
+    numbers = [
+        int(
+            kinesis.put_record(StreamName=r.TASK_STREAM_NAME, Data=b"x", PartitionKey="same-key")[
+                "SequenceNumber"
+            ]
+        )
+        for _ in range(50)
+    ]
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) == 50
+    shard_id = kinesis.put_record(
+        StreamName=r.TASK_STREAM_NAME, Data=b"x", PartitionKey="same-key"
+    )["ShardId"]
+    shard = next(
+        s
+        for s in kinesis.list_shards(StreamName=r.TASK_STREAM_NAME)["Shards"]
+        if s["ShardId"] == shard_id
+    )
+    assert int(shard["SequenceNumberRange"]["StartingSequenceNumber"]) <= numbers[0]
