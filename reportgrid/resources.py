@@ -39,6 +39,24 @@ def report_key(report_id: str) -> dict[str, str]:
     return {PARTITION_KEY: REPORT_PREFIX + report_id}
 
 
+# A user's intents about a report live in items of their own that only the edge writes and
+# no worker ever writes, so last-writer-wins replication can neither drop them nor let them
+# overwrite a worker's write (docs/MULTI_REGION.md): a requested cancellation, and the
+# tombstone of a deleted report.
+CANCEL_PREFIX: Final = "cancel#"
+TOMBSTONE_PREFIX: Final = "deleted#"
+
+
+def cancel_key(report_id: str) -> dict[str, str]:
+    """The primary key of a report's cancel-request item."""
+    return {PARTITION_KEY: CANCEL_PREFIX + report_id}
+
+
+def tombstone_key(report_id: str) -> dict[str, str]:
+    """The primary key of a deleted report's tombstone item."""
+    return {PARTITION_KEY: TOMBSTONE_PREFIX + report_id}
+
+
 def api_key_key(key_sha256_hex: str) -> dict[str, str]:
     """The primary key of an API key item."""
     return {PARTITION_KEY: API_KEY_PREFIX + key_sha256_hex}
@@ -115,6 +133,8 @@ class _EnvNames:
     TASK_STREAM_NAME: str = "REPORTGRID_TASK_STREAM_NAME"
     HEAVY_QUEUE_URL: str = "REPORTGRID_HEAVY_QUEUE_URL"
     STANDBY_QUEUE_URL: str = "REPORTGRID_STANDBY_QUEUE_URL"
+    # The Kinesis on-failure destination (only the local event source sends to it itself).
+    STREAM_FAILURE_QUEUE_URL: str = "REPORTGRID_STREAM_FAILURE_QUEUE_URL"
     PEER_STANDBY_QUEUE_URL: str = "REPORTGRID_PEER_STANDBY_QUEUE_URL"
     RESULTS_BUCKET: str = "REPORTGRID_RESULTS_BUCKET"
     REPLICA_RESULTS_BUCKET: str = "REPORTGRID_REPLICA_RESULTS_BUCKET"
@@ -192,6 +212,10 @@ HEAVY_WORKER_TIMEOUT_SECONDS: Final = 900
 # so a lost worker's message comes back after a lease, not after this.
 HEAVY_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * HEAVY_WORKER_TIMEOUT_SECONDS
 LAMBDA_TIMEOUT_SECONDS: Final = 120
+# The stream-failure drain's Lambda timeout; its queue's visibility timeout is 6x it (AWS's
+# advice for an SQS event source).
+STREAM_FAILURE_TIMEOUT_SECONDS: Final = LAMBDA_TIMEOUT_SECONDS
+STREAM_FAILURE_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * STREAM_FAILURE_TIMEOUT_SECONDS
 # Multi-region (docs/MULTI_REGION.md). A mirrored task becomes visible in the peer's standby
 # queue this long after the home region accepted it (SQS DelaySeconds, at most 900): longer
 # than the home region's normal pickup latency plus the table's replication lag.
@@ -224,13 +248,18 @@ TASK_RETENTION_HOURS: Final = 24
 # The id-signing secrets (value: ENV.ID_SECRETS's comma-separated list), replicated to every
 # region under this name.
 ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name, not a secret
-# Where the Kinesis event source sends the metadata of batches it gave up on.
+# Where the Kinesis event source sends the metadata of batches it gave up on. The drain
+# (functions/stream_failures) consumes it and re-drives those tasks to the heavy queue; a
+# message it still cannot handle after STREAM_FAILURE_MAX_RECEIVES receives goes to the DLQ.
 STREAM_FAILURE_QUEUE_NAME: Final = "reportgrid-tasks-failed"
+STREAM_FAILURE_DLQ_NAME: Final = "reportgrid-tasks-failed-dlq"
+STREAM_FAILURE_MAX_RECEIVES: Final = 5
 
 # Powertools service names (ENV.SERVICE_NAME): the `service` dimension of every metric.
 SERVICE_EDGE: Final = "reportgrid-edge"
 SERVICE_STREAM_WORKER: Final = "reportgrid-stream-worker"
 SERVICE_QUEUE_WORKER: Final = "reportgrid-queue-worker"
+SERVICE_STREAM_FAILURES: Final = "reportgrid-stream-failures"
 METRIC_SERVICE_DIMENSION: Final = "service"
 
 
@@ -249,6 +278,11 @@ class _MetricNames:
     REPORTS_COMPLETED: str = "ReportsCompleted"  # workers: Count
     REPORTS_FAILED: str = "ReportsFailed"  # workers: Count
     REPORT_DURATION: str = "ReportDuration"  # workers: Milliseconds per report
+    POISON_RECORDS: str = "PoisonRecords"  # workers, drain: Count of undecodable task records
+    # The stream-failure drain: tasks of given-up batches sent to the heavy queue, and
+    # records of such batches no longer in the stream (past its retention: lost reports).
+    TASKS_REDRIVEN: str = "TasksRedriven"
+    STREAM_RECORDS_EXPIRED: str = "StreamRecordsExpired"
 
 
 METRIC: Final = _MetricNames()

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     heavy_queue_url: str | None = Field(default=None, validation_alias=_env(E.HEAVY_QUEUE_URL))
     standby_queue_url: str | None = Field(default=None, validation_alias=_env(E.STANDBY_QUEUE_URL))
+    stream_failure_queue_url: str | None = Field(
+        default=None, validation_alias=_env(E.STREAM_FAILURE_QUEUE_URL)
+    )
     peer_standby_queue_url: str | None = Field(
         default=None, validation_alias=_env(E.PEER_STANDBY_QUEUE_URL)
     )

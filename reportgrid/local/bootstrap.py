@@ -32,6 +32,9 @@ class RegionResources:
     standby_queue_url: str
     standby_dlq_url: str
     results_bucket: str
+    # The Kinesis on-failure destination and its DLQ (defaults keep older callers working).
+    stream_failure_queue_url: str = ""
+    stream_failure_dlq_url: str = ""
 
     def environ(self) -> dict[str, str]:
         """Settings variables for a process of this region (secrets and ports excluded)."""
@@ -43,6 +46,11 @@ class RegionResources:
             r.ENV.STANDBY_QUEUE_URL: self.standby_queue_url,
             r.ENV.RESULTS_BUCKET: self.results_bucket,
             r.ENV.AWS_ENDPOINT_URL: self.endpoint_url,
+            **(
+                {r.ENV.STREAM_FAILURE_QUEUE_URL: self.stream_failure_queue_url}
+                if self.stream_failure_queue_url
+                else {}
+            ),
             "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": self.region,
@@ -110,7 +118,14 @@ def _create_stream(region: str, endpoint_url: str, shards: int) -> None:
     kinesis.get_waiter("stream_exists").wait(StreamName=r.TASK_STREAM_NAME)
 
 
-def _create_queue_pair(sqs: Any, name: str, dlq_name: str) -> tuple[str, str]:
+def _create_queue_pair(
+    sqs: Any,
+    name: str,
+    dlq_name: str,
+    *,
+    visibility_timeout: int = r.HEAVY_VISIBILITY_TIMEOUT_SECONDS,
+    max_receives: int = r.HEAVY_MAX_RECEIVES,
+) -> tuple[str, str]:
     dlq_url = sqs.create_queue(
         QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"}
     )["QueueUrl"]
@@ -120,10 +135,10 @@ def _create_queue_pair(sqs: Any, name: str, dlq_name: str) -> tuple[str, str]:
     url = sqs.create_queue(
         QueueName=name,
         Attributes={
-            "VisibilityTimeout": str(r.HEAVY_VISIBILITY_TIMEOUT_SECONDS),
+            "VisibilityTimeout": str(visibility_timeout),
             "MessageRetentionPeriod": "1209600",
             "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(r.HEAVY_MAX_RECEIVES)}
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receives)}
             ),
         },
     )["QueueUrl"]
@@ -150,6 +165,13 @@ def create_region(region: str, endpoint_url: str, *, shards: int = 2) -> RegionR
     sqs = client("sqs", region, endpoint_url)
     heavy_url, heavy_dlq_url = _create_queue_pair(sqs, r.HEAVY_QUEUE_NAME, r.HEAVY_DLQ_NAME)
     standby_url, standby_dlq_url = _create_queue_pair(sqs, r.STANDBY_QUEUE_NAME, r.STANDBY_DLQ_NAME)
+    failure_url, failure_dlq_url = _create_queue_pair(
+        sqs,
+        r.STREAM_FAILURE_QUEUE_NAME,
+        r.STREAM_FAILURE_DLQ_NAME,
+        visibility_timeout=r.STREAM_FAILURE_VISIBILITY_TIMEOUT_SECONDS,
+        max_receives=r.STREAM_FAILURE_MAX_RECEIVES,
+    )
     bucket = r.results_bucket_name(LOCAL_ACCOUNT, region)
     _create_bucket(region, endpoint_url, bucket)
     return RegionResources(
@@ -162,4 +184,6 @@ def create_region(region: str, endpoint_url: str, *, shards: int = 2) -> RegionR
         standby_queue_url=standby_url,
         standby_dlq_url=standby_dlq_url,
         results_bucket=bucket,
+        stream_failure_queue_url=failure_url,
+        stream_failure_dlq_url=failure_dlq_url,
     )

@@ -3,8 +3,9 @@
 Starts, in order: the moto server and redis-server (reportgrid.local.servers), the region's
 resources (reportgrid.local.bootstrap.create_region, the same names as the CDK stacks), a
 development API key, then the edge (`python -m grpc_edge`), the local Kinesis event source
-feeding the real Lambda handler (reportgrid.local.kinesis_runner) and the queue worker
-(`python -m functions.queue_worker`). Their output is shown with a name prefix and kept in
+feeding the real Lambda handler (reportgrid.local.kinesis_runner), the queue worker
+(`python -m functions.queue_worker`) and the drain of batches the Kinesis runner gave up on
+(`python -m functions.stream_failures`). Their output is shown with a name prefix and kept in
 <state>/logs/<name>.log.
 
 Ctrl-C (or SIGTERM) stops everything: SIGTERM to each child's process group, SIGKILL to
@@ -44,7 +45,7 @@ STOP_GRACE_SECONDS: Final = 10.0
 DEV_DRAIN_GRACE_SECONDS: Final = 2.0
 PREFIX_WIDTH: Final = 7
 _EMF_MARK: Final = '{"_aws":'
-_COLOURS: Final = {"edge": 36, "stream": 35, "queue": 33}
+_COLOURS: Final = {"edge": 36, "stream": 35, "queue": 33, "failed": 31}
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -259,6 +260,7 @@ class Supervisor:
             env,
         )
         self.spawn("queue", [py, "-m", "functions.queue_worker"], env)
+        self.spawn("failed", [py, "-m", "functions.stream_failures"], env)
 
     def wait_until_serving(self) -> None:
         """Until the edge's health check says SERVING; fail fast if a child exits."""
@@ -530,6 +532,7 @@ class MultiRegionSupervisor(Supervisor):
             ],
             f"queue-{n}": [py, "-m", "functions.queue_worker"],
             f"standby-{n}": [py, "-m", "functions.standby"],
+            f"failed-{n}": [py, "-m", "functions.stream_failures"],
         }
         run.children = [self.spawn(name, argv, run.env) for name, argv in programs.items()]
 

@@ -8,8 +8,12 @@ mapping settings the deployment uses:
 - bisect on error: when the handler raises, the batch is split in halves, down to single
   records, so one poison record cannot hold back the others;
 - bounded retries and a maximum record age: a record that still fails after
-  `max_retry_attempts` retries, or is older than `max_record_age`, goes to the on-failure
-  log (JSON lines shaped as Lambda's on-failure destination record) and the shard moves on.
+  `max_retry_attempts` retries, or is older than `max_record_age`, is given up on. Its
+  on-failure destination record (the same JSON document Lambda sends: requestContext,
+  responseContext, version, timestamp, KinesisBatchInfo) goes to the stream-failure queue
+  when one is configured (as Lambda's SqsDlq destination does; the drain in
+  functions/stream_failures re-drives those tasks) and to the on-failure log (JSON lines),
+  and the shard moves on. The shard waits until the queue took the record.
 
 One thread reads each shard (Lambda's parallelization factor 1). Invocations are serialized,
 as in one execution environment, because a handler's module-level state (Powertools'
@@ -37,7 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from reportgrid import resources
 from reportgrid.local.bootstrap import LOCAL_ACCOUNT, client
@@ -48,6 +52,9 @@ DEFAULT_HANDLER: Final = "functions.stream_worker.handler:handler"
 FUNCTION_NAME: Final = "reportgrid-stream-worker"
 CHECKPOINT_FILE: Final = "kinesis-checkpoints.json"
 ON_FAILURE_FILE: Final = "kinesis-on-failure.jsonl"
+ON_FAILURE_VERSION: Final = "1.0"
+# Backoff between attempts to hand an on-failure record to the queue.
+_SEND_BACKOFF_CAP_SECONDS: Final = 2.0
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -130,6 +137,55 @@ def lambda_record(
     }
 
 
+def iso_millis(moment: datetime) -> str:
+    """Lambda's timestamp format in destination records: "2019-11-14T00:38:06.021Z"."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def on_failure_record(
+    records: Sequence[StreamRecord],
+    *,
+    condition: str,
+    function_arn: str,
+    stream_arn: str,
+    invoke_count: int,
+    function_error: bool,
+) -> dict[str, Any]:
+    """The document Lambda sends to a Kinesis event source's on-failure destination: the
+    metadata of the records given up on, never the records themselves. responseContext is
+    there only when the function was invoked."""
+    first, last = records[0], records[-1]
+    entry: dict[str, Any] = {
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+    }
+    if invoke_count:
+        response: dict[str, Any] = {"statusCode": 200, "executedVersion": "$LATEST"}
+        if function_error:
+            response["functionError"] = "Unhandled"
+        entry["responseContext"] = response
+    entry |= {
+        "version": ON_FAILURE_VERSION,
+        "timestamp": iso_millis(datetime.now(UTC)),
+        "KinesisBatchInfo": {
+            "shardId": first.shard_id,
+            "startSequenceNumber": first.sequence_number,
+            "endSequenceNumber": last.sequence_number,
+            "approximateArrivalOfFirstRecord": iso_millis(first.arrival),
+            "approximateArrivalOfLastRecord": iso_millis(last.arrival),
+            "batchSize": len(records),
+            "streamArn": stream_arn,
+        },
+    }
+    return entry
+
+
 def failed_identifiers(response: object) -> list[str] | None:
     """The sequence numbers a partial batch response names; None when the response is
     malformed (Lambda then treats the whole batch as failed); [] when all succeeded."""
@@ -198,12 +254,16 @@ class KinesisRunner:
         state_dir: Path | None = None,
         function_name: str = FUNCTION_NAME,
         kinesis: Any = None,
+        failure_queue_url: str | None = None,
+        sqs: Any = None,
     ) -> None:
         self.handler = handler
         self.config = config or MappingConfig()
         self.region = region
         self.function_name = function_name
         self._kinesis = kinesis or client("kinesis", region, endpoint_url)
+        self.failure_queue_url = failure_queue_url
+        self._sqs: Any = sqs or (client("sqs", region, endpoint_url) if failure_queue_url else None)
         summary = self._kinesis.describe_stream_summary(StreamName=stream_name)
         desc = summary["StreamDescriptionSummary"]
         self.stream_name = stream_name
@@ -221,6 +281,8 @@ class KinesisRunner:
         self._invoke_lock = threading.Lock()
         self._failure_lock = threading.Lock()
         self._attempts: dict[tuple[str, str], int] = {}
+        # Per shard thread: whether its last invocation raised (responseContext).
+        self._last_call = threading.local()
         self.stopping = threading.Event()
         self.invocations = 0
 
@@ -306,7 +368,10 @@ class KinesisRunner:
         ):
             skipped += 1
         if skipped:
-            self._on_failure(batch[:skipped], "RecordAgeExceeded")
+            tried = max(
+                self._attempts.pop((r.shard_id, r.sequence_number), 0) for r in batch[:skipped]
+            )
+            self._on_failure(batch[:skipped], "RecordAgeExceeded", invoke_count=tried)
         fresh = batch[skipped:]
         if not fresh:
             return skipped
@@ -317,11 +382,11 @@ class KinesisRunner:
         key = (head.shard_id, head.sequence_number)
         self._attempts[key] = self._attempts.get(key, 0) + 1
         if self._attempts[key] > cfg.max_retry_attempts:
-            self._attempts.pop(key)
+            tried = self._attempts.pop(key)
             # With bisection the failing record is alone by now; without, the whole rest of
             # the batch goes, as Lambda discards the batch it could not process.
             rest = fresh[done : done + 1] if cfg.bisect_batch_on_function_error else fresh[done:]
-            self._on_failure(rest, "RetryAttemptsExhausted")
+            self._on_failure(rest, "RetryAttemptsExhausted", invoke_count=tried)
             return skipped + done + len(rest)
         time.sleep(min(0.05 * 2 ** self._attempts[key], 2.0))  # Lambda backs off too
         return skipped + done
@@ -373,29 +438,25 @@ class KinesisRunner:
         )
         with self._invoke_lock:
             self.invocations += 1
-            return self.handler(event, context)
+            self._last_call.raised = True
+            response = self.handler(event, context)
+            self._last_call.raised = False
+            return response
 
-    def _on_failure(self, records: Sequence[StreamRecord], condition: str) -> None:
-        """Append a Lambda on-failure destination record for records given up on."""
-        first, last = records[0], records[-1]
-        entry = {
-            "requestContext": {
-                "requestId": str(uuid.uuid4()),
-                "functionArn": self.function_arn,
-                "condition": condition,
-                "approximateInvokeCount": self.config.max_retry_attempts + 1,
-            },
-            "timestamp": datetime.now(UTC).isoformat(),
-            "KinesisBatchInfo": {
-                "shardId": first.shard_id,
-                "startSequenceNumber": first.sequence_number,
-                "endSequenceNumber": last.sequence_number,
-                "approximateArrivalOfFirstRecord": first.arrival.isoformat(),
-                "approximateArrivalOfLastRecord": last.arrival.isoformat(),
-                "batchSize": len(records),
-                "streamArn": self.stream_arn,
-            },
-        }
+    def _on_failure(
+        self, records: Sequence[StreamRecord], condition: str, *, invoke_count: int
+    ) -> None:
+        """Hand the on-failure destination record of records given up on to the failure
+        queue (until it takes it: the reports depend on it) and append it to the log."""
+        first = records[0]
+        entry = on_failure_record(
+            records,
+            condition=condition,
+            function_arn=self.function_arn,
+            stream_arn=self.stream_arn,
+            invoke_count=invoke_count,
+            function_error=bool(invoke_count and getattr(self._last_call, "raised", False)),
+        )
         log.error(
             "gave up on %d record(s) of %s from %s: %s",
             len(records),
@@ -403,10 +464,25 @@ class KinesisRunner:
             first.sequence_number,
             condition,
         )
-        if self._state_dir is None:
-            return
-        with self._failure_lock, (self._state_dir / ON_FAILURE_FILE).open("a") as sink:
-            sink.write(json.dumps(entry) + "\n")
+        body = json.dumps(entry)
+        if self._state_dir is not None:
+            with self._failure_lock, (self._state_dir / ON_FAILURE_FILE).open("a") as sink:
+                sink.write(body + "\n")
+        if self.failure_queue_url:
+            self._send_failure(body)
+
+    def _send_failure(self, body: str) -> None:
+        attempt = 0
+        while True:
+            try:
+                self._sqs.send_message(QueueUrl=self.failure_queue_url, MessageBody=body)
+                return
+            except (ClientError, BotoCoreError):
+                log.warning("could not send an on-failure record; retrying", exc_info=True)
+            attempt += 1
+            if self.stopping.wait(min(0.1 * 2**attempt, _SEND_BACKOFF_CAP_SECONDS)):
+                # Not checkpointed past these records: a restarted runner delivers them again.
+                raise RuntimeError("stopped before the on-failure record was sent")
 
     # -- running ---------------------------------------------------------------------------
 
@@ -454,6 +530,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-retry-attempts", type=int, default=3)
     parser.add_argument("--max-record-age", type=float, default=6 * 3600)
     parser.add_argument(
+        "--failure-queue-url",
+        default=None,
+        help="the on-failure destination queue (default: "
+        f"{resources.ENV.STREAM_FAILURE_QUEUE_URL}; none: only the on-failure log)",
+    )
+    parser.add_argument(
         "--also",
         action="append",
         default=[],
@@ -473,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         region=settings.region,
         endpoint_url=settings.aws_endpoint_url,
         state_dir=args.state_dir,
+        failure_queue_url=args.failure_queue_url or settings.stream_failure_queue_url,
         config=MappingConfig(
             batch_size=args.batch_size,
             batching_window_seconds=args.batching_window,

@@ -1,0 +1,75 @@
+"""`python -m functions.stream_failures`: the drain in the local region. Polls the
+stream-failure queue (settings from the environment) and invokes the real Lambda handler
+with SQS events; SIGTERM/SIGINT stop it after the invocation in flight (exit 0)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from functions.clients import client
+from functions.stream_failures.handler import handler
+from functions.stream_failures.poller import SqsEventSource
+from reportgrid import resources
+from reportgrid.errors import SettingsError
+from reportgrid.settings import load_settings
+
+log = logging.getLogger("functions.stream_failures")
+
+# Locally a failed message comes back after this long (in AWS: the queue's visibility
+# timeout, STREAM_FAILURE_VISIBILITY_TIMEOUT_SECONDS).
+DEFAULT_LOCAL_VISIBILITY_SECONDS = 10
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument(
+        "--visibility-timeout", type=int, default=DEFAULT_LOCAL_VISIBILITY_SECONDS, metavar="S"
+    )
+    parser.add_argument("--wait-seconds", type=int, default=1, metavar="S")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get(resources.ENV.LOG_LEVEL, "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        log.error("%s", err.message)
+        return 2
+    if not settings.stream_failure_queue_url or not settings.heavy_queue_url:
+        log.error(
+            "%s and %s are required",
+            resources.ENV.STREAM_FAILURE_QUEUE_URL,
+            resources.ENV.HEAVY_QUEUE_URL,
+        )
+        return 2
+    source = SqsEventSource(
+        handler,
+        sqs=client("sqs", settings),
+        queue_url=settings.stream_failure_queue_url,
+        region=settings.region,
+        wait_seconds=args.wait_seconds,
+        visibility_timeout=args.visibility_timeout,
+        function_timeout_seconds=resources.STREAM_FAILURE_TIMEOUT_SECONDS,
+    )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        source.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("draining %s", settings.stream_failure_queue_url)
+    source.run()
+    log.info("stopped after %d invocation(s)", source.invocations)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
