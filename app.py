@@ -21,6 +21,8 @@ PROJECT_DIR = Path(__file__).resolve().parent
 context = None
 if "CDK_CONTEXT_JSON" not in os.environ:
     context = json.loads((PROJECT_DIR / "cdk.json").read_text())["context"]
-app = cdk.App(context=context)
+# The CLI says where to write (CDK_OUTDIR); run directly (`make synth`), write cdk.out/.
+outdir = None if "CDK_OUTDIR" in os.environ else str(PROJECT_DIR / "cdk.out")
+app = cdk.App(context=context, outdir=outdir)
 build_deployment(app, parse_config(app.node.try_get_context), PROJECT_DIR)
 app.synth()

@@ -13,10 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from reportgrid import resources as r
+
 PREFIX = "reportgrid:"
 
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class ConfigError(ValueError):
@@ -42,6 +45,10 @@ class Capacity:
     worker_concurrency: int = 2
     # Target messages waiting per running worker task (backlog per task).
     worker_backlog_per_task: int = 10
+    # The standby worker (mirrored tasks from the peer region). It also writes the region's
+    # heartbeat, so at least one task always runs.
+    standby_min_tasks: int = 1
+    standby_max_tasks: int = 10
     stream_shards: int = 0  # 0 = on-demand capacity; N = provisioned with N shards
     lambda_memory_mib: int = 1769  # one full vCPU
     lambda_batch_size: int = 100
@@ -64,6 +71,11 @@ class Capacity:
             raise ConfigError(
                 f"{PREFIX}capacity: need 1 <= worker_min_tasks <= worker_max_tasks "
                 "(backlog per task divides by the running task count)"
+            )
+        if self.standby_min_tasks < 1 or self.standby_min_tasks > self.standby_max_tasks:
+            raise ConfigError(
+                f"{PREFIX}capacity: need 1 <= standby_min_tasks <= standby_max_tasks "
+                "(the standby worker is also the region's heartbeat)"
             )
         if not 1 <= self.lambda_parallelization_factor <= 10:
             raise ConfigError(f"{PREFIX}capacity.lambda_parallelization_factor: must be 1..10")
@@ -91,18 +103,39 @@ class DeployConfig:
     traffic_dials: Mapping[str, int] = field(default_factory=dict)
     capacity: Capacity = field(default_factory=Capacity)
     zones: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Multi-region timing (docs/MULTI_REGION.md): how long a mirrored task waits in the
+    # peer's standby queue, and the standby's safety margin (>= 2x the table's replication
+    # lag).
+    mirror_grace_seconds: int = r.MIRROR_GRACE_SECONDS
+    standby_margin_seconds: float = r.STANDBY_MARGIN_SECONDS
+    # Buckets the workers may read report inputs from (SubmitReport's input.s3_uri).
+    input_buckets: tuple[str, ...] = ()
 
     @property
     def primary_region(self) -> str:
         return self.regions[0]
 
     def peer_region(self, region: str) -> str | None:
-        """The next region in the ring: where this region's results are replicated and
-        where its tasks are mirrored. None for a single-region deployment."""
+        """The next region in the ring: where this region's tasks are mirrored, and the
+        replica bucket its edge reads. None for a single-region deployment."""
         if len(self.regions) < 2:
             return None
         index = self.regions.index(region)
         return self.regions[(index + 1) % len(self.regions)]
+
+    def previous_region(self, region: str) -> str | None:
+        """The region whose peer this one is (the previous one in the ring)."""
+        if len(self.regions) < 2:
+            return None
+        index = self.regions.index(region)
+        return self.regions[index - 1]
+
+    def replication_regions(self, region: str) -> tuple[str, ...]:
+        """Where this region's results bucket replicates: its peer (whose bucket is this
+        region's REPLICA_RESULTS_BUCKET) and, both ways, the region it is peer of (whose
+        standby runs this region's mirrored tasks and whose results must come back)."""
+        regions = (self.peer_region(region), self.previous_region(region))
+        return tuple(dict.fromkeys(other for other in regions if other is not None))
 
     def traffic_dial(self, region: str) -> int:
         return self.traffic_dials.get(region, 100)
@@ -184,6 +217,39 @@ def _zones(value: Any, regions: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     return zones
 
 
+def _seconds(key: str, value: Any, default: float, low: float, high: float) -> float:
+    if value is None or value == "":
+        return float(default)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{PREFIX}{key}: {value!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not low <= seconds <= high:
+        raise ConfigError(f"{PREFIX}{key}: {value!r} must be {low:g}..{high:g} seconds")
+    return seconds
+
+
+def _buckets(value: Any) -> tuple[str, ...]:
+    value = _as_json("inputBuckets", value) if value is not None else []
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise ConfigError(f"{PREFIX}inputBuckets: give a list of S3 bucket names")
+    for name in value:
+        if not isinstance(name, str) or not _BUCKET.match(name):
+            raise ConfigError(f"{PREFIX}inputBuckets: {name!r} is not an S3 bucket name")
+    return tuple(dict.fromkeys(value))
+
+
+def _grace(value: Any) -> int:
+    # SQS DelaySeconds: a whole number of seconds, at most MAX_SQS_DELAY_SECONDS.
+    key = "mirrorGraceSeconds"
+    seconds = _seconds(key, value, r.MIRROR_GRACE_SECONDS, 0, r.MAX_SQS_DELAY_SECONDS)
+    if not seconds.is_integer():
+        raise ConfigError(f"{PREFIX}{key}: {value!r} must be a whole number of seconds")
+    return int(seconds)
+
+
 def _capacity(value: Any) -> Capacity:
     value = _as_json("capacity", value) if value is not None else {}
     if not isinstance(value, dict):
@@ -252,4 +318,14 @@ def parse_config(get: Callable[[str], Any]) -> DeployConfig:
         traffic_dials=_dials(ctx("trafficDials"), regions),
         capacity=_capacity(ctx("capacity")),
         zones=_zones(ctx("availabilityZones"), regions),
+        mirror_grace_seconds=_grace(ctx("mirrorGraceSeconds")),
+        input_buckets=_buckets(ctx("inputBuckets")),
+        # At least twice the global table's typical replication lag (~1 s).
+        standby_margin_seconds=_seconds(
+            "standbyMarginSeconds",
+            ctx("standbyMarginSeconds"),
+            r.STANDBY_MARGIN_SECONDS,
+            2,
+            600,
+        ),
     )

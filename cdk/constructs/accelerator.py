@@ -11,6 +11,12 @@ from aws_cdk import aws_globalaccelerator_endpoints as ga_endpoints
 from constructs import Construct
 
 LISTENER_PORT = 443
+# For ALB endpoints GA follows the ALB's own target health (the edge's readiness check,
+# cdk.constructs.edge_service): a region whose targets are all unhealthy loses its new
+# connections within ~30 s of its dependencies failing (edge ~6 s + ALB ~20 s + GA). These
+# two settings are the group's own health-check timing, used for its failover decisions.
+HEALTH_CHECK_INTERVAL_SECONDS = 10
+HEALTH_CHECK_THRESHOLD = 3
 
 
 class Accelerator(Construct):
@@ -42,10 +48,8 @@ class Accelerator(Construct):
                 f"Group-{region}",
                 region=region,
                 traffic_dial_percentage=traffic_dials.get(region, 100),
-                # For ALB endpoints GA follows the ALB's own target health; these settings
-                # apply only to the group's failover timing.
-                health_check_interval=Duration.seconds(10),
-                health_check_threshold=3,
+                health_check_interval=Duration.seconds(HEALTH_CHECK_INTERVAL_SECONDS),
+                health_check_threshold=HEALTH_CHECK_THRESHOLD,
                 endpoints=[
                     ga_endpoints.ApplicationLoadBalancerEndpoint(alb, preserve_client_ip=True)
                 ],

@@ -23,8 +23,26 @@ from cdk.config import Capacity
 from cdk.constructs.nag import suppress
 from reportgrid import resources as r
 
-HEALTH_CHECK_PATH = "/grpc.health.v1.Health/Check"
-HEALTHY_GRPC_CODES = "0"  # grpc.health.v1 answers OK only when the server is SERVING
+# The ALB's gRPC health check judges only the call's status code. The standard
+# /grpc.health.v1.Health/Check answers status OK even when its payload says NOT_SERVING, so
+# with that path a failing edge would stay "healthy". The edge's readiness method answers OK
+# while it is SERVING and UNAVAILABLE otherwise: with success code 0 the ALB's verdict is the
+# edge's own (grpc_edge/dependency_health.py).
+HEALTH_CHECK_PATH = r.EDGE_READINESS_PATH
+HEALTHY_GRPC_CODES = "0"
+HEALTH_CHECK_INTERVAL_SECONDS = 10
+HEALTH_CHECK_TIMEOUT_SECONDS = 5
+HEALTHY_THRESHOLD = 2
+UNHEALTHY_THRESHOLD = 2
+# Failover window, worst case, for new connections when a region's dependencies fail:
+#   the edge's probes flip it to NOT_SERVING after EDGE_HEALTH_FAIL_AFTER failed probes
+#   EDGE_HEALTH_INTERVAL_SECONDS apart (~6 s); the ALB marks the target unhealthy after
+#   UNHEALTHY_THRESHOLD failed checks HEALTH_CHECK_INTERVAL_SECONDS apart (~20 s); Global
+#   Accelerator follows the ALB's target health and moves new connections to the next
+#   region (~30 s in all). Connections already open stay until they close or fail.
+EDGE_FLIP_SECONDS = r.EDGE_HEALTH_FAIL_AFTER * r.EDGE_HEALTH_INTERVAL_SECONDS
+ALB_FLIP_SECONDS = UNHEALTHY_THRESHOLD * HEALTH_CHECK_INTERVAL_SECONDS
+FAILOVER_WINDOW_SECONDS = 30
 LISTENER_PORT = 443
 EDGE_COMMAND = ["python", "-m", "grpc_edge"]
 # After SIGTERM the edge drains for EDGE_DRAIN_GRACE_SECONDS; ECS waits a little longer
@@ -125,10 +143,10 @@ class EdgeService(Construct):
             health_check=elbv2.HealthCheck(
                 path=HEALTH_CHECK_PATH,
                 healthy_grpc_codes=HEALTHY_GRPC_CODES,
-                interval=Duration.seconds(10),
-                timeout=Duration.seconds(5),
-                healthy_threshold_count=2,
-                unhealthy_threshold_count=2,
+                interval=Duration.seconds(HEALTH_CHECK_INTERVAL_SECONDS),
+                timeout=Duration.seconds(HEALTH_CHECK_TIMEOUT_SECONDS),
+                healthy_threshold_count=HEALTHY_THRESHOLD,
+                unhealthy_threshold_count=UNHEALTHY_THRESHOLD,
             ),
             targets=[self.service],
         )

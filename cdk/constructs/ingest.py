@@ -1,5 +1,5 @@
 """The task log and the queues: Kinesis stream, heavy and standby queues with DLQs, and the
-queue that receives the stream worker's given-up batches."""
+queue (with its DLQ) that receives the stream consumers' given-up batches."""
 
 from __future__ import annotations
 
@@ -65,6 +65,17 @@ class Ingest(Construct):
         )
         self.heavy_dlq = self.heavy_queue.dead_letter_queue.queue  # type: ignore[union-attr]
         self.standby_dlq = self.standby_queue.dead_letter_queue.queue  # type: ignore[union-attr]
+        # The Kinesis event sources' on-failure destination (metadata of the batches they
+        # gave up on), drained by the stream-failure Lambda; what it cannot re-drive stops
+        # in its own DLQ.
+        self.failure_dlq = sqs.Queue(
+            self,
+            "StreamFailureQueueDlq",
+            queue_name=r.STREAM_FAILURE_DLQ_NAME,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=_RETENTION,
+        )
         self.failure_queue = sqs.Queue(
             self,
             "StreamFailureQueue",
@@ -72,8 +83,13 @@ class Ingest(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=_RETENTION,
+            # AWS's advice for a Lambda SQS event source: 6x the drain's timeout.
+            visibility_timeout=Duration.seconds(r.STREAM_FAILURE_VISIBILITY_TIMEOUT_SECONDS),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=r.STREAM_FAILURE_MAX_RECEIVES, queue=self.failure_dlq
+            ),
         )
-        for dlq in (self.heavy_dlq, self.standby_dlq, self.failure_queue):
+        for dlq in (self.heavy_dlq, self.standby_dlq, self.failure_dlq):
             suppress(
                 dlq,
                 "AwsSolutions-SQS3",

@@ -23,6 +23,17 @@ from reportgrid import resources as r
 
 ONE_MINUTE = Duration.minutes(1)
 FIVE_MINUTES = Duration.minutes(5)
+# The alarms that fire on too little (and on no data), not on too much.
+_TOO_FEW = frozenset({"EdgeNoHealthyTargets", "StandbyHeartbeat"})
+# The composite "region unhealthy": this region cannot serve clients or process their
+# tasks, so traffic should move. The multi-region safety net (mirror, standby, heartbeat)
+# and the stream-failure drain page on their own: the region still serves when they fail.
+REGION_UNHEALTHY_CAUSES = (
+    "EdgeNoHealthyTargets",
+    "EdgeElb5xx",
+    "EdgeFaults",
+    "StreamIteratorAge",
+)
 
 
 def custom_metric(
@@ -46,10 +57,15 @@ class MonitoredResources:
     load_balancer: elbv2.IApplicationLoadBalancer
     target_group: elbv2.ApplicationTargetGroup
     function: lambda_.IFunction
+    mirror_function: lambda_.IFunction | None  # None in a single-region deployment
+    drain_function: lambda_.IFunction
     stream: kinesis.IStream
     heavy_queue: sqs.IQueue
     standby_queue: sqs.IQueue
+    failure_queue: sqs.IQueue
     dead_letter_queues: Sequence[sqs.IQueue]
+    cluster_name: str
+    standby_service_name: str
     table_name: str
     cache_name: str
     replica_regions: Sequence[str]
@@ -103,6 +119,24 @@ class RegionMonitoring(Construct):
         oldest = res.heavy_queue.metric_approximate_age_of_oldest_message(
             statistic="Maximum", period=ONE_MINUTE
         )
+        standby_oldest = res.standby_queue.metric_approximate_age_of_oldest_message(
+            statistic="Maximum", period=ONE_MINUTE
+        )
+        stream_failures = res.failure_queue.metric_approximate_number_of_messages_visible(
+            statistic="Maximum", period=ONE_MINUTE
+        )
+        # The standby worker writes the region's heartbeat item; with no standby task
+        # running the peer presumes this region lost and takes its unstarted reports.
+        standby_tasks = cw.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name="RunningTaskCount",
+            dimensions_map={
+                "ClusterName": res.cluster_name,
+                "ServiceName": res.standby_service_name,
+            },
+            statistic="Minimum",
+            period=ONE_MINUTE,
+        )
         ddb_throttles = cw.MathExpression(
             expression="read + write",
             using_metrics={
@@ -123,14 +157,15 @@ class RegionMonitoring(Construct):
                 metric=metric,
                 threshold=threshold,
                 evaluation_periods=periods,
+                # "Too few" alarms: no data means nothing is running, which is the alarm.
                 comparison_operator=(
                     cw.ComparisonOperator.LESS_THAN_THRESHOLD
-                    if id_ == "EdgeNoHealthyTargets"
+                    if id_ in _TOO_FEW
                     else cw.ComparisonOperator.GREATER_THAN_THRESHOLD
                 ),
                 treat_missing_data=(
                     cw.TreatMissingData.BREACHING
-                    if id_ == "EdgeNoHealthyTargets"
+                    if id_ in _TOO_FEW
                     else cw.TreatMissingData.NOT_BREACHING
                 ),
             )
@@ -171,7 +206,57 @@ class RegionMonitoring(Construct):
             "DynamoDbThrottles": alarm(
                 "DynamoDbThrottles", ddb_throttles, 100, 3, "DynamoDB throttling requests"
             ),
+            # Any message: a stream consumer gave up on a batch. The drain re-drives it, but
+            # it means records were retried to exhaustion (poison, or a long outage).
+            "StreamFailures": alarm(
+                "StreamFailures",
+                stream_failures,
+                0,
+                1,
+                "a stream consumer gave up on a batch (stream-failure queue not empty)",
+            ),
+            "StreamFailureDrainErrors": alarm(
+                "StreamFailureDrainErrors",
+                res.drain_function.metric_errors(period=FIVE_MINUTES),
+                0,
+                1,
+                "the stream-failure drain is failing",
+            ),
+            # Mirrored tasks are delayed by the grace period and usually dropped right after
+            # it (the home region ran them); a standby stuck for 15 minutes is not working.
+            "StandbyQueueOldest": alarm(
+                "StandbyQueueOldest",
+                standby_oldest,
+                900,
+                5,
+                "mirrored tasks waiting in the standby queue over 15 minutes",
+            ),
+            "StandbyHeartbeat": alarm(
+                "StandbyHeartbeat",
+                standby_tasks,
+                1,
+                3,
+                "no standby worker running: the region's heartbeat has stopped, so the peer "
+                "region will presume it lost",
+            ),
         }
+        if res.mirror_function is not None:
+            mirror = res.mirror_function
+            self.alarms["MirrorErrors"] = alarm(
+                "MirrorErrors",
+                mirror.metric_errors(period=FIVE_MINUTES),
+                10,
+                1,
+                "task mirror to the peer region failing",
+            )
+            # Mirror lag adds to the recovery point of a region loss (tasks not yet copied).
+            self.alarms["MirrorIteratorAge"] = alarm(
+                "MirrorIteratorAge",
+                mirror.metric("IteratorAge", statistic="Maximum", period=ONE_MINUTE),
+                60_000,
+                5,
+                "task mirror falls behind (>60 s): tasks not yet safe in the peer region",
+            )
         self.region_unhealthy = cw.CompositeAlarm(
             self,
             "RegionUnhealthy",
@@ -183,12 +268,7 @@ class RegionMonitoring(Construct):
             alarm_rule=cw.AlarmRule.any_of(
                 *(
                     cw.AlarmRule.from_alarm(self.alarms[name], cw.AlarmState.ALARM)
-                    for name in (
-                        "EdgeNoHealthyTargets",
-                        "EdgeElb5xx",
-                        "EdgeFaults",
-                        "StreamIteratorAge",
-                    )
+                    for name in REGION_UNHEALTHY_CAUSES
                 )
             ),
         )
@@ -286,12 +366,7 @@ class RegionMonitoring(Construct):
         self.dashboard.add_widgets(
             cw.GraphWidget(
                 title="Queues: age of oldest message (s)",
-                left=[
-                    oldest,
-                    res.standby_queue.metric_approximate_age_of_oldest_message(
-                        statistic="Maximum", period=ONE_MINUTE
-                    ),
-                ],
+                left=[oldest, standby_oldest],
                 width=6,
             ),
             cw.GraphWidget(title="Dead-letter queue depth", left=dlq_depth, width=6),
@@ -321,6 +396,39 @@ class RegionMonitoring(Construct):
                     for service in (r.SERVICE_STREAM_WORKER, r.SERVICE_QUEUE_WORKER)
                 ],
                 width=6,
+            ),
+        )
+        multi_region: list[cw.IMetric] = []
+        if res.mirror_function is not None:
+            multi_region = [
+                res.mirror_function.metric_errors(period=ONE_MINUTE),
+                res.mirror_function.metric("IteratorAge", statistic="Maximum", period=ONE_MINUTE),
+            ]
+        self.dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Task mirror (errors; iterator age ms)",
+                left=multi_region[:1],
+                right=multi_region[1:],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Standby worker (running tasks = heartbeat; standby queue)",
+                left=[standby_tasks],
+                right=[
+                    res.standby_queue.metric_approximate_number_of_messages_visible(
+                        statistic="Maximum", period=ONE_MINUTE
+                    ),
+                    res.standby_queue.metric_approximate_number_of_messages_not_visible(
+                        statistic="Maximum", period=ONE_MINUTE
+                    ),
+                ],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Stream failures (given-up batches; drain errors)",
+                left=[stream_failures],
+                right=[res.drain_function.metric_errors(period=ONE_MINUTE)],
+                width=8,
             ),
         )
         self.dashboard.add_widgets(

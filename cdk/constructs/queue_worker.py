@@ -1,9 +1,16 @@
-"""The heavy-report worker: a Fargate service on the heavy (and standby) queue, scaled on
-the SQS backlog per running task."""
+"""A queue worker: a Fargate service on one SQS queue, scaled on the backlog per running
+task. The region runs two: the heavy-report worker on the heavy queue, and the standby
+worker on the standby queue (tasks mirrored from the peer region; it also writes the
+region's heartbeat, so its minimum is at least one task).
+
+Container health: the image's HEALTHCHECK probes the edge's gRPC health, which a worker
+does not serve. ECS runs only the health checks a container definition names and ignores
+the image's, so the worker containers name none: a worker is healthy while its process
+runs (it exits non-zero on a fatal error and ECS replaces the task)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 from aws_cdk import Duration, RemovalPolicy
@@ -18,7 +25,10 @@ from cdk.config import Capacity
 from cdk.constructs.nag import suppress
 from reportgrid import resources as r
 
-WORKER_COMMAND = ["python", "-m", "functions.queue_worker"]
+WORKER_COMMAND = ("python", "-m", "functions.queue_worker")
+STANDBY_COMMAND = ("python", "-m", "functions.standby")
+# Powertools/log service name of the standby worker (the queue worker's is in resources).
+STANDBY_SERVICE = "reportgrid-standby-worker"
 # On SIGTERM the worker stops taking work and finishes or releases what it holds; Fargate's
 # longest stop timeout gives it two minutes before SIGKILL.
 STOP_TIMEOUT_SECONDS = 120
@@ -39,6 +49,11 @@ class QueueWorker(Construct):
         environment: Mapping[str, str],
         secrets: Mapping[str, ecs.Secret],
         capacity: Capacity,
+        command: Sequence[str] = WORKER_COMMAND,
+        service_name: str = r.SERVICE_QUEUE_WORKER,
+        container_name: str = "worker",
+        min_tasks: int | None = None,
+        max_tasks: int | None = None,
     ) -> None:
         super().__init__(scope, id_)
         task = ecs.FargateTaskDefinition(
@@ -59,17 +74,23 @@ class QueueWorker(Construct):
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        task.add_container(
-            "worker",
+        min_tasks = capacity.worker_min_tasks if min_tasks is None else min_tasks
+        max_tasks = capacity.worker_max_tasks if max_tasks is None else max_tasks
+        if not 1 <= min_tasks <= max_tasks:
+            # Backlog per task divides by the running task count; the standby is the
+            # region's heartbeat. (cdk.config checks the context; this guards callers.)
+            raise ValueError(f"{id_}: need 1 <= min_tasks ({min_tasks}) <= max_tasks")
+        self.container = task.add_container(
+            container_name,
             image=image,
-            command=WORKER_COMMAND,
+            command=list(command),
             environment={
                 **environment,
                 r.ENV.WORKER_CONCURRENCY: str(capacity.worker_concurrency),
-                r.ENV.SERVICE_NAME: r.SERVICE_QUEUE_WORKER,
+                r.ENV.SERVICE_NAME: service_name,
             },
             secrets=dict(secrets),
-            logging=ecs.LogDrivers.aws_logs(stream_prefix="worker", log_group=log_group),
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=container_name, log_group=log_group),
             stop_timeout=Duration.seconds(STOP_TIMEOUT_SECONDS),
         )
         self.service = ecs.FargateService(
@@ -77,15 +98,13 @@ class QueueWorker(Construct):
             "Service",
             cluster=cluster,
             task_definition=task,
-            desired_count=capacity.worker_min_tasks,
+            desired_count=min_tasks,
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
             min_healthy_percent=100,
             max_healthy_percent=200,
         )
-        scaling = self.service.auto_scale_task_count(
-            min_capacity=capacity.worker_min_tasks, max_capacity=capacity.worker_max_tasks
-        )
+        scaling = self.service.auto_scale_task_count(min_capacity=min_tasks, max_capacity=max_tasks)
         # Target tracking on backlog per task = visible messages / running tasks (metric
         # math), AWS's recipe for queue workers: the fleet grows with the work waiting, not
         # with CPU. The L2 only takes single metrics, so the policy is written in L1 terms.

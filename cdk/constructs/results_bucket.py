@@ -1,7 +1,17 @@
-"""The region's results bucket, replicated to the peer region's so that large results
-survive the loss of a region."""
+"""The region's results bucket, replicated to its neighbours' so that large results survive
+the loss of a region and can be read wherever the report is read.
+
+Replication runs both ways between a region and its peer (the next region in the ring):
+this region's objects reach the peer's bucket, which is this region's edge's
+REPLICA_RESULTS_BUCKET (read when the own bucket cannot be reached), and the results the
+peer's standby writes for this region's mirrored tasks come back into this bucket. With two
+regions that is one rule each way; with more, each bucket replicates to the next and the
+previous region. Replicas are never replicated again (S3 replicates only objects written
+by clients), so the rules form no loop."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
@@ -21,26 +31,31 @@ class ResultsBucket(Construct):
         *,
         account: str,
         region: str,
-        peer_region: str | None,
+        replicate_to: Sequence[str],
         access_logs: s3.IBucket,
         result_days: int = 30,
     ) -> None:
         super().__init__(scope, id_)
         replication: list[s3.ReplicationRule] = []
-        self.replica_bucket_name: str | None = None
-        if peer_region is not None:
-            self.replica_bucket_name = r.results_bucket_name(account, peer_region)
-            replica = s3.Bucket.from_bucket_attributes(
+        # Every bucket this one writes replicas into (the peer's first).
+        self.replica_bucket_names = [
+            r.results_bucket_name(account, other) for other in replicate_to
+        ]
+        for priority, (other, name) in enumerate(
+            zip(replicate_to, self.replica_bucket_names, strict=True), start=1
+        ):
+            destination = s3.Bucket.from_bucket_attributes(
                 self,
-                "Replica",
-                bucket_name=self.replica_bucket_name,
-                region=peer_region,
+                "Replica" if priority == 1 else f"Replica-{other}",
+                bucket_name=name,
+                region=other,
                 account=account,
             )
             replication.append(
                 s3.ReplicationRule(
-                    destination=replica,
-                    priority=1,
+                    destination=destination,
+                    id=f"results-to-{other}",
+                    priority=priority,
                     filter=s3.Filter(prefix=r.RESULTS_KEY_PREFIX),
                     delete_marker_replication=True,
                     # Replication time control: 99.99% of objects within 15 minutes.

@@ -11,6 +11,7 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -25,11 +26,14 @@ from cdk.constructs.log_bucket import LogBucket
 from cdk.constructs.monitoring import MonitoredResources, RegionMonitoring
 from cdk.constructs.nag import suppress
 from cdk.constructs.network import Network
-from cdk.constructs.queue_worker import QueueWorker
+from cdk.constructs.python_function import bundled_code
+from cdk.constructs.queue_worker import STANDBY_COMMAND, STANDBY_SERVICE, QueueWorker
 from cdk.constructs.results_bucket import ResultsBucket
 from cdk.constructs.service_cluster import ServiceCluster
 from cdk.constructs.service_image import ServiceImage
+from cdk.constructs.stream_failure_drain import StreamFailureDrain
 from cdk.constructs.stream_worker import StreamWorker
+from cdk.constructs.task_mirror import TaskMirror
 from cdk.constructs.web_acl import RateLimitedWebAcl
 from reportgrid import resources as r
 
@@ -69,7 +73,7 @@ class RegionalStack(Stack):
             "Results",
             account=config.account,
             region=region,
-            peer_region=peer,
+            replicate_to=config.replication_regions(region),
             access_logs=log_bucket,
         )
         self.cache = cache = ValkeyCache(
@@ -94,7 +98,9 @@ class RegionalStack(Stack):
         peer_standby: sqs.IQueue | None = None
         replica_bucket: s3.IBucket | None = None
         if peer is not None:
-            # Deterministic names in the peer region: no cross-region reference needed.
+            # Deterministic names in the peer region (the next in the ring): no cross-region
+            # reference needed. The replica bucket is the peer's results bucket, which
+            # receives this region's results (ResultsBucket replicates both ways).
             peer_standby = sqs.Queue.from_queue_arn(
                 self,
                 "PeerStandbyQueue",
@@ -118,17 +124,24 @@ class RegionalStack(Stack):
             E.METRICS_NAMESPACE: r.METRICS_NAMESPACE,
             E.LOG_LEVEL: "INFO",
         }
+        # The edge's view of the peer: where it sends multi-region submits itself (the
+        # mirror Lambda sends the rest) and where it reads results replicated from here.
+        # Only the edge gets it: no other process here talks to the peer region.
+        edge_environment = dict(environment)
         if peer is not None and peer_standby is not None and replica_bucket is not None:
-            environment |= {
+            edge_environment |= {
                 E.PEER_REGION: peer,
                 E.PEER_STANDBY_QUEUE_URL: peer_standby.queue_url,
                 E.REPLICA_RESULTS_BUCKET: replica_bucket.bucket_name,
+                E.MIRROR_GRACE_SECONDS: str(config.mirror_grace_seconds),
             }
         container_secrets = {
             E.ID_SECRETS: ecs.Secret.from_secrets_manager(id_secret),
             E.REDIS_URL: ecs.Secret.from_secrets_manager(cache.url_secret),
         }
 
+        # The Lambdas' one code asset, bundled once for all of them.
+        code = bundled_code(project_dir)
         cluster = ServiceCluster(self, "Cluster", vpc=network.vpc).cluster
         image = ServiceImage(self, "Image", directory=project_dir).image
         self.edge = edge = EdgeService(
@@ -137,7 +150,7 @@ class RegionalStack(Stack):
             cluster=cluster,
             image=image,
             certificate=self._certificate(config, region),
-            environment=environment,
+            environment=edge_environment,
             secrets=container_secrets,
             capacity=capacity,
             access_logs=log_bucket,
@@ -151,7 +164,7 @@ class RegionalStack(Stack):
         self.stream_worker = stream_worker = StreamWorker(
             self,
             "StreamWorker",
-            project_dir=project_dir,
+            code=code,
             stream=ingest.stream,
             failure_queue=ingest.failure_queue,
             vpc=network.vpc,
@@ -173,28 +186,70 @@ class RegionalStack(Stack):
             secrets=container_secrets,
             capacity=capacity,
         )
+        # Runs the peer's mirrored tasks that the peer has not progressed; always at least
+        # one task, because it also writes this region's heartbeat (which tells the peer's
+        # standby that this region is alive).
+        self.standby_worker = standby_worker = QueueWorker(
+            self,
+            "StandbyWorker",
+            cluster=cluster,
+            image=image,
+            queue=ingest.standby_queue,
+            environment={
+                **environment,
+                E.WORKER_LEASE_SECONDS: str(r.WORKER_LEASE_SECONDS),
+                E.MIRROR_GRACE_SECONDS: str(config.mirror_grace_seconds),
+                E.STANDBY_MARGIN_SECONDS: f"{config.standby_margin_seconds:g}",
+            },
+            secrets=container_secrets,
+            capacity=capacity,
+            command=STANDBY_COMMAND,
+            service_name=STANDBY_SERVICE,
+            container_name="standby",
+            min_tasks=capacity.standby_min_tasks,
+            max_tasks=capacity.standby_max_tasks,
+        )
+        self.mirror, self.failure_drain = self._stream_consumers(
+            config=config,
+            region=region,
+            code=code,
+            ingest=ingest,
+            table=table,
+            id_secret=id_secret,
+            peer_standby=peer_standby,
+        )
 
         # --- grants: each principal gets exactly what its code path uses -------------
         function = stream_worker.function
-        table.grant_read_write_data(edge.task_role)
-        table.grant_read_write_data(function)
-        table.grant_read_write_data(queue_worker.task_role)
+        standby_role = standby_worker.task_role
+        for principal in (edge.task_role, function, queue_worker.task_role, standby_role):
+            table.grant_read_write_data(principal)
         ingest.stream.grant_write(edge.task_role)  # SubmitReport -> PutRecords
-        # (the event source grants the function its stream reads)
+        # (the event sources grant the stream worker and the mirror their stream reads)
         ingest.heavy_queue.grant_send_messages(function)  # heavy kinds are forwarded
         ingest.heavy_queue.grant_consume_messages(queue_worker.task_role)
-        ingest.standby_queue.grant_consume_messages(queue_worker.task_role)
+        # The standby receives, deletes, extends and re-queues (delays) mirrored tasks.
+        ingest.standby_queue.grant_consume_messages(standby_role)
+        ingest.standby_queue.grant_send_messages(standby_role)
         results.bucket.grant_read(edge.task_role)  # DownloadReport
-        results.bucket.grant_read_write(function)
-        results.bucket.grant_read_write(queue_worker.task_role)
+        _grant_worker_storage(
+            (function, queue_worker.task_role, standby_role),
+            results=results.bucket,
+            input_buckets=config.input_buckets,
+        )
         id_secret.grant_read(function)
         cache.url_secret.grant_read(function)
         if peer_standby is not None and replica_bucket is not None:
-            # Mirroring tasks to the peer's standby queue; reading results replicated there.
-            peer_standby.grant_send_messages(function)
+            # Multi-region submits go to the peer's standby queue from the edge itself;
+            # results are read from the peer's bucket when the own one fails.
             peer_standby.grant_send_messages(edge.task_role)
             replica_bucket.grant_read(edge.task_role)
-        for peer_connections in (edge.service, queue_worker.service, function):
+        for peer_connections in (
+            edge.service,
+            queue_worker.service,
+            standby_worker.service,
+            function,
+        ):
             cache.connections.allow_default_port_from(peer_connections)
 
         self.monitoring = RegionMonitoring(
@@ -206,10 +261,15 @@ class RegionalStack(Stack):
                 load_balancer=edge.load_balancer,
                 target_group=edge.target_group,
                 function=function,
+                mirror_function=self.mirror.function if self.mirror else None,
+                drain_function=self.failure_drain.function,
                 stream=ingest.stream,
                 heavy_queue=ingest.heavy_queue,
                 standby_queue=ingest.standby_queue,
-                dead_letter_queues=[ingest.heavy_dlq, ingest.standby_dlq, ingest.failure_queue],
+                failure_queue=ingest.failure_queue,
+                dead_letter_queues=[ingest.heavy_dlq, ingest.standby_dlq, ingest.failure_dlq],
+                cluster_name=cluster.cluster_name,
+                standby_service_name=standby_worker.service.service_name,
                 table_name=r.TABLE_NAME,
                 cache_name=r.PROJECT,
                 replica_regions=[other for other in config.regions if other != region],
@@ -221,9 +281,80 @@ class RegionalStack(Stack):
             ),
             results=results,
             edge=edge,
-            queue_worker=queue_worker,
+            workers=(queue_worker, standby_worker),
             stream_worker=stream_worker,
+            drain=self.failure_drain,
+            input_buckets=config.input_buckets,
         )
+
+    def _stream_consumers(
+        self,
+        *,
+        config: DeployConfig,
+        region: str,
+        code: lambda_.Code,
+        ingest: Ingest,
+        table: dynamodb.ITableV2,
+        id_secret: secretsmanager.ISecret,
+        peer_standby: sqs.IQueue | None,
+    ) -> tuple[TaskMirror | None, StreamFailureDrain]:
+        """The task mirror (with a peer only) and the stream-failure drain, with their grants.
+        Neither needs the cache; both read the id secrets by ARN (every process validates its
+        settings at cold start, ids included)."""
+        lambda_environment = {
+            E.REGION: region,
+            E.METRICS_NAMESPACE: r.METRICS_NAMESPACE,
+            E.LOG_LEVEL: "INFO",
+            E.ID_SECRETS_ARN: id_secret.secret_arn,
+        }
+        mirror: TaskMirror | None = None
+        peer = config.peer_region(region)
+        if peer is not None and peer_standby is not None:
+            mirror = TaskMirror(
+                self,
+                "TaskMirror",
+                code=code,
+                stream=ingest.stream,
+                failure_queue=ingest.failure_queue,
+                environment={
+                    **lambda_environment,
+                    E.PEER_REGION: peer,
+                    E.PEER_STANDBY_QUEUE_URL: peer_standby.queue_url,
+                    E.MIRROR_GRACE_SECONDS: str(config.mirror_grace_seconds),
+                },
+                parallelization_factor=config.capacity.lambda_parallelization_factor,
+            )
+            # (the event source grants the stream reads)
+            peer_standby.grant_send_messages(mirror.function)
+            id_secret.grant_read(mirror.function)
+        drain = StreamFailureDrain(
+            self,
+            "StreamFailureDrain",
+            code=code,
+            failure_queue=ingest.failure_queue,
+            environment={
+                **lambda_environment,
+                E.TABLE_NAME: r.TABLE_NAME,
+                E.TASK_STREAM_NAME: ingest.stream.stream_name,
+                E.HEAVY_QUEUE_URL: ingest.heavy_queue.queue_url,
+            },
+        )
+        # It reads given-up batches back from the stream (shard + sequence range), re-drives
+        # their tasks through the heavy queue and updates their reports.
+        drain.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "kinesis:DescribeStream",
+                    "kinesis:GetShardIterator",
+                    "kinesis:GetRecords",
+                ],
+                resources=[ingest.stream.stream_arn],
+            )
+        )
+        ingest.heavy_queue.grant_send_messages(drain.function)
+        table.grant_read_write_data(drain.function)
+        id_secret.grant_read(drain.function)
+        return mirror, drain
 
     @property
     def availability_zones(self) -> list[str]:
@@ -254,19 +385,21 @@ class RegionalStack(Stack):
         table_arn: str,
         results: ResultsBucket,
         edge: EdgeService,
-        queue_worker: QueueWorker,
+        workers: tuple[QueueWorker, ...],
         stream_worker: StreamWorker,
+        drain: StreamFailureDrain,
+        input_buckets: tuple[str, ...],
     ) -> None:
         """Each wildcard the CDK grant helpers write, named and explained per principal."""
         bucket_logical_id = self.resolve(
             self.get_logical_id(cast(CfnElement, results.bucket.node.default_child))
         )
         own_objects = f"Resource::<{bucket_logical_id}.Arn>/*"
-        replica_objects = (
-            f"Resource::arn:<AWS::Partition>:s3:::{results.replica_bucket_name}/*"
-            if results.replica_bucket_name
-            else None
-        )
+        replicas = [
+            f"Resource::arn:<AWS::Partition>:s3:::{name}/*" for name in results.replica_bucket_names
+        ]
+        # The edge reads the peer's bucket: the first replication destination.
+        replica_objects = replicas[0] if replicas else None
         indexes = f"Resource::{table_arn}/index/*"
         read = ["Action::s3:GetBucket*", "Action::s3:GetObject*", "Action::s3:List*"]
         write = ["Action::s3:Abort*", "Action::s3:DeleteObject*"]
@@ -284,32 +417,50 @@ class RegionalStack(Stack):
             why_data + " The edge reads results for DownloadReport, also from the replica.",
             findings=edge_findings,
         )
-        for role in (queue_worker.task_role, stream_worker.function.role):
+        inputs = [f"Resource::arn:<AWS::Partition>:s3:::{bucket}/*" for bucket in input_buckets]
+        for role in (*(w.task_role for w in workers), stream_worker.function.role):
             suppress(
                 cast(iam.IRole, role),
                 "AwsSolutions-IAM5",
-                why_data + " The workers write and overwrite results.",
-                findings=[indexes, own_objects, *read, *write],
+                why_data + " The workers write and overwrite results, and read report inputs "
+                "(s3:GetObject only) from the configured input buckets' objects (bucket/*).",
+                findings=[indexes, own_objects, *read, *write, *inputs],
             )
         suppress(
-            cast(iam.IRole, stream_worker.function.role),
+            cast(iam.IRole, drain.function.role),
             "AwsSolutions-IAM5",
-            "X-Ray PutTraceSegments/PutTelemetryRecords accept no resource but *.",
-            findings=["Resource::*"],
+            "CDK grant_read_write_data on this region's reports table: its index ARNs "
+            "(index/*). The drain marks or re-drives reports whose batches were given up.",
+            findings=[indexes],
         )
-        for service in (edge, queue_worker):
+        for execution_role in (edge.execution_role, *(w.execution_role for w in workers)):
             suppress(
-                service.execution_role,
+                execution_role,
                 "AwsSolutions-IAM5",
                 "ecr:GetAuthorizationToken accepts no resource but *; the image pull itself "
                 "is scoped to the asset repository.",
                 findings=["Resource::*"],
             )
-        replication = [own_objects, *([replica_objects] if replica_objects else [])]
         suppress(
             results.bucket,
             "AwsSolutions-IAM5",
             "The S3 replication role reads every object version of this bucket and writes "
-            "replicas into the peer region's results bucket (bucket/* on both).",
-            findings=replication,
+            "replicas into the neighbouring regions' results buckets (bucket/* on each).",
+            findings=[own_objects, *replicas],
         )
+
+
+def _grant_worker_storage(
+    workers: tuple[iam.IGrantable, ...], *, results: s3.IBucket, input_buckets: tuple[str, ...]
+) -> None:
+    """Workers write results and read report inputs given as s3:// URIs (GetObject only, on
+    the objects of the configured input buckets)."""
+    for worker in workers:
+        results.grant_read_write(worker)
+        if input_buckets:
+            worker.grant_principal.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[f"arn:{Aws.PARTITION}:s3:::{bucket}/*" for bucket in input_buckets],
+                )
+            )

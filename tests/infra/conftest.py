@@ -36,6 +36,7 @@ GLOBAL_REGION = "us-west-2"
 ACCOUNT = "111111111111"
 ALARM_EMAIL = "oncall@example.com"
 DIALS = {"eu-west-1": 100, "us-east-1": 40}
+INPUT_BUCKET = "tenant-inputs-example"
 NAG_PROBE_STACK = "NagProbe"
 
 
@@ -47,6 +48,7 @@ def context() -> dict[str, Any]:
         "reportgrid:globalRegion": GLOBAL_REGION,
         "reportgrid:alarmEmail": ALARM_EMAIL,
         "reportgrid:trafficDials": DIALS,
+        "reportgrid:inputBuckets": [INPUT_BUCKET],
         "aws:cdk:bundling-stacks": [],  # skip Lambda bundling (documented CDK switch)
     }
     return ctx
@@ -128,3 +130,46 @@ def eu(synth: Synthesized) -> Template:
 @pytest.fixture(scope="session")
 def us(synth: Synthesized) -> Template:
     return synth.regional("us-east-1")
+
+
+def role_statements(template: Template, role_prefix: str) -> list[dict[str, Any]]:
+    """Every IAM statement attached to the role whose logical id starts with role_prefix,
+    each with its Action as a list."""
+    statements: list[dict[str, Any]] = []
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        roles = [role["Ref"] for role in policy["Properties"].get("Roles", [])]
+        if any(role.startswith(role_prefix) for role in roles):
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"]
+                statements.append(
+                    statement | {"Action": [actions] if isinstance(actions, str) else actions}
+                )
+    assert statements, f"no policy attached to a role {role_prefix}*"
+    return statements
+
+
+def allowed(statements: list[dict[str, Any]], action: str) -> list[str]:
+    """The resources (as JSON text) an action is allowed on."""
+    return [
+        json.dumps(s["Resource"])
+        for s in statements
+        if s["Effect"] == "Allow" and action in s["Action"]
+    ]
+
+
+def container(template: Template, command: list[str]) -> dict[str, Any]:
+    """The one container definition that runs `command`."""
+    (found,) = (
+        c
+        for task in template.find_resources("AWS::ECS::TaskDefinition").values()
+        for c in task["Properties"]["ContainerDefinitions"]
+        if c["Command"] == command
+    )
+    return dict(found)
+
+
+def function_by_handler(template: Template, handler: str) -> tuple[str, dict[str, Any]]:
+    ((logical_id, function),) = template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": handler}}
+    ).items()
+    return logical_id, dict(function)

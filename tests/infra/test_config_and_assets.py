@@ -18,8 +18,8 @@ from cdk.bundling import (
     find_uv,
 )
 from cdk.config import ConfigError, parse_config
+from cdk.constructs.python_function import ASSET_EXCLUDES
 from cdk.constructs.service_image import IMAGE_EXCLUDES
-from cdk.constructs.stream_worker import ASSET_EXCLUDES
 from tests.infra.conftest import REPO_ROOT, context
 
 # ---------------------------------------------------------------------------- config
@@ -75,11 +75,28 @@ def test_command_line_strings_are_accepted() -> None:
         ),
         ({"hostedZoneId": "Z123"}, "hostedZoneName"),
         ({"capacity": "{not json"}, "not valid JSON"),
+        ({"capacity": {"standby_min_tasks": 0}}, "standby_min_tasks"),
+        ({"mirrorGraceSeconds": 901}, "mirrorGraceSeconds"),
+        ({"mirrorGraceSeconds": 2.5}, "whole number"),
+        ({"mirrorGraceSeconds": "soon"}, "not a number"),
+        ({"standbyMarginSeconds": 1}, "standbyMarginSeconds"),
+        ({"inputBuckets": ["Not_A_Bucket"]}, "not an S3 bucket name"),
     ],
 )
 def test_bad_context_names_the_key(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _config(**overrides)
+
+
+def test_multi_region_timings_default_to_resources_and_accept_overrides() -> None:
+    from reportgrid import resources as r
+
+    default = _config()
+    assert default.mirror_grace_seconds == r.MIRROR_GRACE_SECONDS
+    assert default.standby_margin_seconds == r.STANDBY_MARGIN_SECONDS
+    config = _config(mirrorGraceSeconds="60", standbyMarginSeconds=3.5)
+    assert (config.mirror_grace_seconds, config.standby_margin_seconds) == (60, 3.5)
+    assert _config(inputBuckets="a-bucket,b-bucket").input_buckets == ("a-bucket", "b-bucket")
 
 
 def test_hosted_zone_replaces_certificate_arns() -> None:

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from aws_cdk.assertions import Match, Template
 
-from cdk.constructs.edge_service import HEALTH_CHECK_PATH, STOP_TIMEOUT_SECONDS
+from cdk.constructs.edge_service import (
+    ALB_FLIP_SECONDS,
+    EDGE_FLIP_SECONDS,
+    FAILOVER_WINDOW_SECONDS,
+    HEALTH_CHECK_PATH,
+    STOP_TIMEOUT_SECONDS,
+)
 from cdk.constructs.web_acl import RATE_RULE_NAME
 from reportgrid import resources as r
 from tests.infra.conftest import Synthesized
 
 
 def test_target_group_speaks_grpc_with_health_code_zero(eu: Template) -> None:
+    # The issue names /grpc.health.v1.Health/Check. That method answers gRPC status OK even
+    # when its payload says NOT_SERVING, and the ALB judges only the status code, so with it
+    # an edge whose dependencies are down would stay in service. The edge's readiness method
+    # answers OK only while SERVING (UNAVAILABLE otherwise): with it, "health check with
+    # success code 0" means what the issue wants, a NOT_SERVING edge is taken out.
+    assert HEALTH_CHECK_PATH == r.EDGE_READINESS_PATH
+    assert not HEALTH_CHECK_PATH.startswith("/grpc.health.v1.Health/")
     eu.has_resource_properties(
         "AWS::ElasticLoadBalancingV2::TargetGroup",
         {
@@ -18,10 +31,27 @@ def test_target_group_speaks_grpc_with_health_code_zero(eu: Template) -> None:
             "ProtocolVersion": "GRPC",
             "Port": r.EDGE_PORT,
             "TargetType": "ip",
-            "HealthCheckPath": HEALTH_CHECK_PATH,
+            "HealthCheckPath": r.EDGE_READINESS_PATH,
             "Matcher": {"GrpcCode": "0"},
+            "HealthCheckIntervalSeconds": 10,
+            "HealthCheckTimeoutSeconds": 5,
+            "HealthyThresholdCount": 2,
+            "UnhealthyThresholdCount": 2,
         },
     )
+
+
+def test_failover_window_fits_the_documented_30_seconds(eu: Template) -> None:
+    (group,) = eu.find_resources("AWS::ElasticLoadBalancingV2::TargetGroup").values()
+    props = group["Properties"]
+    # The edge flips to NOT_SERVING after its failed probes, then the ALB needs its
+    # unhealthy threshold of failed checks; GA follows the ALB's target health.
+    edge_flip = r.EDGE_HEALTH_FAIL_AFTER * r.EDGE_HEALTH_INTERVAL_SECONDS
+    alb_flip = props["UnhealthyThresholdCount"] * props["HealthCheckIntervalSeconds"]
+    assert (edge_flip, alb_flip) == (EDGE_FLIP_SECONDS, ALB_FLIP_SECONDS) == (6, 20)
+    assert edge_flip + alb_flip < FAILOVER_WINDOW_SECONDS == 30
+    # A check that cannot answer within its timeout counts as failed before the next one.
+    assert props["HealthCheckTimeoutSeconds"] < props["HealthCheckIntervalSeconds"]
 
 
 def test_target_group_balances_least_outstanding_and_drains_past_the_edge_grace(

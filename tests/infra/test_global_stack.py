@@ -27,6 +27,9 @@ def test_one_endpoint_group_per_region_with_its_dial(synth: Synthesized) -> None
             {
                 "EndpointGroupRegion": region,
                 "TrafficDialPercentage": DIALS[region],
+                # Health-based failover timing (docs: new connections move in ~30 s).
+                "HealthCheckIntervalSeconds": 10,
+                "ThresholdCount": 3,
                 "EndpointConfigurations": [
                     Match.object_like(
                         {"ClientIPPreservationEnabled": True, "EndpointId": Match.any_value()}

@@ -35,7 +35,7 @@ def test_heavy_queue_visibility_is_six_times_the_worker_timeout(eu: Template) ->
 
 def test_every_queue_denies_plain_http(eu: Template) -> None:
     queues = eu.find_resources("AWS::SQS::Queue")
-    assert len(queues) == 5  # heavy + dlq, standby + dlq, stream failures
+    assert len(queues) == 6  # heavy, standby and stream failures, each with its DLQ
     policies = eu.find_resources(
         "AWS::SQS::QueuePolicy",
         {

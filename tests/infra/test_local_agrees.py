@@ -50,17 +50,33 @@ def test_queues_redrive_like_the_local_region(synth: Synthesized) -> None:
     template = synth.regional("eu-west-1")
     queues = template.find_resources("AWS::SQS::Queue")
     by_name = {q["Properties"]["QueueName"]: (lid, q["Properties"]) for lid, q in queues.items()}
-    for name, dlq_name in (
-        (r.HEAVY_QUEUE_NAME, r.HEAVY_DLQ_NAME),
-        (r.STANDBY_QUEUE_NAME, r.STANDBY_DLQ_NAME),
+    for name, dlq_name, receives, visibility in (
+        (
+            r.HEAVY_QUEUE_NAME,
+            r.HEAVY_DLQ_NAME,
+            r.HEAVY_MAX_RECEIVES,
+            r.HEAVY_VISIBILITY_TIMEOUT_SECONDS,
+        ),
+        (
+            r.STANDBY_QUEUE_NAME,
+            r.STANDBY_DLQ_NAME,
+            r.HEAVY_MAX_RECEIVES,
+            r.HEAVY_VISIBILITY_TIMEOUT_SECONDS,
+        ),
+        (
+            r.STREAM_FAILURE_QUEUE_NAME,
+            r.STREAM_FAILURE_DLQ_NAME,
+            r.STREAM_FAILURE_MAX_RECEIVES,
+            r.STREAM_FAILURE_VISIBILITY_TIMEOUT_SECONDS,
+        ),
     ):
         _, props = by_name[name]
         dlq_logical_id, _ = by_name[dlq_name]
         redrive = props["RedrivePolicy"]
-        # Same receive count the local bootstrap writes (as a string there, a number here).
-        assert int(redrive["maxReceiveCount"]) == r.HEAVY_MAX_RECEIVES
+        # The same names and numbers the local bootstrap uses (from reportgrid.resources).
+        assert int(redrive["maxReceiveCount"]) == receives
         assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_logical_id, "Arn"]}
-        assert props["VisibilityTimeout"] == r.HEAVY_VISIBILITY_TIMEOUT_SECONDS
+        assert props["VisibilityTimeout"] == visibility
         assert props["MessageRetentionPeriod"] == 1209600
 
 

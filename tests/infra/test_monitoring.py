@@ -19,6 +19,12 @@ PAGING = (
     "HeavyQueueOldest",
     "DeadLetters",
     "DynamoDbThrottles",
+    "StreamFailures",
+    "StreamFailureDrainErrors",
+    "StandbyQueueOldest",
+    "StandbyHeartbeat",
+    "MirrorErrors",
+    "MirrorIteratorAge",
 )
 
 
@@ -53,6 +59,15 @@ def test_topic_is_encrypted_tls_only_and_mails_the_on_call(eu: Template) -> None
     )
 
 
+def _alarm(template: Template, name: str) -> dict[str, Any]:
+    (alarm,) = (
+        a["Properties"]
+        for lid, a in template.find_resources("AWS::CloudWatch::Alarm").items()
+        if lid.startswith(f"Monitoring{name}")
+    )
+    return dict(alarm)
+
+
 def test_every_paging_alarm_exists_and_notifies_the_topic(eu: Template) -> None:
     topic = _topic(eu)
     alarms = eu.find_resources("AWS::CloudWatch::Alarm")
@@ -60,6 +75,53 @@ def test_every_paging_alarm_exists_and_notifies_the_topic(eu: Template) -> None:
     assert len(found) == len(PAGING), sorted(alarms)
     for lid in found:
         assert alarms[lid]["Properties"]["AlarmActions"] == [{"Ref": topic}], lid
+
+
+def _queue_id(template: Template, name: str) -> str:
+    (lid,) = template.find_resources("AWS::SQS::Queue", {"Properties": {"QueueName": name}})
+    return lid
+
+
+def test_any_given_up_batch_pages(eu: Template) -> None:
+    alarm = _alarm(eu, "StreamFailures")
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    queue = _queue_id(eu, r.STREAM_FAILURE_QUEUE_NAME)
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+    ]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["EvaluationPeriods"] == 1
+
+
+def test_standby_queue_age_and_dead_letters_page(eu: Template) -> None:
+    alarm = _alarm(eu, "StandbyQueueOldest")
+    assert alarm["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert _queue_id(eu, r.STANDBY_QUEUE_NAME) in json.dumps(alarm["Dimensions"])
+    dead_letters = json.dumps(_alarm(eu, "DeadLetters")["Metrics"])
+    for dlq in (r.STANDBY_DLQ_NAME, r.HEAVY_DLQ_NAME, r.STREAM_FAILURE_DLQ_NAME):
+        assert _queue_id(eu, dlq) in dead_letters, dlq
+
+
+def test_a_stopped_standby_heartbeat_pages(eu: Template) -> None:
+    alarm = _alarm(eu, "StandbyHeartbeat")
+    assert (alarm["Namespace"], alarm["MetricName"]) == (
+        "ECS/ContainerInsights",
+        "RunningTaskCount",
+    )
+    assert "StandbyWorkerService" in json.dumps(alarm["Dimensions"])
+    # Fewer than one task, or no data at all (nothing running reports nothing).
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanThreshold", 1)
+    assert alarm["TreatMissingData"] == "breaching"
+
+
+def test_mirror_errors_and_lag_page(eu: Template) -> None:
+    (mirror,) = eu.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "functions.mirror.handler.handler"}}
+    )
+    for name, metric in (("MirrorErrors", "Errors"), ("MirrorIteratorAge", "IteratorAge")):
+        alarm = _alarm(eu, name)
+        assert alarm["MetricName"] == metric
+        assert alarm["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": mirror}}]
 
 
 def test_composite_region_unhealthy_alarm(eu: Template) -> None:
@@ -76,6 +138,10 @@ def test_composite_region_unhealthy_alarm(eu: Template) -> None:
     rule = json.dumps(composite["Properties"]["AlarmRule"])
     for name in ("EdgeNoHealthyTargets", "EdgeElb5xx", "EdgeFaults", "StreamIteratorAge"):
         assert f"Monitoring{name}" in rule, name
+    # The multi-region safety net pages on its own: the region still serves without it,
+    # so it is no reason to move traffic away.
+    for name in ("Mirror", "Standby", "StreamFailure"):
+        assert f"Monitoring{name}" not in rule, name
 
 
 def _dashboard_body(template: Template) -> str:
@@ -102,6 +168,8 @@ def test_region_dashboard_charts_the_operational_signals(eu: Template) -> None:
         "ReadThrottleEvents",
         "ReplicationLatency",
         "HTTPCode_Target_5XX_Count",
+        "RunningTaskCount",
+        "ApproximateNumberOfMessagesNotVisible",
     ):
         assert metric in body, metric
     assert r.METRICS_NAMESPACE in body

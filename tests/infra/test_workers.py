@@ -9,7 +9,7 @@ from aws_cdk.assertions import Match, Template
 from cdk.constructs.queue_worker import BACKLOG_POLICY_NAME
 from cdk.constructs.stream_worker import HANDLER
 from reportgrid import resources as r
-from tests.infra.conftest import Synthesized
+from tests.infra.conftest import INPUT_BUCKET, Synthesized, allowed, role_statements
 
 
 def test_lambda_runs_the_stream_worker_handler(eu: Template) -> None:
@@ -25,13 +25,13 @@ def test_lambda_runs_the_stream_worker_handler(eu: Template) -> None:
                 "Variables": Match.object_like(
                     {
                         r.ENV.REGION: "eu-west-1",
-                        r.ENV.PEER_REGION: "us-east-1",
                         r.ENV.TABLE_NAME: r.TABLE_NAME,
                         r.ENV.SERVICE_NAME: r.SERVICE_STREAM_WORKER,
                         r.ENV.METRICS_NAMESPACE: r.METRICS_NAMESPACE,
                         r.ENV.ID_SECRETS_ARN: Match.any_value(),
                         r.ENV.REDIS_URL_ARN: Match.any_value(),
-                        r.ENV.PEER_STANDBY_QUEUE_URL: Match.any_value(),
+                        # It never talks to the peer region (the mirror does).
+                        r.ENV.PEER_STANDBY_QUEUE_URL: Match.absent(),
                     }
                 )
             },
@@ -101,25 +101,34 @@ def test_queue_worker_runs_the_worker_command_with_its_settings(eu: Template) ->
 
 def test_queue_worker_scales_on_backlog_per_task(synth: Synthesized) -> None:
     template = synth.regional("us-east-1")
-    (heavy,) = template.find_resources(
-        "AWS::SQS::Queue", {"Properties": {"QueueName": r.HEAVY_QUEUE_NAME}}
-    )
-    (policy,) = template.find_resources(
+    # The heavy worker on the heavy queue, the standby worker on the standby queue.
+    policies = template.find_resources(
         "AWS::ApplicationAutoScaling::ScalingPolicy",
         {"Properties": {"PolicyName": BACKLOG_POLICY_NAME}},
-    ).values()
-    config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
-    assert policy["Properties"]["PolicyType"] == "TargetTrackingScaling"
-    assert config["TargetValue"] == synth.config.capacity.worker_backlog_per_task
-    queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
-    visible = queries["visible"]["MetricStat"]["Metric"]
-    assert visible["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    assert visible["Dimensions"] == [
-        {"Name": "QueueName", "Value": {"Fn::GetAtt": [heavy, "QueueName"]}}
-    ]
-    assert queries["tasks"]["MetricStat"]["Metric"]["MetricName"] == "RunningTaskCount"
-    assert queries["backlog"]["Expression"] == "visible / tasks"
-    assert queries["backlog"]["ReturnData"] is True
+    )
+    assert len(policies) == 2
+    for prefix, queue_name in (
+        ("QueueWorker", r.HEAVY_QUEUE_NAME),
+        ("StandbyWorker", r.STANDBY_QUEUE_NAME),
+    ):
+        (queue,) = template.find_resources(
+            "AWS::SQS::Queue", {"Properties": {"QueueName": queue_name}}
+        )
+        (policy,) = (p for lid, p in policies.items() if lid.startswith(prefix))
+        config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        assert policy["Properties"]["PolicyType"] == "TargetTrackingScaling"
+        assert config["TargetValue"] == synth.config.capacity.worker_backlog_per_task
+        queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
+        visible = queries["visible"]["MetricStat"]["Metric"]
+        assert visible["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        assert visible["Dimensions"] == [
+            {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+        ]
+        tasks = queries["tasks"]["MetricStat"]["Metric"]
+        assert tasks["MetricName"] == "RunningTaskCount"
+        assert prefix in json.dumps(tasks["Dimensions"])
+        assert queries["backlog"]["Expression"] == "visible / tasks"
+        assert queries["backlog"]["ReturnData"] is True
 
 
 def test_least_privilege_grants(eu: Template) -> None:
@@ -140,3 +149,21 @@ def test_least_privilege_grants(eu: Template) -> None:
     assert "sqs:ReceiveMessage" not in edge
     assert "sqs:ReceiveMessage" in worker
     assert "kinesis:PutRecords" not in worker
+
+
+def test_workers_read_inputs_from_the_configured_buckets_only(eu: Template) -> None:
+    objects = f":s3:::{INPUT_BUCKET}/*"
+    for role in (
+        "StreamWorkerFunctionServiceRole",
+        "QueueWorkerTaskTaskRole",
+        "StandbyWorkerTaskTaskRole",
+    ):
+        statements = role_statements(eu, role)
+        assert any(objects in res for res in allowed(statements, "s3:GetObject")), role
+        # Read only: nothing else on the tenant's bucket.
+        assert not any(
+            objects in json.dumps(s["Resource"]) and s["Action"] != ["s3:GetObject"]
+            for s in statements
+        ), role
+    edge = role_statements(eu, "EdgeTaskTaskRole")
+    assert not any(INPUT_BUCKET in json.dumps(s["Resource"]) for s in edge)

@@ -1,0 +1,112 @@
+"""The region's Python Lambdas (stream worker, task mirror, stream-failure drain): one code
+asset bundled locally without Docker, one way to build a function from it.
+
+`bundled_code` is built once per stack and shared, so the asset is bundled (and uploaded)
+once however many functions run from it; `python_function` creates the function and its log
+group in the caller's scope (the caller's construct ids stay the logical-id prefix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from aws_cdk import BundlingOptions, Duration, IgnoreMode, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from cdk.bundling import CODE_PACKAGES, LocalPythonBundling, docker_fallback_command
+from cdk.constructs.nag import suppress
+from reportgrid import resources as r
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12  # matches cdk.bundling.LAMBDA_PYTHON_VERSION
+ARCHITECTURE = lambda_.Architecture.X86_64  # matches cdk.bundling.WHEEL_PLATFORM
+# Only these reach the bundler (and the asset fingerprint); .venv and the rest are never read.
+ASSET_EXCLUDES: tuple[str, ...] = (
+    "*",
+    *(f"!{package}" for package in CODE_PACKAGES),
+    "!pyproject.toml",
+    "!uv.lock",
+    "!README.md",
+    "**/__pycache__",
+)
+
+
+def bundled_code(project_dir: Path) -> lambda_.Code:
+    """functions/ + reportgrid/ + the locked runtime wheels (cdk.bundling)."""
+    return lambda_.Code.from_asset(
+        str(project_dir),
+        exclude=list(ASSET_EXCLUDES),
+        ignore_mode=IgnoreMode.DOCKER,  # Docker semantics make "!dir" re-include a tree
+        bundling=BundlingOptions(
+            image=RUNTIME.bundling_image,
+            local=LocalPythonBundling(project_dir),
+            command=docker_fallback_command(),
+        ),
+    )
+
+
+def python_function(
+    scope: Construct,
+    *,
+    code: lambda_.Code,
+    handler: str,
+    service: str,
+    environment: Mapping[str, str],
+    memory_mib: int,
+    timeout_seconds: int = r.LAMBDA_TIMEOUT_SECONDS,
+    vpc: ec2.IVpc | None = None,
+) -> lambda_.Function:
+    """A function of the bundled code, logging to its own group for a month, traced, with
+    Powertools' service name set (ENV.SERVICE_NAME)."""
+    log_group = logs.LogGroup(
+        scope,
+        "Logs",
+        retention=logs.RetentionDays.ONE_MONTH,
+        removal_policy=RemovalPolicy.DESTROY,
+    )
+    function = lambda_.Function(
+        scope,
+        "Function",
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        handler=handler,
+        code=code,
+        timeout=Duration.seconds(timeout_seconds),
+        memory_size=memory_mib,
+        environment={**environment, r.ENV.SERVICE_NAME: service},
+        vpc=vpc,
+        vpc_subnets=(
+            ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS) if vpc else None
+        ),
+        log_group=log_group,
+        tracing=lambda_.Tracing.ACTIVE,
+    )
+    suppress(
+        function,
+        "AwsSolutions-L1",
+        "Pinned to Python 3.12: the wheels are bundled for cp312 manylinux x86_64 "
+        "(cdk.bundling) and the service is tested on it; moving runtimes is a deliberate "
+        "change of both.",
+    )
+    if function.role is not None:
+        suppress(
+            function.role,
+            "AwsSolutions-IAM5",
+            f"Active tracing of {service}: X-Ray PutTraceSegments/PutTelemetryRecords accept "
+            "no resource but *.",
+            findings=["Resource::*"],
+        )
+    managed = ["AWSLambdaBasicExecutionRole", *(["AWSLambdaVPCAccessExecutionRole"] if vpc else [])]
+    suppress(
+        function,
+        "AwsSolutions-IAM4",
+        f"{' and '.join(managed)}: AWS's minimal managed policies for the logs"
+        f"{' and VPC ENIs' if vpc else ''} of the {service} function.",
+        findings=[
+            f"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/{name}" for name in managed
+        ],
+    )
+    return function
