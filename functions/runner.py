@@ -8,11 +8,21 @@ Errors sort into three kinds:
 - transient (throttling, timeouts, 5xx, a broken worker process): the lease is released
   and the error propagates, so the runtime redelivers the task;
 - lost lease (another worker took over): we stop and write nothing.
+
+The user's intents are read with the report (reportgrid.store.ReportStore.read): a cancel
+request before the start and at every lease renewal; a tombstone before the start, at every
+renewal, before the terminal write, right after it and once more a replication margin later
+(`LateDeleteCheck`: a tombstone written in another region just before our terminal write
+arrives within it). A run that finds its report deleted writes nothing more and removes
+what it wrote: its S3 object and, if its write landed, the report item
+(docs/MULTI_REGION.md).
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 import logging
 import os
 import tempfile
@@ -33,11 +43,18 @@ from reportgrid.engine.registry import Generator, Registry
 from reportgrid.engine.request import CancelFlag, GenerateRequest, GenerateResult, InputData
 from reportgrid.errors import InvalidArgument, ReportFailure, Unavailable
 from reportgrid.notify import Notifier
-from reportgrid.records import ReportRecord
+from reportgrid.records import ReportRecord, ResultInfo
 from reportgrid.results import store_result
 from reportgrid.settings import Settings
 from reportgrid.states import State
-from reportgrid.store import Claim, LeaseLost, ReportStore, is_transient, task_ttl
+from reportgrid.store import (
+    Claim,
+    LeaseLost,
+    ReportDeleted,
+    ReportStore,
+    is_transient,
+    task_ttl,
+)
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
 
@@ -90,9 +107,23 @@ def is_transient_error(err: BaseException) -> bool:
     return is_transient(err) or isinstance(err, BrokenProcessPool)
 
 
+def delete_result_object(s3: Any, bucket: str, key: str) -> None:
+    """Delete every version of a result object (the buckets are versioned, and a plain
+    delete would only hide the data behind a delete marker)."""
+    listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+    versions = [
+        {"Key": v["Key"], "VersionId": v["VersionId"]}
+        for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
+        if v["Key"] == key
+    ]
+    if versions:
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": versions, "Quiet": True})
+
+
 class Heartbeat:
     """Renews the lease while a report runs, sets the cancel flag when a cancellation is
-    requested (or the lease is lost), and runs the runtime's extra hooks (SQS visibility)."""
+    requested, the report is deleted or the lease is lost, and runs the runtime's extra
+    hooks (SQS visibility)."""
 
     def __init__(
         self,
@@ -112,6 +143,7 @@ class Heartbeat:
         self._hooks = hooks
         self._stop = threading.Event()
         self.lost = False
+        self.deleted = False
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{report_id}")
 
     def __enter__(self) -> Heartbeat:
@@ -126,7 +158,7 @@ class Heartbeat:
         interval = min(self._lease / 3, MAX_HEARTBEAT_SECONDS)
         while not self._stop.wait(interval):
             try:
-                record = self._store.renew(
+                snapshot = self._store.renew(
                     self._report_id, owner=self._owner, lease_seconds=self._lease
                 )
             except LeaseLost:
@@ -139,13 +171,65 @@ class Heartbeat:
                     "lease renewal of %s failed; will retry", self._report_id, exc_info=True
                 )
                 continue
-            if record.cancel_requested:
+            if snapshot.deleted:
+                log.info("report %s was deleted; stopping the run", self._report_id)
+                self.deleted = True
+                self._cancel.set()
+                return
+            if snapshot.cancel_requested:
                 self._cancel.set()
             for hook in self._hooks:
                 try:
                     hook()
                 except Exception:
                     log.warning("heartbeat hook failed for %s", self._report_id, exc_info=True)
+
+
+class LateDeleteCheck:
+    """Looks once more for a tombstone a replication margin after a terminal write. A
+    DeleteReport in another region just before our write reaches this region within the
+    margin (>= 2 x the replication lag); our write then won last-writer-wins over the
+    deletion of the report item, and this removes it again. One daemon thread per process,
+    started on first use; best effort (a process that dies first leaves the item hidden by
+    its tombstone until its TTL)."""
+
+    def __init__(self, remove: Callable[[str, ResultInfo | None], bool], delay: float) -> None:
+        self._remove = remove
+        self._delay = delay
+        self._due: list[tuple[float, int, str, ResultInfo | None]] = []
+        self._order = itertools.count()  # ties never compare the results
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.removed = 0  # reports found deleted by a late check (tests, logs)
+
+    def schedule(self, report_id: str, result: ResultInfo | None) -> None:
+        with self._wakeup:
+            due = time.monotonic() + self._delay
+            heapq.heappush(self._due, (due, next(self._order), report_id, result))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="late-delete-check", daemon=True
+                )
+                self._thread.start()
+            self._wakeup.notify()
+
+    @property
+    def pending(self) -> int:
+        with self._wakeup:
+            return len(self._due)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    timeout = self._due[0][0] - time.monotonic() if self._due else None
+                    self._wakeup.wait(timeout)
+                _, _, report_id, result = heapq.heappop(self._due)
+            try:
+                if self._remove(report_id, result):
+                    self.removed += 1
+            except Exception:
+                log.warning("late tombstone check of %s failed", report_id, exc_info=True)
 
 
 class Runner:
@@ -159,6 +243,9 @@ class Runner:
         self._s = services
         self._execute = execute
         self._owner_prefix = owner_prefix
+        self.late_deletes = LateDeleteCheck(
+            self._remove_if_deleted, services.settings.standby_margin_seconds
+        )
 
     @property
     def services(self) -> Services:
@@ -206,6 +293,10 @@ class Runner:
         )
         if claim.outcome is Claim.TERMINAL:
             return RunResult(Outcome.NOOP, claim.record)
+        if claim.outcome is Claim.DELETED:
+            assert claim.record is not None
+            self._remove_deleted(task.report_id, claim.record.result)
+            return RunResult(Outcome.NOOP)
         if claim.outcome is Claim.BUSY:
             wait = max(0.0, (claim.lease_until_ms - time.time() * 1000) / 1000)
             return RunResult(Outcome.BUSY, claim.record, retry_after_seconds=wait)
@@ -280,10 +371,15 @@ class Runner:
                     raise
                 log.exception("generator of %s (%s) failed", report_id, valid.kind.name)
                 state, error = State.FAILED, ("GENERATOR_FAILED", GENERATOR_FAILED_MESSAGE)
+            if heartbeat.deleted:
+                self._remove_deleted(report_id, result, report_item=False)
+                return None
             if heartbeat.lost:
+                # The edge's delete removes the report item: that also ends our lease.
+                self._remove_if_deleted(report_id, result, report_item=False)
                 return None
         try:
-            return self._s.store.finish(
+            stored = self._s.store.finish(
                 report_id,
                 owner=owner,
                 state=state,
@@ -291,8 +387,13 @@ class Runner:
                 result=result,
                 error=error,
             )
+        except ReportDeleted:
+            log.info("report %s was deleted before it finished; not writing it", report_id)
+            self._remove_deleted(report_id, result, report_item=False)
+            return None
         except LeaseLost:
             log.warning("report %s was taken over before it finished here", report_id)
+            self._remove_if_deleted(report_id, result, report_item=False)
             return None
         except Exception as err:
             if is_transient_error(err):
@@ -300,6 +401,44 @@ class Runner:
                 # redelivery takes over now instead of after the lease.
                 self._s.store.release(report_id, owner=owner)
             raise
+        # A tombstone written in this region between our check and our write: undo it now;
+        # one written in another region before our write arrives within the margin.
+        if self._remove_if_deleted(report_id, result):
+            return None
+        self.late_deletes.schedule(report_id, result)
+        return stored
+
+    # -- deleted reports ---------------------------------------------------------------
+
+    def _remove_if_deleted(
+        self, report_id: str, result: ResultInfo | None, *, report_item: bool = True
+    ) -> bool:
+        """If the report has a tombstone, remove what this run wrote; True if it had."""
+        if not self._s.store.is_deleted(report_id):
+            return False
+        self._remove_deleted(report_id, result, report_item=report_item)
+        return True
+
+    def _remove_deleted(
+        self, report_id: str, result: ResultInfo | None, *, report_item: bool = True
+    ) -> None:
+        """Remove a deleted report's S3 result and (if it came back) its report item."""
+        log.info("report %s is deleted; removing what was written for it", report_id)
+        settings = self._s.settings
+        if result is not None and result.s3_key and settings.results_bucket:
+            try:
+                delete_result_object(self._s.s3, settings.results_bucket, result.s3_key)
+            except (ClientError, BotoCoreError) as err:
+                raise Unavailable(f"could not delete the result of deleted {report_id}") from err
+            if settings.replica_results_bucket:
+                # S3 replication does not carry version deletes. Best effort: the peer
+                # region may be the one that is down.
+                try:
+                    delete_result_object(self._s.s3, settings.replica_results_bucket, result.s3_key)
+                except (ClientError, BotoCoreError):
+                    log.warning("could not delete the replica of %s's result", report_id)
+        if report_item:
+            self._s.store.remove(report_id)
 
     def _fetch_input(self, request: pb.SubmitReportRequest, work_dir: str) -> InputData | None:
         if not request.HasField("input"):

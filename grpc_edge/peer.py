@@ -24,9 +24,9 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from aws_lambda_powertools import Logger
 
-from functions.mirror.send import SQS_BATCH_BYTES, SQS_BATCH_ENTRIES, delay_for, mirrored_copy
 from reportgrid import tasks
 from reportgrid.errors import Unavailable
+from reportgrid.mirroring import SQS_BATCH_BYTES, SQS_BATCH_ENTRIES, delay_for, mirrored_copy
 from reportgrid.settings import Settings
 from reportgrid.task.v1.task_pb2 import TaskRecord
 

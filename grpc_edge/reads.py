@@ -1,5 +1,7 @@
 """Reading one report through the tiers: in-process LRU (terminal reports only: they are
-immutable) -> Redis -> DynamoDB. Concurrent misses for one id share one fetch.
+immutable) -> Redis -> DynamoDB (the report item with its intents, one BatchGetItem: a
+tombstone makes it NOT_FOUND, a cancel request shows on a live report; see
+reportgrid/intents.py). Concurrent misses for one id share one fetch.
 
 What a verified id with no record means is decided here (`view_missing`).
 """
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from grpc_edge.cache import RedisTier, TerminalLru
-from grpc_edge.store import ReportStore, is_tombstone
+from grpc_edge.store import ReportStore
 from reportgrid import records, resources
 from reportgrid.errors import NotFound
 from reportgrid.ids import ReportId
@@ -71,8 +73,9 @@ class ReportReader:
     async def lookup(
         self, tenant: str, report_id: str, deadline: float | None, *, fresh: bool = False
     ) -> ReportRecord | None:
-        """The record, None when there is none yet; NotFound for a deleted report or one of
-        another tenant. `fresh` skips the caches and reads consistently (before a write)."""
+        """The record as the API shows it (with a live report's cancel request), None when
+        there is none yet; NotFound for a deleted report or one of another tenant. `fresh`
+        skips the caches and reads consistently (before a write)."""
         if not fresh:
             cached = self.lru.get(report_id)
             if cached is not None:
@@ -108,12 +111,12 @@ class ReportReader:
                 self.lru.put(cached)
                 return cached
         self.stats.dynamodb_reads += 1
-        item = await self.store.get(report_id, consistent=fresh, deadline=deadline)
-        if item is None:
-            return None
-        if is_tombstone(item):
+        snapshot = await self.store.read(report_id, consistent=fresh, deadline=deadline)
+        if snapshot.deleted:
             return _DELETED
-        record = records.from_item(item)
+        record = snapshot.view()
+        if record is None:
+            return None
         if record.terminal:
             self.lru.put(record)
             # Fill Redis for the other edges, without holding up this answer.

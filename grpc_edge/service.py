@@ -13,16 +13,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from grpc_edge.cache import RedisTier
 from grpc_edge.peer import PeerSender, send_both
 from grpc_edge.producer import TaskProducer
 from grpc_edge.reads import ReportReader, now_ms, view_missing
-from grpc_edge.store import ReportStore, bounded, conflict
+from grpc_edge.store import ReportStore, bounded
 from grpc_edge.tokens import PageTokens, filters_hash
 from grpc_edge.watch import EventHub, watch_report
-from reportgrid import records, resources, tasks
+from reportgrid import intents, records, resources, tasks
 from reportgrid.engine.registry import Registry
 from reportgrid.errors import (
     FailedPrecondition,
@@ -37,14 +38,15 @@ from reportgrid.settings import Settings
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
-from reportgrid.validation import DEFAULT_TTL_SECONDS, validate_submit
+from reportgrid.validation import validate_submit
+
+logger = Logger(service="reportgrid-edge", child=True)
 
 # Used when the client sets no deadline: no call may wait forever on a dependency.
 DEFAULT_BUDGET_SECONDS: Final = 10.0
 DOWNLOAD_CHUNK_BYTES: Final = 1024 * 1024
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
-_CANCEL_ATTEMPTS: Final = 3
 _NO_UPPER_BOUND: Final = "9" * 14  # above every created_key
 
 
@@ -210,12 +212,29 @@ class ReportService:
                 cursors[shard] = ""
             elif shard in taken:
                 cursors[shard] = min(taken[shard])  # exclusive bound of the next page
+        views = await self._with_intents([record for _, _, record in page], call)
         response = pb.ListReportsResponse(
-            reports=[records.to_proto(record, now_ms=now_ms()) for _, _, record in page]
+            reports=[records.to_proto(record, now_ms=now_ms()) for record in views]
         )
         if any(cursor != "" for cursor in cursors):
             response.next_page_token = self.tokens.issue(call.tenant, cursors, filters)
         return response
+
+    async def _with_intents(self, page: list[ReportRecord], call: Call) -> list[ReportRecord]:
+        """The page as the API shows it: deleted reports (a tombstone whose report item a
+        late worker write brought back) left out, live ones with their cancel requests."""
+        if not page:
+            return page
+        found = await self.store.intents_of([r.report_id for r in page], deadline=call.deadline)
+        views: list[ReportRecord] = []
+        for record in page:
+            snapshot = found[record.report_id]
+            if snapshot.deleted:
+                continue
+            view = intents.Snapshot(record.report_id, record, snapshot.cancel).view()
+            if view is not None:
+                views.append(view)
+        return views
 
     async def _shard_matches(
         self, call: Call, shard: int, *, low: str, high: str, limit: int, wanted: Any
@@ -247,37 +266,26 @@ class ReportService:
     # -- writes --------------------------------------------------------------------------
 
     async def cancel(self, request: pb.CancelReportRequest, call: Call) -> pb.Report:
+        """Record the cancel request in its own item (reportgrid/intents.py); the worker
+        that runs (or would start) the report ends it CANCELLED. A terminal report is
+        returned unchanged: a cancel after the end has nothing to stop."""
         report_id = self.codec.verify(call.tenant, request.report_id)
         rid = report_id.value
-        for _ in range(_CANCEL_ATTEMPTS):
-            record = await self.reader.lookup(call.tenant, rid, call.deadline, fresh=True)
-            if record is None:
-                view_missing(report_id)  # NotFound when the id is too old to be queued
-                now = now_ms()
-                placeholder = ReportRecord(
-                    report_id=rid,
-                    tenant=call.tenant,
-                    kind="",
-                    state=State.PENDING,
-                    created_ms=report_id.created_ms or now,
-                    home_region=self.settings.region,
-                    cancel_requested=True,
-                    revision=1,
-                    expires_at=now // 1000 + DEFAULT_TTL_SECONDS,
-                )
-                if await self.store.create_cancelled_placeholder(
-                    placeholder, deadline=call.deadline
-                ):
-                    await self.redis.publish(placeholder, call.remaining())
-                    return records.to_proto(placeholder, now_ms=now)
-                continue
-            if record.effective_state(now_ms()).terminal or record.cancel_requested:
-                return records.to_proto(record, now_ms=now_ms())
-            updated = await self.store.request_cancel(record, deadline=call.deadline)
-            if updated is not None:
-                await self.redis.publish(updated, call.remaining())
-                return records.to_proto(updated, now_ms=now_ms())
-        raise conflict()
+        record = await self.reader.lookup(call.tenant, rid, call.deadline, fresh=True)
+        if record is None:
+            view_missing(report_id)  # NotFound when the id is too old to be queued
+        elif record.effective_state(now_ms()).terminal or record.cancel_requested:
+            return records.to_proto(record, now_ms=now_ms())
+        await self.store.put_cancel(
+            rid, call.tenant, created_ms=report_id.created_ms, deadline=call.deadline
+        )
+        cancel = intents.CancelRequest(call.tenant, now_ms(), report_id.created_ms)
+        view = intents.Snapshot(rid, record, cancel).view()
+        assert view is not None
+        # The cached live record does not know of the request; watchers learn it now.
+        await self.redis.evict(rid, call.remaining())
+        await self.redis.publish(view, call.remaining())
+        return records.to_proto(view, now_ms=now_ms())
 
     async def delete(self, request: pb.DeleteReportRequest, call: Call) -> pb.DeleteReportResponse:
         report_id = self.codec.verify(call.tenant, request.report_id)
@@ -290,11 +298,12 @@ class ReportService:
             if request.allow_missing:
                 return pb.DeleteReportResponse(report_id=rid)
             raise
-        # The stored result first: if that fails nothing has changed and a retry is safe;
-        # the tombstone then hides the report and stops a queued or running task.
+        # The stored result first: if that fails nothing has changed and a retry is safe.
+        # Then the tombstone, which hides the report from every reader and stops every
+        # worker (a run that stores its result after this removes it again), and the item.
         if record is not None and record.result is not None and record.result.s3_key:
             await self._delete_object(record.result.s3_key, call)
-        await self.store.put_tombstone(rid, call.tenant, deadline=call.deadline)
+        await self.store.delete_report(rid, call.tenant, deadline=call.deadline)
         self.reader.forget(rid)
         await self.redis.evict(rid, call.remaining())
         return pb.DeleteReportResponse(report_id=rid)
@@ -305,9 +314,20 @@ class ReportService:
         return self.settings.results_bucket
 
     async def _delete_object(self, key: str, call: Call) -> None:
-        """Delete every version of the object: the bucket is versioned, and a plain delete
-        would only hide the data behind a delete marker."""
-        bucket = self._bucket()
+        """Delete every version of the object, in this region's bucket and the replica: the
+        buckets are versioned (a plain delete would only hide the data behind a delete
+        marker), and S3 replication does not carry version deletes."""
+        await self._delete_versions(self._bucket(), key, call)
+        replica = self.settings.replica_results_bucket
+        if replica:
+            # Best effort: with the peer region lost, Delete must still work here (its copy
+            # then stays; docs/MULTI_REGION.md, "what remains").
+            try:
+                await self._delete_versions(replica, key, call)
+            except Unavailable:
+                logger.warning("could not delete the replica of a deleted report's result")
+
+    async def _delete_versions(self, bucket: str, key: str, call: Call) -> None:
         try:
             listing = await bounded(
                 self.s3.list_object_versions(Bucket=bucket, Prefix=key),

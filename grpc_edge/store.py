@@ -1,38 +1,33 @@
-"""The report items in DynamoDB, as the edge reads and writes them (aioboto3, low-level
-item format of reportgrid.records). ClientErrors become Reportgrid errors here.
+"""The report store as the edge uses it (aioboto3, low-level item format of
+reportgrid.records). ClientErrors become Reportgrid errors here.
 
-Deleting a report leaves a tombstone: the item is replaced by
-    {pk, report_id, tenant, deleted: true, expires_at}
-with no `state` and no tenant-index attributes, kept until the report's task can no longer
-be in the task log. So a task still queued for a deleted report cannot bring it back (every
-worker write is conditional on `attribute_not_exists(pk)` or on `state`, and a tombstone has
-a key and no state), and GetReport answers NOT_FOUND instead of PENDING.
+The edge never writes the report item: workers own it. The edge writes the user's intents,
+each an item of its own (reportgrid/intents.py): a cancel request (`cancel#<id>`) and, for
+a deleted report, a tombstone (`deleted#<id>`) before it removes the report item. Every
+read takes the report with its intents in one BatchGetItem, so a report with a tombstone is
+NOT_FOUND whatever the report item says (docs/MULTI_REGION.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, Final, TypeVar
 
 from botocore.exceptions import ClientError
 
-from reportgrid import records, resources
-from reportgrid.errors import Conflict, Unavailable
-from reportgrid.records import Item, ReportRecord
-from reportgrid.states import Condition, State, transition_condition
+from reportgrid import intents, resources
+from reportgrid.errors import Unavailable
+from reportgrid.intents import Snapshot
+from reportgrid.records import Item
 
 T = TypeVar("T")
 
-A_DELETED: Final = "deleted"
-# A tombstone outlives any task that could still name its report.
-TOMBSTONE_SECONDS: Final = (resources.TASK_RETENTION_HOURS + 1) * 3600
 _CONDITION_FAILED: Final = "ConditionalCheckFailedException"
-
-
-def is_tombstone(item: Item) -> bool:
-    return bool(item.get(A_DELETED, {}).get("BOOL")) and records.A_STATE not in item
+# BatchGetItem takes at most this many keys per call.
+_BATCH_KEYS: Final = 100
+_BATCH_ATTEMPTS: Final = 5
 
 
 async def bounded(awaitable: Awaitable[T], deadline: float | None, what: str) -> T:
@@ -67,21 +62,47 @@ class ReportStore:
     def _key(self, report_id: str) -> Item:
         return {k: {"S": v} for k, v in resources.report_key(report_id).items()}
 
-    async def get(
+    async def read(
         self, report_id: str, *, consistent: bool = False, deadline: float | None = None
-    ) -> Item | None:
-        try:
-            response = await bounded(
-                self._ddb.get_item(
-                    TableName=self._table, Key=self._key(report_id), ConsistentRead=consistent
-                ),
-                deadline,
-                "the report store",
-            )
-        except ClientError as err:
-            raise _unavailable(err, "reading the report") from None
-        item: Item | None = response.get("Item")
-        return item
+    ) -> Snapshot:
+        """The report item with its cancel request and tombstone (one BatchGetItem)."""
+        found = await self._batch_get(
+            intents.report_keys(report_id), consistent, deadline, "reading the report"
+        )
+        return intents.snapshots([report_id], found)[report_id]
+
+    async def intents_of(
+        self, report_ids: Sequence[str], *, deadline: float | None
+    ) -> dict[str, Snapshot]:
+        """The intents (no report items) of a page of reports, by report id."""
+        keys = [key for rid in report_ids for key in intents.intent_keys(rid)]
+        chunks = [keys[i : i + _BATCH_KEYS] for i in range(0, len(keys), _BATCH_KEYS)]
+        pages = await asyncio.gather(
+            *(self._batch_get(chunk, False, deadline, "listing reports") for chunk in chunks)
+        )
+        return intents.snapshots(report_ids, [item for page in pages for item in page])
+
+    async def _batch_get(
+        self, keys: list[Item], consistent: bool, deadline: float | None, doing: str
+    ) -> list[Item]:
+        items: list[Item] = []
+        for attempt in range(_BATCH_ATTEMPTS):
+            try:
+                response = await bounded(
+                    self._ddb.batch_get_item(
+                        RequestItems=intents.request_items(self._table, keys, consistent=consistent)
+                    ),
+                    deadline,
+                    "the report store",
+                )
+            except ClientError as err:
+                raise _unavailable(err, doing) from None
+            items += response.get("Responses", {}).get(self._table, [])
+            keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+            if not keys:
+                return items
+            await asyncio.sleep(0.02 * 2**attempt)  # unprocessed keys: the table throttles
+        raise Unavailable(f"{doing} failed: the report store is throttling requests; retry")
 
     async def query_tenant_shard(
         self,
@@ -119,18 +140,19 @@ class ReportStore:
             raise _unavailable(err, "listing reports") from None
         return response.get("Items", []), response.get("LastEvaluatedKey")
 
-    async def create_cancelled_placeholder(
-        self, record: ReportRecord, *, deadline: float | None
-    ) -> bool:
-        """Write a minimal PENDING record with cancel_requested for a report whose task is
-        still queued. False if some record appeared meanwhile."""
-        condition = "attribute_not_exists(#key)"
+    async def put_cancel(
+        self, report_id: str, tenant: str, *, created_ms: int | None, deadline: float | None
+    ) -> None:
+        """Record the cancel request. Idempotent: the first request's time is kept."""
+        item = intents.cancel_item(
+            report_id, tenant, requested_ms=time.time_ns() // 1_000_000, created_ms=created_ms
+        )
         try:
             await bounded(
                 self._ddb.put_item(
                     TableName=self._table,
-                    Item=records.to_item(record),
-                    ConditionExpression=condition,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#key)",
                     ExpressionAttributeNames={"#key": resources.PARTITION_KEY},
                 ),
                 deadline,
@@ -138,57 +160,23 @@ class ReportStore:
             )
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
-                return False
+                return  # requested before
             raise _unavailable(err, "cancelling the report") from None
-        return True
 
-    async def request_cancel(
-        self, record: ReportRecord, *, deadline: float | None
-    ) -> ReportRecord | None:
-        """Set cancel_requested on a live report, if it is still at the revision we read and
-        a cancellation is still legal. None if the condition failed (re-read and retry)."""
-        condition = transition_condition(State.CANCELLED).and_(
-            Condition(
-                "#rev = :rev",
-                {"#rev": records.A_REVISION},
-                {":rev": {"N": str(record.revision)}},
-            )
+    async def delete_report(self, report_id: str, tenant: str, *, deadline: float | None) -> None:
+        """The tombstone first (from then on every reader and worker sees the report
+        deleted), then the report item."""
+        tombstone = intents.tombstone_item(
+            report_id, tenant, deleted_ms=time.time_ns() // 1_000_000
         )
         try:
-            response = await bounded(
-                self._ddb.update_item(
-                    TableName=self._table,
-                    Key=self._key(record.report_id),
-                    UpdateExpression="SET #cancel = :true, #rev = #rev + :one",
-                    ConditionExpression=condition.expression,
-                    ExpressionAttributeNames={**condition.names, "#cancel": records.A_CANCEL},
-                    ExpressionAttributeValues={
-                        **condition.values,
-                        ":true": {"BOOL": True},
-                        ":one": {"N": "1"},
-                    },
-                    ReturnValues="ALL_NEW",
-                ),
+            await bounded(
+                self._ddb.put_item(TableName=self._table, Item=tombstone),
                 deadline,
                 "the report store",
             )
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
-                return None
-            raise _unavailable(err, "cancelling the report") from None
-        return records.from_item(response["Attributes"])
-
-    async def put_tombstone(self, report_id: str, tenant: str, *, deadline: float | None) -> None:
-        item: Item = {
-            **self._key(report_id),
-            "report_id": {"S": report_id},
-            "tenant": {"S": tenant},
-            A_DELETED: {"BOOL": True},
-            resources.TTL_ATTRIBUTE: {"N": str(int(time.time()) + TOMBSTONE_SECONDS)},
-        }
-        try:
             await bounded(
-                self._ddb.put_item(TableName=self._table, Item=item),
+                self._ddb.delete_item(TableName=self._table, Key=self._key(report_id)),
                 deadline,
                 "the report store",
             )
@@ -198,7 +186,3 @@ class ReportStore:
     async def ping(self) -> None:
         """A cheap read that proves the table answers (health)."""
         await self._ddb.get_item(TableName=self._table, Key=self._key("health-probe"))
-
-
-def conflict() -> Conflict:
-    return Conflict("the report changed while the call ran; retry")

@@ -4,6 +4,11 @@ Changes come from Redis pub/sub (the workers publish each written record on the 
 channel). One pub/sub connection per process serves every watcher (`EventHub`). DynamoDB is
 re-read now and then even while subscribed (a lost publish cannot hang a watcher), and every
 second when Redis is unavailable, so a watch survives the loss of Redis.
+
+A cancel request lives in its own item (reportgrid/intents.py): the edge that takes it
+publishes the report's view with `cancel_requested` at the same revision, and a watcher
+keeps showing it until the report ends (a request is never withdrawn; a worker's record
+published meanwhile does not carry it).
 """
 
 from __future__ import annotations
@@ -117,10 +122,19 @@ class EventHub:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-def _view(report_id: ReportId, record: ReportRecord | None) -> pb.Report:
+def _view(report_id: ReportId, record: ReportRecord | None, cancel_seen: bool) -> pb.Report:
     if record is None:
         return view_missing(report_id)
+    if cancel_seen and not record.terminal:
+        record = record.with_(cancel_requested=True)
     return records.to_proto(record, now_ms=now_ms())
+
+
+def _newer(published: ReportRecord, known: ReportRecord) -> bool:
+    """A later write, or the same one with a cancel request the watcher has not seen."""
+    if published.revision != known.revision:
+        return published.revision > known.revision
+    return published.cancel_requested and not known.cancel_requested
 
 
 async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event sources
@@ -139,7 +153,8 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
         return time.monotonic() + budget
 
     record = await reader.lookup(tenant, report_id.value, read_deadline())
-    last = _view(report_id, record)
+    cancel_seen = record is not None and record.cancel_requested
+    last = _view(report_id, record, cancel_seen)
     yield last
     if record is not None and record.terminal:
         return
@@ -170,7 +185,7 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
                     continue
                 if published.tenant != tenant or published.report_id != report_id.value:
                     continue
-                if record is not None and published.revision <= record.revision:
+                if record is not None and not _newer(published, record):
                     continue
                 record = published
             elif time.monotonic() >= next_read:
@@ -183,7 +198,8 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
                 record = fresh
             else:
                 continue
-            view = _view(report_id, record)
+            cancel_seen = cancel_seen or record.cancel_requested
+            view = _view(report_id, record, cancel_seen)
             if view != last:
                 last = view
                 yield view

@@ -1,11 +1,16 @@
 """The workers' report store: a sync boto3 DynamoDB adapter for the report item.
 
-Every write is a full put of the new record under a condition built from the one state
-machine (`transition_condition`) AND the revision the writer read (optimistic concurrency:
-the edge's cancel and other workers bump `revision`, so a stale writer always loses).
-Lease writes add the holder. When a write's reply is lost, the retry's condition fails;
-the store then re-reads and recognises its own write by `lease_owner` and `revision`
-instead of reporting a conflict.
+Only workers write the report item. Every write is a full put of the new record under a
+condition built from the one state machine (`transition_condition`) AND the revision the
+writer read (optimistic concurrency: every write bumps `revision`, so a stale writer always
+loses). Lease writes add the holder. When a write's reply is lost, the retry's condition
+fails; the store then re-reads and recognises its own write by `lease_owner` and
+`revision` instead of reporting a conflict.
+
+The user's intents (cancel, delete) are separate items that only the edge writes
+(reportgrid/intents.py). They are read with the report (`read`, one BatchGetItem) before a
+run starts, at every lease renewal and before the terminal write; a report with a
+tombstone is never written again (docs/MULTI_REGION.md).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from reportgrid import records, resources
+from reportgrid import intents, records, resources
 from reportgrid.errors import Conflict, Unavailable
+from reportgrid.intents import Snapshot
 from reportgrid.records import ReportRecord, ResultInfo
 from reportgrid.states import Condition, State, check_transition, transition_condition
 from reportgrid.task.v1.task_pb2 import TaskRecord
@@ -41,13 +47,16 @@ _THROTTLING: Final = frozenset(
         "TransactionConflictException",
     }
 )
-# A tombstone the edge leaves for a deleted report (an item without a state).
-_DELETED_ATTRIBUTE: Final = "deleted"
 WRITE_ATTEMPTS: Final = 3
+_BATCH_GET_ATTEMPTS: Final = 5
 
 
 class LeaseLost(Conflict):
     """Another worker holds the report now (our lease expired and it took over)."""
+
+
+class ReportDeleted(Conflict):
+    """The report has a tombstone: it must not be written again."""
 
 
 def now_ms() -> int:
@@ -76,6 +85,7 @@ class Claim(enum.Enum):
     TERMINAL = "terminal"  # already done (or deleted): a no-op
     BUSY = "busy"  # another worker holds a live lease
     CANCELLED = "cancelled"  # cancel was requested before start; now CANCELLED
+    DELETED = "deleted"  # deleted, but its item came back: the caller removes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,27 +111,58 @@ class ReportStore:
     # --- reads -----------------------------------------------------------------------
 
     def get(self, report_id: str) -> ReportRecord | None:
-        """The record (strongly consistent), or None when there is none or it was deleted."""
-        item = self._get_item(report_id)
-        if item is None or records.A_STATE not in item:
-            return None
-        return records.from_item(item)
+        """The report item alone (strongly consistent), or None when there is none. Its
+        intents are not read: decisions use `read`."""
+        item = self._get_item(resources.report_key(report_id))
+        return None if item is None else records.from_item(item)
 
-    def _get_item(self, report_id: str) -> dict[str, Any] | None:
+    def read(self, report_id: str) -> Snapshot:
+        """The report item with its cancel request and tombstone, strongly consistent, in
+        one BatchGetItem (one round trip; paid per run start and lease renewal)."""
+        keys = intents.report_keys(report_id)
+        items: list[dict[str, Any]] = []
+        for attempt in range(_BATCH_GET_ATTEMPTS):
+            try:
+                response = self._ddb.batch_get_item(
+                    RequestItems=intents.request_items(self._table, keys, consistent=True)
+                )
+            except (ClientError, BotoCoreError) as err:
+                if attempt == _BATCH_GET_ATTEMPTS - 1 or not is_transient(err):
+                    raise _unavailable(err, "reading a report") from None
+                time.sleep(0.05 * 2**attempt)
+                continue
+            items += response.get("Responses", {}).get(self._table, [])
+            keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+            if not keys:
+                return intents.snapshots([report_id], items)[report_id]
+            time.sleep(0.05 * 2**attempt)  # unprocessed: the table is throttling
+        raise Unavailable("the report store did not answer while reading a report")
+
+    def is_deleted(self, report_id: str) -> bool:
+        """Whether the report has a tombstone (strongly consistent in this region)."""
+        return self._get_item(resources.tombstone_key(report_id)) is not None
+
+    def remove(self, report_id: str) -> None:
+        """Delete the item of a report that has a tombstone (a write that came back)."""
+        try:
+            self._ddb.delete_item(
+                TableName=self._table,
+                Key={k: {"S": v} for k, v in resources.report_key(report_id).items()},
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise _unavailable(err, "removing a deleted report") from None
+
+    def _get_item(self, key: dict[str, str]) -> dict[str, Any] | None:
         try:
             response = self._ddb.get_item(
                 TableName=self._table,
-                Key={k: {"S": v} for k, v in resources.report_key(report_id).items()},
+                Key={k: {"S": v} for k, v in key.items()},
                 ConsistentRead=True,
             )
         except (ClientError, BotoCoreError) as err:
             raise _unavailable(err, "reading a report") from None
         item: dict[str, Any] | None = response.get("Item")
         return item
-
-    def _is_deleted(self, report_id: str) -> bool:
-        item = self._get_item(report_id)
-        return bool(item and _DELETED_ATTRIBUTE in item and records.A_STATE not in item)
 
     # --- the one write primitive -----------------------------------------------------
 
@@ -175,18 +216,24 @@ class ReportStore:
         self, task: TaskRecord, *, owner: str, region: str, lease_seconds: float
     ) -> ClaimResult:
         """Take the report for a run: PENDING/absent -> RUNNING, or take over a RUNNING
-        report whose lease expired (attempts + 1). Honours a cancel requested before start.
+        report whose lease expired (attempts + 1). Honours a cancel requested before start
+        (ends it CANCELLED, from any live state) and a deletion (writes nothing).
         Retries its read-modify-write until it reaches a decision."""
         while True:
-            current = self.get(task.report_id)
+            snapshot = self.read(task.report_id)
+            current = snapshot.record
             now = self._clock()
-            if current is None and self._is_deleted(task.report_id):
-                return ClaimResult(Claim.TERMINAL, None)
+            if snapshot.deleted:
+                outcome = Claim.TERMINAL if current is None else Claim.DELETED
+                return ClaimResult(outcome, current)
             if current is not None and current.terminal:
                 return ClaimResult(Claim.TERMINAL, current)
-            if current is not None and current.cancel_requested:
-                cancelled = _ended(current, State.CANCELLED, now, ttl_seconds=task_ttl(task))
-                done = self._put(current, cancelled.with_(lease_owner=owner))
+            if snapshot.cancel_requested:
+                base = current if current is not None else _new_record(task, now)
+                cancelled = _ended(base, State.CANCELLED, now, ttl_seconds=task_ttl(task))
+                # The worker records that the end was the user's cancellation (the edge
+                # never writes the report item).
+                done = self._put(current, cancelled.with_(lease_owner=owner, cancel_requested=True))
                 if done is not None:
                     return ClaimResult(Claim.CANCELLED, done)
                 continue
@@ -210,11 +257,15 @@ class ReportStore:
             if stored is not None:
                 return ClaimResult(Claim.CLAIMED, stored)
 
-    def renew(self, report_id: str, *, owner: str, lease_seconds: float) -> ReportRecord:
-        """Extend our lease. Returns the record (whose cancel_requested the caller checks);
+    def renew(self, report_id: str, *, owner: str, lease_seconds: float) -> Snapshot:
+        """Extend our lease. Returns the report with its intents (the caller checks the
+        cancel request and the tombstone; a deleted report's lease is not extended);
         raises LeaseLost when the report is no longer ours."""
         while True:
-            current = self.get(report_id)
+            snapshot = self.read(report_id)
+            if snapshot.deleted:
+                return snapshot
+            current = snapshot.record
             if (
                 current is None
                 or current.state is not State.RUNNING
@@ -224,15 +275,17 @@ class ReportStore:
             renewed = current.with_(lease_until_ms=self._clock() + int(lease_seconds * 1000))
             stored = self._put(current, renewed)
             if stored is not None:
-                return stored
+                return Snapshot(report_id, stored, snapshot.cancel)
 
     def release(self, report_id: str, *, owner: str) -> None:
         """Give up our lease at once (expire it) so a redelivery takes over without waiting.
         Best effort: a failure only means the next holder waits for the lease."""
         try:
-            current = self.get(report_id)
+            snapshot = self.read(report_id)
+            current = snapshot.record
             if (
                 current is not None
+                and not snapshot.deleted
                 and current.state is State.RUNNING
                 and current.lease_owner == owner
             ):
@@ -250,9 +303,13 @@ class ReportStore:
         result: ResultInfo | None = None,
         error: tuple[str, str] | None = None,
     ) -> ReportRecord:
-        """The terminal write of a run we hold: SUCCEEDED, FAILED or CANCELLED."""
+        """The terminal write of a run we hold: SUCCEEDED, FAILED or CANCELLED. Raises
+        ReportDeleted (writing nothing) when the report has a tombstone."""
         while True:
-            current = self.get(report_id)
+            snapshot = self.read(report_id)
+            if snapshot.deleted:
+                raise ReportDeleted(f"report {report_id} was deleted while it ran")
+            current = snapshot.record
             if current is not None and current.terminal and current.lease_owner == owner:
                 return current  # our earlier write (its reply was lost)
             if (
@@ -265,6 +322,7 @@ class ReportStore:
                 result=result,
                 error_reason=error[0] if error else "",
                 error_message=error[1] if error else "",
+                cancel_requested=state is State.CANCELLED and snapshot.cancel_requested,
             )
             stored = self._put(current, ended)
             if stored is not None:
@@ -277,9 +335,10 @@ class ReportStore:
         PENDING, or RUNNING whose lease expired or is `owner`'s. None if it is terminal or
         another worker holds it."""
         while True:
-            current = self.get(task.report_id)
+            snapshot = self.read(task.report_id)
+            current = snapshot.record
             now = self._clock()
-            if current is None and self._is_deleted(task.report_id):
+            if snapshot.deleted:
                 return None
             if current is not None and current.terminal:
                 return None
@@ -304,8 +363,9 @@ class ReportStore:
         redelivery of the same stream record whose send may have failed); False if it was
         forwarded by another record, has started, or is done."""
         while True:
-            current = self.get(task.report_id)
-            if current is None and self._is_deleted(task.report_id):
+            snapshot = self.read(task.report_id)
+            current = snapshot.record
+            if snapshot.deleted:
                 return False
             if current is not None and (current.state is not State.PENDING or current.forwarded):
                 return current.state is State.PENDING and current.lease_owner == token

@@ -27,9 +27,9 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.clients import client
-from functions.mirror.send import send_mirrored
 from reportgrid import tasks
 from reportgrid.errors import SettingsError
+from reportgrid.mirroring import send_mirrored
 from reportgrid.settings import get_settings
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb

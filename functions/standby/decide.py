@@ -10,8 +10,8 @@ record as this region's replica of the global table shows it, and the clock.
   arrived: take it over;
 - RUNNING with a live lease, or not yet old enough: look again when that changes (the
   message stays queued, so a report that stalls later is still taken over);
-- terminal: drop. A deleted report reads as no record; the claim then finds the
-  tombstone and does nothing.
+- terminal: drop. A deleted report (a tombstone item) is dropped by the worker before it
+  asks here.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@ wait of `margin` seconds and a re-read. A claim the home region made at about th
 replicates within the margin; last-writer-wins then shows the same winner in both regions,
 and the loser stands down before running anything (docs/MULTI_REGION.md).
 
-A message is deleted only once its report is terminal or deleted. While the home region
-still works on it the message is put back with a delay (a fresh copy: waiting must not use
-up the receives that send a failing message to the DLQ), so a report that stalls later --
-its region lost mid-run -- is still taken over.
+A message is deleted only once its report is terminal or deleted (has a tombstone). While
+the home region still works on it the message is put back with a delay (a fresh copy:
+waiting must not use up the receives that send a failing message to the DLQ), so a report
+that stalls later -- its region lost mid-run -- is still taken over.
 """
 
 from __future__ import annotations
@@ -128,10 +128,14 @@ class StandbyWorker:
             return "poison"
         receives = int(message.get("Attributes", {}).get(RECEIVE_COUNT, "1"))
         try:
-            record = self._runner.services.store.get(task.report_id)
+            snapshot = self._runner.services.store.read(task.report_id)
             beat = self._last_beat(task.home_region)
         except Exception as err:
             return self._back_off(message, task, receives, err)
+        if snapshot.deleted:  # the tombstone is final: nothing to run or watch
+            self._delete(message)
+            return "dropped"
+        record = snapshot.record
         now = self._clock()
         decision = decide(
             task,

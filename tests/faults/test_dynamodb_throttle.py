@@ -13,8 +13,8 @@ import pytest
 
 from functions.runner import Runner
 from functions.stream_worker import handler as stream
-from reportgrid import tasks
-from reportgrid.local.bootstrap import RegionResources
+from reportgrid import intents, tasks
+from reportgrid.local.bootstrap import RegionResources, client
 from reportgrid.records import ReportRecord
 from reportgrid.settings import Settings
 from reportgrid.states import State
@@ -45,7 +45,8 @@ async def test_edge_absorbs_brief_throttling_then_answers_unavailable_with_retry
         edge_attempts = attempts_per_call(ddb)
         await edge.stub.ListReportKinds(pb.ListReportKindsRequest(), metadata=edge.auth())
         # k = 2 < attempts: backoff absorbs it
-        with Throttle(ddb, {"GetItem"}, edge_attempts - 1) as brief:
+        # (the edge reads a report with its intents in one BatchGetItem)
+        with Throttle(ddb, {"BatchGetItem"}, edge_attempts - 1) as brief:
             started = time.monotonic()
             got = await edge.stub.GetReport(
                 pb.GetReportRequest(report_id=report_id), metadata=edge.auth(), timeout=10
@@ -56,7 +57,7 @@ async def test_edge_absorbs_brief_throttling_then_answers_unavailable_with_retry
         assert brief.passed >= 1
 
         # k = 100: every attempt of the budget throttled -> UNAVAILABLE + RetryInfo, bounded
-        with Throttle(ddb, {"GetItem", "UpdateItem"}, 100) as long:
+        with Throttle(ddb, {"BatchGetItem", "PutItem"}, 100) as long:
             started = time.monotonic()
             with pytest.raises(grpc.aio.AioRpcError) as read:
                 await edge.stub.GetReport(
@@ -74,8 +75,11 @@ async def test_edge_absorbs_brief_throttling_then_answers_unavailable_with_retry
         assert "Exception" not in (caught.value.details() or "")
     assert long.injected >= 2 * edge_attempts
     assert gave_up_s < 9.0  # standard-mode backoff (at most 1 + 2 + 4 s), attempts bounded
-    # No partial state: the report is exactly as it was (no cancel flag, same revision)
+    # No partial state: the report is exactly as it was, and no cancel request was stored
     assert stored_record(aws, report_id) == record
+    assert "Item" not in client("dynamodb", aws.region, aws.endpoint_url).get_item(
+        TableName=aws.table_name, Key=intents.report_keys(report_id)[1], ConsistentRead=True
+    )
     figure(
         "6 DynamoDB throttling (edge)",
         k_absorbed=edge_attempts - 1,

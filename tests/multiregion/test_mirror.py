@@ -7,9 +7,9 @@ import base64
 from datetime import UTC, datetime
 
 from functions.mirror import handler as mirror
-from functions.mirror.send import delay_for
 from reportgrid import tasks
 from reportgrid.local.kinesis_runner import LambdaContext
+from reportgrid.mirroring import delay_for
 from reportgrid.v1 import reports_pb2 as pb
 from tests.multiregion.conftest import Pair, make_task
 

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from functions.standby.worker import StandbyWorker
-from reportgrid import resources, tasks
+from reportgrid import intents, resources, tasks
 from reportgrid.states import State
 from reportgrid.store import now_ms
 from reportgrid.task.v1.task_pb2 import TaskRecord
@@ -91,19 +91,15 @@ def test_what_the_home_region_finished_or_deleted_is_dropped(pair: Pair) -> None
     assert home.runner("lambda").run(done).record is not None
     home.ddb.put_item(  # the edge's DeleteReport tombstone
         TableName=resources.TABLE_NAME,
-        Item={
-            "pk": {"S": resources.REPORT_PREFIX + deleted.report_id},
-            "report_id": {"S": deleted.report_id},
-            "tenant": {"S": deleted.tenant},
-            "deleted": {"BOOL": True},
-        },
+        Item=intents.tombstone_item(deleted.report_id, deleted.tenant, deleted_ms=now_ms()),
     )
     pair.replicator.drain()
     standby = _standby(peer)
     assert standby.handle(_mirrored_message(peer, done)) == "dropped"
-    assert standby.handle(_mirrored_message(peer, deleted)) == "ran-noop"
-    # The tombstone stays a tombstone and the finished report is untouched
+    assert standby.handle(_mirrored_message(peer, deleted)) == "dropped"
+    # The deleted report gets no item and the finished report is untouched
     assert peer.services.store.get(deleted.report_id) is None
+    assert peer.services.store.is_deleted(deleted.report_id)
     record = peer.services.store.get(done.report_id)
     assert record is not None
     assert record.region == home.aws.region

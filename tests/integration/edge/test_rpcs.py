@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import zlib
+from typing import Any
 
 import grpc
 import pytest
@@ -12,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from reportgrid import ids, resources, results
+from reportgrid import ids, intents, records, resources, results
 from reportgrid.engine.request import GenerateResult
 from reportgrid.local.bootstrap import RegionResources, client
 from reportgrid.records import ReportRecord, ResultInfo
@@ -237,31 +238,76 @@ async def test_download_before_success_is_failed_precondition(edge: Edge) -> Non
     assert "PENDING" in (caught.value.details() or "")
 
 
-async def test_cancel_of_a_running_report_sets_the_flag_and_bumps_the_revision(
+async def test_cancel_of_a_running_report_is_its_own_item_and_leaves_the_report_alone(
     edge: Edge, aws: RegionResources, settings: Settings
 ) -> None:
     report_id = settings.id_codec().new(TENANT, settings.region).value
-    put_record(
-        aws,
-        ReportRecord(
-            report_id=report_id,
-            tenant=TENANT,
-            kind="synthetic",
-            state=State.RUNNING,
-            created_ms=now_ms(),
-            revision=4,
-        ),
+    running = ReportRecord(
+        report_id=report_id,
+        tenant=TENANT,
+        kind="synthetic",
+        state=State.RUNNING,
+        created_ms=now_ms(),
+        revision=4,
     )
+    put_record(aws, running)
     reply = await edge.stub.CancelReport(
         pb.CancelReportRequest(report_id=report_id), metadata=edge.auth(), timeout=5
     )
     assert reply.cancel_requested
     assert reply.state == pb.REPORT_STATE_RUNNING
-    item = client("dynamodb", aws.region, aws.endpoint_url).get_item(
-        TableName=aws.table_name, Key={"pk": {"S": "report#" + report_id}}, ConsistentRead=True
-    )["Item"]
-    assert item["revision"] == {"N": "5"}
-    assert item["cancel_requested"] == {"BOOL": True}
+    ddb = client("dynamodb", aws.region, aws.endpoint_url)
+
+    def item(pk: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = ddb.get_item(
+            TableName=aws.table_name, Key={"pk": {"S": pk}}, ConsistentRead=True
+        ).get("Item")
+        return found
+
+    # The report item is the workers' alone: the edge did not write it ...
+    assert item("report#" + report_id) == records.to_item(running)
+    # ... the request is an item of its own, with a TTL
+    cancel = item("cancel#" + report_id)
+    assert cancel is not None
+    assert cancel["tenant"] == {"S": TENANT}
+    assert int(cancel["expires_at"]["N"]) > time.time() + 24 * 3600
+    # Every view shows it (Get, List), and asking again changes nothing
+    got = await edge.stub.GetReport(
+        pb.GetReportRequest(report_id=report_id), metadata=edge.auth(), timeout=5
+    )
+    assert got.cancel_requested
+    listed = await edge.stub.ListReports(pb.ListReportsRequest(), metadata=edge.auth(), timeout=5)
+    assert [(r.report_id, r.cancel_requested) for r in listed.reports] == [(report_id, True)]
+    again = await edge.stub.CancelReport(
+        pb.CancelReportRequest(report_id=report_id), metadata=edge.auth(), timeout=5
+    )
+    assert again.cancel_requested
+    assert item("cancel#" + report_id) == cancel
+
+
+async def test_a_report_with_a_tombstone_is_not_found_even_if_its_item_came_back(
+    edge: Edge, aws: RegionResources, settings: Settings
+) -> None:
+    # Given a deleted report whose item a late worker write in another region brought back
+    record = succeeded(settings, b"a,b\n", inline_compressed=zlib.compress(b"a,b\n"))
+    put_record(aws, record)
+    ddb = client("dynamodb", aws.region, aws.endpoint_url)
+    ddb.put_item(
+        TableName=aws.table_name,
+        Item=intents.tombstone_item(record.report_id, TENANT, deleted_ms=now_ms()),
+    )
+    # Then every reader answers NOT_FOUND and List leaves it out
+    for call in (
+        edge.stub.GetReport(pb.GetReportRequest(report_id=record.report_id), metadata=edge.auth()),
+        edge.stub.CancelReport(
+            pb.CancelReportRequest(report_id=record.report_id), metadata=edge.auth()
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = await edge.stub.ListReports(pb.ListReportsRequest(), metadata=edge.auth(), timeout=5)
+    assert record.report_id not in [r.report_id for r in listed.reports]
 
 
 async def test_list_report_kinds_and_reflection(edge: Edge) -> None:

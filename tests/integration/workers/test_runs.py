@@ -16,13 +16,13 @@ import pytest
 import redis
 from botocore.exceptions import ConnectionClosedError
 
-from functions.runner import Outcome, Services
-from reportgrid import records, resources
+from functions.runner import Outcome, Services, run_in_process
+from reportgrid import intents, records, resources
 from reportgrid.notify import Notifier
 from reportgrid.states import State
 from reportgrid.store import ReportStore
 from reportgrid.v1 import reports_pb2 as pb
-from tests.integration.workers.conftest import Region, make_task
+from tests.integration.workers.conftest import TENANT, Region, make_task
 
 SALES = b"region,amount,ts\neu,10,2024-01-01T00:00:00Z\nus,oops,2024-01-02T00:00:00Z\n"
 
@@ -192,35 +192,89 @@ def test_large_result_goes_to_s3_byte_identical(region: Region) -> None:
 
 
 def _request_cancel(region: Region, report_id: str) -> None:
-    """As the edge does: set cancel_requested and bump the revision."""
-    ddb = region.services.store._ddb
-    ddb.update_item(
+    """As the edge does: a cancel-request item of its own; the report item is untouched."""
+    region.services.store._ddb.put_item(
         TableName=region.settings.table_name,
-        Key={k: {"S": v} for k, v in resources.report_key(report_id).items()},
-        UpdateExpression="SET #c = :t, #r = #r + :one",
-        ExpressionAttributeNames={"#c": records.A_CANCEL, "#r": records.A_REVISION},
-        ExpressionAttributeValues={":t": {"BOOL": True}, ":one": {"N": "1"}},
+        Item=intents.cancel_item(report_id, TENANT, requested_ms=1, created_ms=None),
     )
 
 
 def test_cancel_before_start(region: Region) -> None:
+    # Given a cancel requested before any worker wrote the report (no report item at all)
     task = _light(region)
-    placeholder = records.ReportRecord(
-        report_id=task.report_id,
-        tenant=task.tenant,
-        kind=task.request.kind,
-        state=State.PENDING,
-        created_ms=1,
-        cancel_requested=True,
-    )
-    region.services.store._ddb.put_item(
-        TableName=region.settings.table_name, Item=records.to_item(placeholder)
-    )
+    _request_cancel(region, task.report_id)
+    assert region.get(task.report_id) is None
+    # Then the run ends it CANCELLED without running it, and records why
     assert region.runner().run(task).outcome is Outcome.CANCELLED
     record = region.get(task.report_id)
     assert record is not None
     assert record.state is State.CANCELLED
+    assert record.cancel_requested
     assert record.result is None
+
+
+def _delete_as_the_edge_does(region: Region, report_id: str) -> None:
+    ddb = region.services.store._ddb
+    ddb.put_item(
+        TableName=region.settings.table_name,
+        Item=intents.tombstone_item(report_id, TENANT, deleted_ms=1),
+    )
+    ddb.delete_item(
+        TableName=region.settings.table_name,
+        Key={k: {"S": v} for k, v in resources.report_key(report_id).items()},
+    )
+
+
+def _object_versions(region: Region, key: str) -> list[Any]:
+    listing = region.services.s3.list_object_versions(
+        Bucket=region.settings.results_bucket, Prefix=key
+    )
+    return [v for v in listing.get("Versions", []) if v["Key"] == key]
+
+
+def test_a_report_deleted_while_it_runs_is_not_written_back_and_its_result_is_removed(
+    region: Region,
+) -> None:
+    # Given a report with a large (S3) result, deleted by the user while it is generated
+    task = make_task(
+        region.settings, "synthetic", {"output_rows": 4000, "output_bytes": 2_000_000, "seed": 3}
+    )
+
+    def delete_then_generate(generator: Any, request: Any) -> Any:
+        _delete_as_the_edge_does(region, task.report_id)
+        return run_in_process(generator, request)
+
+    result = region.runner(execute=delete_then_generate).run(task)
+    # Then the run wrote no terminal state, left no report item and removed its S3 object
+    assert result.outcome is Outcome.NOOP
+    assert region.get(task.report_id) is None
+    assert region.services.store.is_deleted(task.report_id)
+    assert _object_versions(region, resources.result_object_key(task.report_id)) == []
+    # ... and a redelivered task does nothing either
+    assert region.runner().run(task).outcome is Outcome.NOOP
+    assert region.get(task.report_id) is None
+
+
+def test_a_deleted_report_whose_item_came_back_is_removed_by_the_next_delivery(
+    region: Region,
+) -> None:
+    # Given a finished report, then a tombstone (as if the deletion replicated in after a
+    # later write from another region brought the item back)
+    task = make_task(
+        region.settings, "synthetic", {"output_rows": 4000, "output_bytes": 2_000_000, "seed": 4}
+    )
+    assert region.runner().run(task).outcome is Outcome.SUCCEEDED
+    key = resources.result_object_key(task.report_id)
+    assert _object_versions(region, key)
+    region.services.store._ddb.put_item(
+        TableName=region.settings.table_name,
+        Item=intents.tombstone_item(task.report_id, TENANT, deleted_ms=1),
+    )
+    # When the task is delivered again
+    assert region.runner().run(task).outcome is Outcome.NOOP
+    # Then the item and the object are gone
+    assert region.get(task.report_id) is None
+    assert _object_versions(region, key) == []
 
 
 def test_cancel_during_a_long_report(region: Region) -> None:

@@ -1,6 +1,9 @@
 """Sending task copies to the peer region's standby queue: SendMessageBatch in chunks of at
 most ten entries and SQS's batch payload limit, each copy marked `mirrored` and delayed so
-that it becomes visible a grace period after its home region accepted it."""
+that it becomes visible a grace period after its home region accepted it.
+
+Shared by the mirror consumer (functions/mirror, sync boto3: `send_mirrored`) and the edge's
+peer sender (grpc_edge/peer.py, aioboto3: the copy, its delay and the batch limits)."""
 
 from __future__ import annotations
 
