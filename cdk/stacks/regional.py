@@ -231,7 +231,7 @@ class RegionalStack(Stack):
         # The standby receives, deletes, extends and re-queues (delays) mirrored tasks.
         ingest.standby_queue.grant_consume_messages(standby_role)
         ingest.standby_queue.grant_send_messages(standby_role)
-        results.bucket.grant_read(edge.task_role)  # DownloadReport
+        _grant_edge_storage(edge.task_role, results=results.bucket, replica=replica_bucket)
         _grant_worker_storage(
             (function, queue_worker.task_role, standby_role),
             results=results.bucket,
@@ -240,10 +240,8 @@ class RegionalStack(Stack):
         id_secret.grant_read(function)
         cache.url_secret.grant_read(function)
         if peer_standby is not None and replica_bucket is not None:
-            # Multi-region submits go to the peer's standby queue from the edge itself;
-            # results are read from the peer's bucket when the own one fails.
+            # Multi-region submits go to the peer's standby queue from the edge itself.
             peer_standby.grant_send_messages(edge.task_role)
-            replica_bucket.grant_read(edge.task_role)
         for peer_connections in (
             edge.service,
             queue_worker.service,
@@ -408,13 +406,16 @@ class RegionalStack(Stack):
             "index/*) and results bucket (its objects, bucket/*, with the Get*/List*/"
             "Abort*/DeleteObject* action groups of grant_read/grant_read_write)."
         )
-        edge_findings = [indexes, own_objects, *read]
+        own_results = f"Resource::<{bucket_logical_id}.Arn>/{RESULT_OBJECTS}"
+        edge_findings = [indexes, own_objects, own_results, *read, "Action::s3:DeleteObject*"]
         if replica_objects:
-            edge_findings.append(replica_objects)
+            edge_findings += [replica_objects, replica_objects.removesuffix("*") + RESULT_OBJECTS]
         suppress(
             edge.task_role,
             "AwsSolutions-IAM5",
-            why_data + " The edge reads results for DownloadReport, also from the replica.",
+            why_data + " The edge reads results for DownloadReport, also from the replica, "
+            f"and DeleteReport removes every version of a result: deletes only under "
+            f"{RESULT_OBJECTS} in both buckets.",
             findings=edge_findings,
         )
         inputs = [f"Resource::arn:<AWS::Partition>:s3:::{bucket}/*" for bucket in input_buckets]
@@ -448,6 +449,22 @@ class RegionalStack(Stack):
             "replicas into the neighbouring regions' results buckets (bucket/* on each).",
             findings=[own_objects, *replicas],
         )
+
+
+# Results are the only objects a principal may delete, and only under their own prefix.
+RESULT_OBJECTS = r.RESULTS_KEY_PREFIX + "*"
+
+
+def _grant_edge_storage(
+    edge: iam.IGrantable, *, results: s3.IBucket, replica: s3.IBucket | None
+) -> None:
+    """DownloadReport reads results (from the peer's replica when the own bucket fails);
+    DeleteReport removes every version of a result in both, because the buckets are
+    versioned and replication does not carry version deletes."""
+    for bucket in (results, replica):
+        if bucket is not None:
+            bucket.grant_read(edge)
+            bucket.grant_delete(edge, RESULT_OBJECTS)
 
 
 def _grant_worker_storage(

@@ -371,3 +371,18 @@ def test_results_replicate_both_ways_in_a_larger_ring() -> None:
         peer = config.peer_region(region)
         assert peer is not None
         assert region in config.replication_regions(peer)  # the peer replicates back
+
+
+def test_edge_may_delete_results_only_under_the_results_prefix(synth: Synthesized) -> None:
+    # DeleteReport removes every version of the result in its own bucket and the replica
+    # (S3 replication does not carry version deletes); nothing outside results/.
+    for region, peer in (("eu-west-1", "us-east-1"), ("us-east-1", "eu-west-1")):
+        statements = role_statements(synth.regional(region), "EdgeTaskTaskRole")
+        deletable = allowed(statements, "s3:DeleteObject*")
+        replica = r.results_bucket_name(ACCOUNT, peer)
+        assert any(f":s3:::{replica}/{r.RESULTS_KEY_PREFIX}*" in res for res in deletable)
+        assert any(
+            "ResultsBucket" in res and f"/{r.RESULTS_KEY_PREFIX}*" in res for res in deletable
+        )
+        assert all(f"/{r.RESULTS_KEY_PREFIX}*" in res for res in deletable)
+        assert any(f":s3:::{replica}" in res for res in allowed(statements, "s3:List*"))
