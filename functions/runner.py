@@ -44,7 +44,7 @@ from reportgrid.engine.request import CancelFlag, GenerateRequest, GenerateResul
 from reportgrid.errors import InvalidArgument, ReportFailure, Unavailable
 from reportgrid.notify import Notifier
 from reportgrid.records import ReportRecord, ResultInfo
-from reportgrid.results import store_result
+from reportgrid.results import store_result, versions_of
 from reportgrid.settings import Settings
 from reportgrid.states import State
 from reportgrid.store import (
@@ -110,12 +110,7 @@ def is_transient_error(err: BaseException) -> bool:
 def delete_result_object(s3: Any, bucket: str, key: str) -> None:
     """Delete every version of a result object (the buckets are versioned, and a plain
     delete would only hide the data behind a delete marker)."""
-    listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
-    versions = [
-        {"Key": v["Key"], "VersionId": v["VersionId"]}
-        for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
-        if v["Key"] == key
-    ]
+    versions = versions_of(s3.list_object_versions(Bucket=bucket, Prefix=key), key)
     if versions:
         s3.delete_objects(Bucket=bucket, Delete={"Objects": versions, "Quiet": True})
 

@@ -23,7 +23,7 @@ from grpc_edge.reads import ReportReader, now_ms, view_missing
 from grpc_edge.store import ReportStore, bounded
 from grpc_edge.tokens import PageTokens, filters_hash
 from grpc_edge.watch import EventHub, watch_report
-from reportgrid import intents, records, resources, tasks
+from reportgrid import intents, records, resources, results, tasks
 from reportgrid.engine.registry import Registry
 from reportgrid.errors import (
     FailedPrecondition,
@@ -334,11 +334,7 @@ class ReportService:
                 call.deadline,
                 "result storage",
             )
-            versions = [
-                {"Key": v["Key"], "VersionId": v["VersionId"]}
-                for v in listing.get("Versions", []) + listing.get("DeleteMarkers", [])
-                if v["Key"] == key
-            ]
+            versions = results.versions_of(listing, key)
             if versions:
                 await bounded(
                     self.s3.delete_objects(
@@ -348,10 +344,11 @@ class ReportService:
                     "result storage",
                 )
         except ClientError as err:
-            raise Unavailable(
-                f"the stored result could not be deleted "
-                f"({err.response.get('Error', {}).get('Code', 'error')}); retry"
-            ) from None
+            logger.warning(
+                "result delete failed",
+                extra={"code": err.response.get("Error", {}).get("Code"), "bucket": bucket},
+            )
+            raise Unavailable("the stored result could not be deleted; retry") from None
 
     # -- download ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -91,3 +91,14 @@ def open_result(info: ResultInfo, *, s3: Any, bucket: str) -> Iterator[bytes]:
 
 def read_result(info: ResultInfo, *, s3: Any, bucket: str) -> bytes:
     return b"".join(open_result(info, s3=s3, bucket=bucket))
+
+
+def versions_of(listing: Mapping[str, Any], key: str) -> list[dict[str, str]]:
+    """Every version and delete marker of exactly `key` in a ListObjectVersions reply, in
+    DeleteObjects' form. The buckets are versioned: a plain delete would only hide the data
+    behind a delete marker."""
+    return [
+        {"Key": v["Key"], "VersionId": v["VersionId"]}
+        for v in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])]
+        if v["Key"] == key
+    ]
