@@ -5,38 +5,26 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-from types import FrameType
 
 from aws_lambda_powertools import Metrics
 
 from functions.clients import client
+from functions.process import configure_logging, settings_or_exit, stop_on_signals
 from functions.queue_worker.pool import GeneratorPool
 from functions.queue_worker.worker import QueueWorker
 from functions.runner import Runner, Services
 from reportgrid import resources
-from reportgrid.errors import SettingsError
 from reportgrid.notify import Notifier
-from reportgrid.settings import load_settings
 from reportgrid.store import ReportStore
 
 log = logging.getLogger("functions.queue_worker")
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get(resources.ENV.LOG_LEVEL, "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    try:
-        settings = load_settings()
-    except SettingsError as err:
-        log.error("%s", err.message)
-        return 2
-    if not settings.heavy_queue_url:
-        log.error("%s is required but not set", resources.ENV.HEAVY_QUEUE_URL)
-        return 2
+    configure_logging()
+    settings = settings_or_exit(log, "heavy_queue_url")
+    assert settings.heavy_queue_url is not None
 
     pool = GeneratorPool(settings.worker_concurrency)
     services = Services(
@@ -56,12 +44,7 @@ def main() -> int:
         metrics=metrics,
     )
 
-    def on_sigterm(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: finishing held reports, taking no new ones", signum)
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, on_sigterm)
+    stop_on_signals(log, worker.stop, "finishing held reports, taking no new ones")
     log.info("queue worker polling %s", settings.heavy_queue_url)
     released = worker.run()
     metrics.flush_metrics()

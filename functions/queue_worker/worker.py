@@ -33,18 +33,17 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
+from functions.process import RECEIVE_COUNT, receive
 from functions.runner import Outcome, Runner, is_transient_error
 from reportgrid import resources, tasks
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
 log = logging.getLogger(__name__)
 
-RECEIVE_COUNT: Final = "ApproximateReceiveCount"
 MAX_VISIBILITY_SECONDS: Final = 12 * 3600
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
 DEFAULT_STOP_GRACE_SECONDS: Final = 100.0
 # The longest single ReceiveMessage wait: bounds how long SIGTERM waits on an idle poll.
-POLL_SLICE_SECONDS: Final = 1
 DEFAULT_DLQ_INTERVAL_SECONDS: Final = 30.0
 RETRIES_EXHAUSTED: Final = "RETRIES_EXHAUSTED"
 
@@ -110,20 +109,15 @@ class QueueWorker:
         return released
 
     def _receive(self, count: int) -> list[dict[str, Any]]:
-        try:
-            response = self._sqs.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=count,
-                WaitTimeSeconds=min(self._wait_seconds, POLL_SLICE_SECONDS),
-                VisibilityTimeout=self._visibility,
-                MessageSystemAttributeNames=[RECEIVE_COUNT],
-            )
-        except (ClientError, BotoCoreError):
-            log.warning("ReceiveMessage failed; polling again", exc_info=True)
-            self._stopping.wait(1.0)
-            return []
-        messages: list[dict[str, Any]] = response.get("Messages", [])
-        return messages
+        return receive(
+            self._sqs,
+            self._queue_url,
+            count=count,
+            wait_seconds=self._wait_seconds,
+            visibility_seconds=self._visibility,
+            stopping=self._stopping,
+            log=log,
+        )
 
     def _release_held(self) -> int:
         with self._lock:

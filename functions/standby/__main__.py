@@ -4,19 +4,14 @@ worker). Settings come from the environment; SIGTERM stops it gracefully with ex
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
-from types import FrameType
 
 from functions.clients import client
+from functions.process import configure_logging, settings_or_exit, stop_on_signals
 from functions.runner import Runner, Services
 from functions.standby.heartbeat import RegionHeartbeat, last_beat_ms
 from functions.standby.worker import StandbyWorker
-from reportgrid import resources
-from reportgrid.errors import SettingsError
 from reportgrid.notify import Notifier
-from reportgrid.settings import load_settings
 from reportgrid.store import ReportStore
 
 log = logging.getLogger("functions.standby")
@@ -25,18 +20,9 @@ STANDBY_SLOTS_PER_WORKER = 4
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get(resources.ENV.LOG_LEVEL, "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    try:
-        settings = load_settings()
-    except SettingsError as err:
-        log.error("%s", err.message)
-        return 2
-    if not settings.standby_queue_url:
-        log.error("%s is required but not set", resources.ENV.STANDBY_QUEUE_URL)
-        return 2
+    configure_logging()
+    settings = settings_or_exit(log, "standby_queue_url")
+    assert settings.standby_queue_url is not None
     ddb = client("dynamodb", settings)
     services = Services(
         settings=settings,
@@ -58,12 +44,7 @@ def main() -> int:
     )
     heartbeat = RegionHeartbeat(ddb, settings.table_name, settings.region).start()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: finishing held reports, taking no new ones", signum)
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(log, worker.stop, "finishing held reports, taking no new ones")
     log.info("standby worker polling %s", settings.standby_queue_url)
     worker.run()
     heartbeat.stop()

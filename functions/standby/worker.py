@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from functions.process import RECEIVE_COUNT, receive
 from functions.runner import Outcome, Runner, is_transient_error
 from functions.standby.decide import Verdict, decide, is_alive
 from reportgrid import resources, tasks
@@ -35,9 +36,7 @@ from reportgrid.task.v1.task_pb2 import TaskRecord
 
 log = logging.getLogger(__name__)
 
-RECEIVE_COUNT: Final = "ApproximateReceiveCount"
 MAX_VISIBILITY_SECONDS: Final = 12 * 3600
-POLL_SLICE_SECONDS: Final = 1
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
 
 
@@ -91,20 +90,15 @@ class StandbyWorker:
             threads.shutdown(wait=False, cancel_futures=True)
 
     def _receive(self, count: int) -> list[dict[str, Any]]:
-        try:
-            response = self._sqs.receive_message(
-                QueueUrl=self._queue_url,
-                MaxNumberOfMessages=count,
-                WaitTimeSeconds=min(self._wait_seconds, POLL_SLICE_SECONDS),
-                VisibilityTimeout=self._visibility,
-                MessageSystemAttributeNames=[RECEIVE_COUNT],
-            )
-        except (ClientError, BotoCoreError):
-            log.warning("ReceiveMessage on the standby queue failed", exc_info=True)
-            self._stopping.wait(1.0)
-            return []
-        messages: list[dict[str, Any]] = response.get("Messages", [])
-        return messages
+        return receive(
+            self._sqs,
+            self._queue_url,
+            count=count,
+            wait_seconds=self._wait_seconds,
+            visibility_seconds=self._visibility,
+            stopping=self._stopping,
+            log=log,
+        )
 
     # -- one message -------------------------------------------------------------------
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 from functions.clients import client
+from functions.process import configure_logging, settings_or_exit, stop_on_signals
 from functions.stream_failures.handler import handler
 from functions.stream_failures.poller import SqsEventSource
 from reportgrid import resources
-from reportgrid.errors import SettingsError
-from reportgrid.settings import load_settings
 
 log = logging.getLogger("functions.stream_failures")
 
@@ -33,22 +29,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--wait-seconds", type=int, default=1, metavar="S")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get(resources.ENV.LOG_LEVEL, "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    try:
-        settings = load_settings()
-    except SettingsError as err:
-        log.error("%s", err.message)
-        return 2
-    if not settings.stream_failure_queue_url or not settings.heavy_queue_url:
-        log.error(
-            "%s and %s are required",
-            resources.ENV.STREAM_FAILURE_QUEUE_URL,
-            resources.ENV.HEAVY_QUEUE_URL,
-        )
-        return 2
+    configure_logging()
+    settings = settings_or_exit(log, "stream_failure_queue_url", "heavy_queue_url")
+    assert settings.stream_failure_queue_url is not None
     source = SqsEventSource(
         handler,
         sqs=client("sqs", settings),
@@ -59,12 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         function_timeout_seconds=resources.STREAM_FAILURE_TIMEOUT_SECONDS,
     )
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        source.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(log, source.stop, "stopping")
     log.info("draining %s", settings.stream_failure_queue_url)
     source.run()
     log.info("stopped after %d invocation(s)", source.invocations)
