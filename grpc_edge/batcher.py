@@ -1,0 +1,246 @@
+"""The batching engine behind every write the edge acknowledges: the Kinesis producer (each
+Submit's task) and the peer sender (multi-region copies) are both a `Batcher`.
+
+Callers `await submit(payload, size, deadline)`; concurrent callers' entries are gathered
+into one service call (up to `max_entries` entries / `max_bytes`), and each caller is
+answered only once its own entry was accepted. Batching is adaptive: a batch goes when it is
+full or when a short linger expires, and at most `max_in_flight` calls run at once, so under
+load entries pile up while calls are in flight and the next batches are larger, not more.
+
+An entry the service rejects (a partial failure, or a whole call that failed) is retried
+alone, with jittered exponential backoff, while its caller's deadline allows; then the
+caller gets the subclass's `Unavailable` (nothing was acknowledged: retrying is safe). An
+entry whose caller went away before it was sent is dropped from its batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aws_lambda_powertools import Logger
+
+from reportgrid.errors import Unavailable
+
+logger = Logger(service="reportgrid-edge", child=True)
+
+_RETRY_BASE_SECONDS: Final = 0.02
+# Time kept back from a caller's deadline to answer it before the client gives up.
+_ANSWER_MARGIN_SECONDS: Final = 0.02
+
+
+@dataclass
+class BatchStats:
+    """Monotonic counters, read by the metrics flusher and by tests."""
+
+    records_accepted: int = 0  # entries the service accepted (each answers one caller)
+    batches: int = 0  # calls made
+    batch_records: int = 0  # entries sent over all calls (sum of batch sizes)
+    max_batch_size: int = 0
+    record_retries: int = 0  # entries re-sent after a partial failure or a failed call
+    failed_calls: int = 0  # calls that raised (every entry of them retried)
+    records_given_up: int = 0  # callers answered Unavailable
+    records_abandoned: int = 0  # callers gone before their entry was sent
+    recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+
+
+class Entry:
+    """One caller's item: what to send, its share of a call's size, when its caller gives up."""
+
+    __slots__ = ("attempts", "deadline", "future", "payload", "size")
+
+    def __init__(
+        self, payload: Any, size: int, deadline: float, future: asyncio.Future[None]
+    ) -> None:
+        self.payload = payload
+        self.size = size
+        self.deadline = deadline  # time.monotonic()
+        self.future = future
+        self.attempts = 0
+
+
+class Batcher(abc.ABC):
+    """Subclasses say how a batch is sent (`_call`) and what a caller is told when its entry
+    cannot be accepted in time (`_unavailable`)."""
+
+    def __init__(
+        self,
+        *,
+        max_entries: int,
+        max_bytes: int,
+        linger_seconds: float,
+        max_in_flight: int,
+        retry_max_seconds: float,
+    ) -> None:
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._linger = linger_seconds
+        self._retry_max = retry_max_seconds
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._queue: deque[Entry] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._full = asyncio.Event()
+        self._calls: set[asyncio.Task[None]] = set()
+        self._retry_timers: set[asyncio.TimerHandle] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+        self.stats = BatchStats()
+
+    @abc.abstractmethod
+    async def _call(self, batch: list[Entry]) -> set[int]:
+        """Send one batch; return the indexes of the entries the service rejected. Raising
+        means the whole call failed and every entry is retried."""
+
+    @abc.abstractmethod
+    def _unavailable(self) -> Unavailable:
+        """What a caller whose entry was not accepted in time is told."""
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def submit(self, payload: Any, size: int, deadline: float) -> None:
+        """Return once the service accepted the entry; raise `_unavailable()` if it did not
+        by `deadline` (a time.monotonic() value)."""
+        if self._closing:
+            raise Unavailable("this server is shutting down; retry", retry_after=0.1)
+        if size > self._max_bytes:
+            raise ValueError("an entry larger than a batch cannot be sent")
+        self.start()
+        entry = Entry(payload, size, deadline, asyncio.get_running_loop().create_future())
+        self._enqueue(entry)
+        try:
+            await entry.future
+        except asyncio.CancelledError:
+            # The caller is gone; if the entry has not been sent it will be skipped.
+            entry.future.cancel()
+            raise
+
+    def _enqueue(self, entry: Entry) -> None:
+        self._queue.append(entry)
+        self._queued_bytes += entry.size
+        self._wakeup.set()
+        if len(self._queue) >= self._max_entries or self._queued_bytes >= self._max_bytes:
+            self._full.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            if not self._queue:
+                self._wakeup.clear()
+                continue
+            if not self._full.is_set() and self._linger > 0:
+                # Linger: let more callers join this batch, unless it fills up first.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._linger)
+            await self._slots.acquire()
+            batch = self._take_batch()
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+
+    def _take_batch(self) -> list[Entry]:
+        batch: list[Entry] = []
+        size = 0
+        now = time.monotonic()
+        while self._queue and len(batch) < self._max_entries:
+            entry = self._queue[0]
+            if size + entry.size > self._max_bytes:
+                break
+            self._queue.popleft()
+            self._queued_bytes -= entry.size
+            if entry.future.done():  # the caller went away: never send it
+                self.stats.records_abandoned += 1
+                continue
+            if now >= entry.deadline:
+                self._give_up(entry)
+                continue
+            batch.append(entry)
+            size += entry.size
+        if len(self._queue) < self._max_entries and self._queued_bytes < self._max_bytes:
+            self._full.clear()
+        if not self._queue:
+            self._wakeup.clear()
+        return batch
+
+    async def _send(self, batch: list[Entry]) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.batch_records += len(batch)
+        stats.max_batch_size = max(stats.max_batch_size, len(batch))
+        stats.recent_batch_sizes.append(len(batch))
+        try:
+            rejected = await self._call(batch)
+        except Exception as err:  # any failed call: every entry of it is retried
+            stats.failed_calls += 1
+            logger.warning(
+                "batched call failed",
+                extra={"batcher": type(self).__name__, "error": type(err).__name__},
+            )
+            for entry in batch:
+                self._retry(entry)
+            return
+        finally:
+            self._slots.release()
+        for index, entry in enumerate(batch):
+            if index in rejected:
+                self._retry(entry)
+            else:
+                stats.records_accepted += 1
+                if not entry.future.done():
+                    entry.future.set_result(None)
+
+    def _retry(self, entry: Entry) -> None:
+        if entry.future.done():
+            self.stats.records_abandoned += 1
+            return
+        entry.attempts += 1
+        backoff = min(self._retry_max, _RETRY_BASE_SECONDS * 2**entry.attempts)
+        delay = random.uniform(0, backoff)  # noqa: S311 -- jitter, not cryptography
+        if time.monotonic() + delay + _ANSWER_MARGIN_SECONDS >= entry.deadline:
+            self._give_up(entry)
+            return
+        self.stats.record_retries += 1
+        timer: asyncio.TimerHandle
+
+        def requeue() -> None:
+            self._retry_timers.discard(timer)
+            self._enqueue(entry)
+
+        timer = asyncio.get_running_loop().call_later(delay, requeue)
+        self._retry_timers.add(timer)
+
+    def _give_up(self, entry: Entry) -> None:
+        self.stats.records_given_up += 1
+        if not entry.future.done():
+            entry.future.set_exception(self._unavailable())
+
+    async def close(self, within: float = 10.0) -> None:
+        """Send what is queued, wait for calls in flight, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        deadline = time.monotonic() + within
+        # Polled: three conditions, and only once, at shutdown.
+        while self._queue or self._calls or self._retry_timers:
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.01)
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        for timer in list(self._retry_timers):
+            timer.cancel()
+        for entry in self._queue:
+            self._give_up(entry)
+        self._queue.clear()
