@@ -26,21 +26,19 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Final
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.process import RECEIVE_COUNT, receive
+from functions.consumer import MAX_VISIBILITY_SECONDS, QueueConsumer
+from functions.process import RECEIVE_COUNT
 from functions.runner import Outcome, Runner, is_transient_error
 from reportgrid import resources, tasks
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
 log = logging.getLogger(__name__)
 
-MAX_VISIBILITY_SECONDS: Final = 12 * 3600
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
 DEFAULT_STOP_GRACE_SECONDS: Final = 100.0
 # The longest single ReceiveMessage wait: bounds how long SIGTERM waits on an idle poll.
@@ -48,7 +46,7 @@ DEFAULT_DLQ_INTERVAL_SECONDS: Final = 30.0
 RETRIES_EXHAUSTED: Final = "RETRIES_EXHAUSTED"
 
 
-class QueueWorker:
+class QueueWorker(QueueConsumer):
     def __init__(
         self,
         runner: Runner,
@@ -63,61 +61,39 @@ class QueueWorker:
         dlq_url: str | None = None,
         dlq_interval_seconds: float = DEFAULT_DLQ_INTERVAL_SECONDS,
     ) -> None:
+        super().__init__(
+            sqs=sqs,
+            queue_url=queue_url,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            wait_seconds=wait_seconds,
+            log=log,
+        )
         self._runner = runner
-        self._sqs = sqs
-        self._queue_url = queue_url
-        self._concurrency = concurrency
-        self._visibility = math.ceil(lease_seconds)
-        self._wait_seconds = wait_seconds
         self._max_receives = max_receives
         self._metrics = metrics
         self._metrics_lock = threading.Lock()  # Powertools Metrics is not thread-safe
         self._dlq_url = dlq_url
         self._dlq_interval = dlq_interval_seconds
         self._next_drain = 0.0  # time.monotonic(): drain at once on start
-        self._stopping = threading.Event()
         self._held: dict[str, dict[str, Any]] = {}  # message id -> message, while running
         self._lock = threading.Lock()
 
-    def stop(self) -> None:
-        """Stop taking work (signal-safe: only sets a flag)."""
-        self._stopping.set()
-
     def run(self, *, stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> int:
         """Work until stop(); return the number of messages released unfinished."""
-        threads = ThreadPoolExecutor(self._concurrency, thread_name_prefix="report")
-        running: set[Future[None]] = set()
-        try:
-            while not self._stopping.is_set():
-                self._maybe_drain_dlq()
-                running = {f for f in running if not f.done()}
-                free = self._concurrency - len(running)
-                if free <= 0:
-                    wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
-                    continue
-                for message in self._receive(min(10, free)):
-                    if self._stopping.is_set():
-                        self._change_visibility(message, 0)
-                        continue
-                    with self._lock:
-                        self._held[message["MessageId"]] = message
-                    running.add(threads.submit(self._handle, message))
-            _, unfinished = wait(running, timeout=stop_grace_seconds)
-            released = self._release_held() if unfinished else 0
-        finally:
-            threads.shutdown(wait=False, cancel_futures=True)
-        return released
+        unfinished = self._serve(stop_grace_seconds=stop_grace_seconds, thread_name="report")
+        return self._release_held() if unfinished else 0
 
-    def _receive(self, count: int) -> list[dict[str, Any]]:
-        return receive(
-            self._sqs,
-            self._queue_url,
-            count=count,
-            wait_seconds=self._wait_seconds,
-            visibility_seconds=self._visibility,
-            stopping=self._stopping,
-            log=log,
-        )
+    def _before_poll(self) -> None:
+        self._maybe_drain_dlq()
+
+    def _take(self, message: dict[str, Any]) -> bool:
+        if self._stopping.is_set():
+            self._change_visibility(message, 0)  # received while stopping: give it back
+            return False
+        with self._lock:
+            self._held[message["MessageId"]] = message
+        return True
 
     def _release_held(self) -> int:
         with self._lock:
@@ -127,7 +103,7 @@ class QueueWorker:
         log.warning("released %d unfinished messages at shutdown", len(held))
         return len(held)
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def handle(self, message: dict[str, Any]) -> None:
         try:
             self._process(message)
         except Exception:
@@ -192,27 +168,6 @@ class QueueWorker:
             return
         self._count(resources.METRIC.REPORTS_FAILED)
         self._delete(message)
-
-    def _delete(self, message: dict[str, Any]) -> None:
-        try:
-            self._sqs.delete_message(
-                QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
-            )
-        except (ClientError, BotoCoreError):
-            # The message comes back; the report is terminal, so its rerun is a no-op.
-            log.warning("DeleteMessage failed for %s", message["MessageId"], exc_info=True)
-
-    def _change_visibility(
-        self, message: dict[str, Any], seconds: int, *, queue_url: str | None = None
-    ) -> None:
-        try:
-            self._sqs.change_message_visibility(
-                QueueUrl=queue_url or self._queue_url,
-                ReceiptHandle=message["ReceiptHandle"],
-                VisibilityTimeout=max(0, min(seconds, MAX_VISIBILITY_SECONDS)),
-            )
-        except (ClientError, BotoCoreError):
-            log.warning("ChangeMessageVisibility failed for %s", message["MessageId"])
 
     def _count(self, name: str) -> None:
         self._emit(name, MetricUnit.Count, 1)

@@ -20,12 +20,12 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.process import RECEIVE_COUNT, receive
+from functions.consumer import QueueConsumer
+from functions.process import RECEIVE_COUNT
 from functions.runner import Outcome, Runner, is_transient_error
 from functions.standby.decide import Verdict, decide, is_alive
 from reportgrid import resources, tasks
@@ -36,11 +36,10 @@ from reportgrid.task.v1.task_pb2 import TaskRecord
 
 log = logging.getLogger(__name__)
 
-MAX_VISIBILITY_SECONDS: Final = 12 * 3600
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
 
 
-class StandbyWorker:
+class StandbyWorker(QueueConsumer):
     def __init__(
         self,
         runner: Runner,
@@ -55,50 +54,24 @@ class StandbyWorker:
         wait_seconds: int = 20,
         clock: Callable[[], int] = now_ms,
     ) -> None:
+        super().__init__(
+            sqs=sqs,
+            queue_url=queue_url,
+            concurrency=concurrency,
+            lease_seconds=lease_seconds,
+            wait_seconds=wait_seconds,
+            log=log,
+        )
         self._runner = runner
-        self._sqs = sqs
-        self._queue_url = queue_url
-        self._concurrency = concurrency
-        self._visibility = math.ceil(lease_seconds)
         self._grace = grace_seconds
         self._margin = margin_seconds
-        self._wait_seconds = wait_seconds
         self._clock = clock
         self._last_beat = last_beat
-        self._stopping = threading.Event()
         self.outcomes: dict[str, int] = {}  # what happened to messages (tests, logs)
         self._lock = threading.Lock()
 
-    def stop(self) -> None:
-        """Stop taking work (signal-safe: only sets a flag)."""
-        self._stopping.set()
-
     def run(self, *, stop_grace_seconds: float = 30.0) -> None:
-        threads = ThreadPoolExecutor(self._concurrency, thread_name_prefix="standby")
-        running: set[Future[str]] = set()
-        try:
-            while not self._stopping.is_set():
-                running = {f for f in running if not f.done()}
-                free = self._concurrency - len(running)
-                if free <= 0:
-                    wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
-                    continue
-                for message in self._receive(min(10, free)):
-                    running.add(threads.submit(self.handle, message))
-            wait(running, timeout=stop_grace_seconds)
-        finally:
-            threads.shutdown(wait=False, cancel_futures=True)
-
-    def _receive(self, count: int) -> list[dict[str, Any]]:
-        return receive(
-            self._sqs,
-            self._queue_url,
-            count=count,
-            wait_seconds=self._wait_seconds,
-            visibility_seconds=self._visibility,
-            stopping=self._stopping,
-            log=log,
-        )
+        self._serve(stop_grace_seconds=stop_grace_seconds, thread_name="standby")
 
     # -- one message -------------------------------------------------------------------
 
@@ -212,25 +185,6 @@ class StandbyWorker:
             self._delete(message)
             return
         self._change_visibility(message, delay)
-
-    def _delete(self, message: dict[str, Any]) -> None:
-        try:
-            self._sqs.delete_message(
-                QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
-            )
-        except (ClientError, BotoCoreError):
-            # It comes back; the decision is then DROP again.
-            log.warning("DeleteMessage failed for %s", message.get("MessageId"), exc_info=True)
-
-    def _change_visibility(self, message: dict[str, Any], seconds: int) -> None:
-        try:
-            self._sqs.change_message_visibility(
-                QueueUrl=self._queue_url,
-                ReceiptHandle=message["ReceiptHandle"],
-                VisibilityTimeout=max(0, min(seconds, MAX_VISIBILITY_SECONDS)),
-            )
-        except (ClientError, BotoCoreError):
-            log.warning("ChangeMessageVisibility failed for %s", message.get("MessageId"))
 
     def count(self, outcome: str) -> int:
         with self._lock:
