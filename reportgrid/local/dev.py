@@ -35,7 +35,14 @@ from grpc_health.v1 import health_pb2
 from reportgrid import apikeys, resources
 from reportgrid.local.bootstrap import RegionResources, client, create_region
 from reportgrid.local.replicator import GlobalTableReplicator
-from reportgrid.local.servers import LOOPBACK, MotoServer, RedisServer, ServerError, port_is_free
+from reportgrid.local.servers import (
+    LOOPBACK,
+    MotoServer,
+    PortInUse,
+    RedisServer,
+    ServerError,
+    port_is_free,
+)
 from reportgrid.local.state import StateDir, restore_snapshot, save_snapshot
 
 DEV_TENANT: Final = "dev"
@@ -164,7 +171,7 @@ class Supervisor:
             raise DevError(f"ports must differ: {', '.join(f'{n}={p}' for n, p in wanted)}")
         for name, port in wanted:
             if port_taken(port):
-                raise DevError(
+                raise PortInUse(
                     f"port {port} ({name}) is already in use; stop what holds it "
                     f"or choose another with {name.split()[0]}"
                 )
@@ -372,6 +379,15 @@ class Supervisor:
         if self.moto is not None:
             self.moto.stop()
 
+    def start(self) -> None:
+        """Everything up to the edge SERVING; raises DevError/ServerError."""
+        self.check_ports()
+        self.state.prepare(persist=self.options.persist)
+        self.start_servers()
+        env = self.bootstrap()
+        self.start_workers(env)
+        self.wait_until_serving()
+
     # -- the whole run ---------------------------------------------------------------------
 
     def run(self) -> int:
@@ -383,19 +399,17 @@ class Supervisor:
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         code = EXIT_OK
         try:
-            self.check_ports()
-            self.state.prepare(persist=self.options.persist)
-            self.start_servers()
-            env = self.bootstrap()
-            self.start_workers(env)
-            self.wait_until_serving()
+            self.start()
             self.banner()
             while not self.stop_requested.wait(0.5):
                 self.check_children()
             self.say("stopping ...")
+        except PortInUse as err:
+            self.say(f"error: {err}")
+            code = EXIT_USAGE
         except (DevError, ServerError) as err:
             self.say(f"error: {err}")
-            code = EXIT_USAGE if "already in use" in str(err) else EXIT_FAILED
+            code = EXIT_FAILED
         finally:
             self.shutdown(self.options.stop_grace_seconds)
             for sig, handler in previous.items():
@@ -455,7 +469,7 @@ class MultiRegionSupervisor(Supervisor):
         ports = [self.options.edge_port + i for i in range(len(self.options.regions))]
         for port in ports:
             if port_taken(port):
-                raise DevError(
+                raise PortInUse(
                     f"port {port} (an edge of --regions) is already in use; stop what holds "
                     "it or choose another base with --port"
                 )
@@ -589,28 +603,3 @@ class MultiRegionSupervisor(Supervisor):
             run.redis.stop()
         if self.moto is not None:
             self.moto.stop()
-
-    def run(self) -> int:
-        def on_signal(signum: int, _frame: object) -> None:
-            if self.stop_requested.is_set():
-                self.force.set()
-            self.stop_requested.set()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        code = EXIT_OK
-        try:
-            self.start()
-            self.banner()
-            while not self.stop_requested.wait(0.5):
-                self.check_children()
-            self.say("stopping ...")
-        except (DevError, ServerError) as err:
-            self.say(f"error: {err}")
-            code = EXIT_USAGE if "already in use" in str(err) else EXIT_FAILED
-        finally:
-            self.shutdown(self.options.stop_grace_seconds)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if code == EXIT_OK:
-            self.say("stopped.")
-        return code

@@ -27,6 +27,10 @@ class ServerError(RuntimeError):
     """A local server could not be started."""
 
 
+class PortInUse(ServerError):
+    """A port the user asked for (or a server needs) is taken: a usage error, not a crash."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
@@ -68,7 +72,7 @@ class _ChildServer:
     def __init__(self, port: int | None, log: Path | None) -> None:
         self.port = port or free_port()
         if not port_is_free(self.port):
-            raise ServerError(f"{self.name}: port {self.port} is already in use; pick another")
+            raise PortInUse(f"{self.name}: port {self.port} is already in use; pick another")
         self._log_path = log
         self._log: IO[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
