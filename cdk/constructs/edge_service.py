@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from cdk.config import Capacity
+from cdk.constructs.fargate_task import fargate_task
 from cdk.constructs.nag import suppress
 from reportgrid import resources as r
 
@@ -69,24 +69,11 @@ class EdgeService(Construct):
         super().__init__(scope, id_)
         vpc = cluster.vpc
         private = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
-        task = ecs.FargateTaskDefinition(
-            self,
-            "Task",
-            cpu=capacity.edge_cpu,
-            memory_limit_mib=capacity.edge_memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+        task, log_group = fargate_task(
+            self, cpu=capacity.edge_cpu, memory_mib=capacity.edge_memory_mib
         )
         self.task_role = task.task_role
         self.execution_role = task.obtain_execution_role()
-        log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
         self.container = task.add_container(
             "edge",
             image=image,

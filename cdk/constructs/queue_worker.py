@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import cast
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.config import Capacity
+from cdk.constructs.fargate_task import fargate_task
 from cdk.constructs.nag import suppress
 from reportgrid import resources as r
 
@@ -56,24 +56,11 @@ class QueueWorker(Construct):
         max_tasks: int | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        task = ecs.FargateTaskDefinition(
-            self,
-            "Task",
-            cpu=capacity.worker_cpu,
-            memory_limit_mib=capacity.worker_memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.X86_64,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+        task, log_group = fargate_task(
+            self, cpu=capacity.worker_cpu, memory_mib=capacity.worker_memory_mib
         )
         self.task_role = task.task_role
         self.execution_role = task.obtain_execution_role()
-        log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=logs.RetentionDays.ONE_MONTH,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
         min_tasks = capacity.worker_min_tasks if min_tasks is None else min_tasks
         max_tasks = capacity.worker_max_tasks if max_tasks is None else max_tasks
         if not 1 <= min_tasks <= max_tasks:
