@@ -126,11 +126,14 @@ def wait_for_log(log: Path, pattern: str, process: subprocess.Popen[bytes], time
 
 
 class EdgeProcess:
-    """`python -m grpc_edge --workers 1` as a child process on a free loopback port."""
+    """`python -m grpc_edge --workers N` as a user runs it, on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], log: Path, *, drain_delay: float = 0.2) -> None:
+    def __init__(
+        self, env: dict[str, str], log: Path, *, workers: int = 1, drain_delay: float = 0.2
+    ) -> None:
         self.port = free_port()
         self.log = log
+        self.workers = workers
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
@@ -138,7 +141,7 @@ class EdgeProcess:
                     "-m",
                     "grpc_edge",
                     "--workers",
-                    "1",
+                    str(workers),
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -157,7 +160,10 @@ class EdgeProcess:
         return f"127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 60) -> None:
-        wait_for_log(self.log, rf"listening on 127\.0\.0\.1:{self.port}", self.proc, timeout)
+        # With several workers the parent says so once every child is ready.
+        suffix = rf" \({self.workers} workers\)" if self.workers > 1 else ""
+        pattern = rf"listening on 127\.0\.0\.1:{self.port}{suffix}"
+        wait_for_log(self.log, pattern, self.proc, timeout)
 
     def rss_bytes(self) -> int:
         return int(psutil.Process(self.proc.pid).memory_info().rss)
@@ -193,9 +199,9 @@ def edge_process(
     at the end of the test."""
     started: list[EdgeProcess] = []
 
-    def start(**extra_env: str) -> EdgeProcess:
+    def start(*, workers: int = 1, **extra_env: str) -> EdgeProcess:
         env = {**region_env, resources.ENV.DRAIN_GRACE_SECONDS: "5", **extra_env}
-        edge = EdgeProcess(env, tmp_path / f"edge-{len(started)}.log")
+        edge = EdgeProcess(env, tmp_path / f"edge-{len(started)}.log", workers=workers)
         started.append(edge)
         edge.wait_ready()
         return edge

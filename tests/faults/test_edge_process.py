@@ -29,7 +29,8 @@ async def test_sigterm_during_a_burst_fails_no_call_in_flight(
     moto_server: MotoServer,
     figure: Callable[..., None],
 ) -> None:
-    edge = edge_process()
+    # Two workers: the parent forwards SIGTERM and both children drain.
+    edge = edge_process(workers=2)
     auth = bearer(api_key)
     async with (
         grpc.aio.insecure_channel(edge.target) as channel,
