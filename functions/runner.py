@@ -9,6 +9,12 @@ Errors sort into three kinds:
   and the error propagates, so the runtime redelivers the task;
 - lost lease (another worker took over): we stop and write nothing.
 
+Each run is held to its path's limits (reportgrid/limits.py): a deadline (light: within
+the stream-worker Lambda's timeout; heavy: its own), DuckDB memory and threads from the
+worker's size and concurrency, bounded spill space, and a cap on an S3 input's size read
+from the object before its bytes are. A report over a limit ends FAILED with its reason
+(TIME_LIMIT_EXCEEDED, RESOURCE_LIMIT, INPUT_TOO_LARGE) and is not retried.
+
 The user's intents are read with the report (reportgrid.store.ReportStore.read): a cancel
 request before the start and at every lease renewal; a tombstone before the start, at every
 renewal, before the terminal write, right after it and once more a replication margin later
@@ -36,11 +42,18 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from reportgrid import validation
+from functions.input_access import TenantInputs, boto3_tenant_inputs
+from reportgrid import limits, validation
 from reportgrid.engine.exceptions import Cancelled
 from reportgrid.engine.kinds import REGISTRY
-from reportgrid.engine.registry import Generator, Registry
-from reportgrid.engine.request import CancelFlag, GenerateRequest, GenerateResult, InputData
+from reportgrid.engine.registry import CostClass, Generator, Registry
+from reportgrid.engine.request import (
+    CancelFlag,
+    GenerateRequest,
+    GenerateResult,
+    InputData,
+    RunLimits,
+)
 from reportgrid.errors import InvalidArgument, ReportFailure, Unavailable
 from reportgrid.notify import Notifier
 from reportgrid.records import ReportRecord, ResultInfo
@@ -67,6 +80,14 @@ GENERATOR_FAILED_MESSAGE: Final = (
 _S3_MISSING: Final = frozenset({"404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"})
 # The longest pause between cancellation checks of a running report.
 MAX_HEARTBEAT_SECONDS: Final = 5.0
+INPUT_TOO_LARGE: Final = "INPUT_TOO_LARGE"
+# The task names an S3 input outside its tenant's prefix of the input buckets.
+INPUT_FORBIDDEN: Final = "INPUT_FORBIDDEN"
+# A run that failed for a reason that is neither the user's nor transient (a defect).
+WORKER_ERROR: Final = "WORKER_ERROR"
+WORKER_ERROR_MESSAGE: Final = "the report could not be run; submit it again"
+_DOWNLOAD_CHUNK_BYTES: Final = 1024 * 1024
+_MIB: Final = 1024 * 1024
 
 Executor = Callable[[Generator, GenerateRequest], GenerateResult]
 
@@ -101,6 +122,111 @@ class Services:
     s3: Any
     notifier: Notifier
     registry: Registry = field(default=REGISTRY)
+    # Reads S3 inputs as the task's tenant (functions/input_access.py); by default from
+    # the settings' input reader role.
+    tenant_inputs: TenantInputs | None = None
+    inputs: validation.InputPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inputs = validation.InputPolicy.of(self.settings.input_buckets)
+        if self.tenant_inputs is None:
+            self.tenant_inputs = boto3_tenant_inputs(self.settings, self.s3)
+
+
+@dataclass(frozen=True, slots=True)
+class RunCaps:
+    """The longest a report may run on each path, and the largest S3 input (reportgrid/
+    limits.py; tests lower them)."""
+
+    light_seconds: float = limits.LIGHT_RUN_SECONDS
+    heavy_seconds: float = limits.HEAVY_RUN_SECONDS
+    max_input_bytes: int = limits.MAX_S3_INPUT_BYTES
+
+    def for_cost(self, cost: CostClass) -> float:
+        return self.heavy_seconds if cost is CostClass.HEAVY else self.light_seconds
+
+
+def run_limits(
+    cost: CostClass,
+    settings: Settings,
+    *,
+    concurrency: int,
+    caps: RunCaps,
+    now: float,
+) -> RunLimits:
+    """One report's share of this worker: its deadline, and DuckDB's memory and threads
+    from the task's size split between the `concurrency` reports it runs at once (DuckDB's
+    own default is 80 % of the machine's RAM per database, whatever else runs)."""
+    memory_bytes = (
+        settings.worker_memory_mib * _MIB
+        if settings.worker_memory_mib is not None
+        else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    )
+    vcpus = settings.worker_vcpus or len(os.sched_getaffinity(0)) or 1
+    seconds = caps.for_cost(cost)
+    heavy = cost is CostClass.HEAVY
+    if settings.worker_disk_mib is not None:
+        temp_bytes = int(
+            settings.worker_disk_mib * _MIB * limits.ENGINE_DISK_FRACTION / concurrency
+        )
+    else:
+        temp_bytes = (
+            limits.HEAVY_TEMP_DIRECTORY_BYTES if heavy else limits.LIGHT_TEMP_DIRECTORY_BYTES
+        )
+    return RunLimits(
+        deadline=now + seconds,
+        time_limit_seconds=seconds,
+        memory_limit_bytes=max(
+            limits.MIN_ENGINE_MEMORY_BYTES,
+            int(memory_bytes * limits.ENGINE_MEMORY_FRACTION / concurrency),
+        ),
+        threads=max(1, vcpus // concurrency),
+        temp_directory_bytes=temp_bytes,
+        max_input_bytes=caps.max_input_bytes,
+    )
+
+
+def _check_input_size(uri: str, content_length: int, cap: int) -> None:
+    """An S3 input larger than the cap fails before (or while) its bytes are read."""
+    if content_length > cap:
+        raise ReportFailure(
+            INPUT_TOO_LARGE,
+            f"{uri} is {content_length} bytes or more; an input may be at most {cap} bytes",
+        )
+
+
+def download_capped(s3: Any, bucket: str, key: str, path: str, run: RunLimits) -> None:
+    """GetObject into `path`, refusing an object over the cap from its ContentLength before
+    any byte is written, and counting while it streams (ContentLength is the size of this
+    very response, so a replaced object cannot slip past a separate HeadObject). The
+    deadline is checked between chunks."""
+    uri = f"s3://{bucket}/{key}"
+    response = s3.get_object(Bucket=bucket, Key=key)
+    body = response["Body"]
+    try:
+        _check_input_size(uri, int(response.get("ContentLength", 0)), run.max_input_bytes)
+        written = 0
+        with open(path, "wb") as f:
+            while chunk := body.read(_DOWNLOAD_CHUNK_BYTES):
+                written += len(chunk)
+                _check_input_size(uri, written, run.max_input_bytes)
+                f.write(chunk)
+                run.check()
+    finally:
+        body.close()
+
+
+def _input_forbidden(task: TaskRecord, inputs: validation.InputPolicy) -> str | None:
+    """Why the task's S3 input is outside its tenant's inputs, or None (checked before the
+    claim, so a forged task is failed without a run and without a read)."""
+    request = task.request
+    if not request.HasField("input") or request.input.WhichOneof("source") != "s3_uri":
+        return None
+    try:
+        validation.tenant_input_location(request.input.s3_uri, tenant=task.tenant, inputs=inputs)
+    except validation.InputForbidden as err:
+        return f"input.s3_uri {err}"
+    return None
 
 
 def is_transient_error(err: BaseException) -> bool:
@@ -234,10 +360,16 @@ class Runner:
         *,
         execute: Executor = run_in_process,
         owner_prefix: str = "worker",
+        concurrency: int = 1,
+        caps: RunCaps | None = None,
     ) -> None:
+        """`concurrency`: how many reports this process runs at once (they share its
+        memory and CPUs)."""
         self._s = services
         self._execute = execute
         self._owner_prefix = owner_prefix
+        self._concurrency = max(1, concurrency)
+        self._caps = caps or RunCaps()
         self.late_deletes = LateDeleteCheck(
             self._remove_if_deleted, services.settings.standby_margin_seconds
         )
@@ -276,8 +408,13 @@ class Runner:
         """Run the task. `after_claim` (the multi-region standby) sees the claimed record
         before anything runs; False stands the run down (another region's claim won)."""
         started = time.monotonic()
+        forbidden = _input_forbidden(task, self._s.inputs)
+        if forbidden is not None:
+            return self.fail_permanently(task, reason=INPUT_FORBIDDEN, message=forbidden)
         try:
-            valid = validation.validate_submit(task.request, self._s.registry)
+            valid = validation.validate_submit(
+                task.request, self._s.registry, tenant=task.tenant, inputs=self._s.inputs
+            )
         except InvalidArgument as err:
             return self.fail_permanently(task, reason="INVALID_PARAMS", message=err.message)
 
@@ -323,6 +460,14 @@ class Runner:
         state: State
         result = None
         error: tuple[str, str] | None = None
+        source = task.request.input.WhichOneof("source") if task.request.HasField("input") else None
+        run = run_limits(
+            valid.kind.cost_for(source),
+            settings,
+            concurrency=self._concurrency,
+            caps=self._caps,
+            now=time.time(),
+        )
         with tempfile.TemporaryDirectory(prefix="reportgrid-") as work_dir:
             cancel = CancelFlag(os.path.join(work_dir, "cancel"))
             heartbeat = Heartbeat(
@@ -335,7 +480,7 @@ class Runner:
             )
             try:
                 with heartbeat:
-                    data = self._fetch_input(task.request, work_dir)
+                    data = self._fetch_input(task, work_dir, run)
                     cancel.check()
                     request = GenerateRequest(
                         report_id=report_id,
@@ -344,6 +489,7 @@ class Runner:
                         work_dir=work_dir,
                         input=data,
                         cancel=cancel,
+                        limits=run,
                     )
                     generated = self._execute(valid.kind.generator, request)
                     cancel.check()
@@ -435,7 +581,8 @@ class Runner:
         if report_item:
             self._s.store.remove(report_id)
 
-    def _fetch_input(self, request: pb.SubmitReportRequest, work_dir: str) -> InputData | None:
+    def _fetch_input(self, task: TaskRecord, work_dir: str, run: RunLimits) -> InputData | None:
+        request = task.request
         if not request.HasField("input"):
             return None
         source = request.input.WhichOneof("source")
@@ -446,9 +593,18 @@ class Runner:
                 f.write(request.input.inline_data)
             return InputData(fmt, path)
         uri = request.input.s3_uri
-        bucket, key = validation.parse_s3_uri(uri)
+        # Checked again right before the fetch, against the task's own tenant: nothing
+        # but this decides which object is read (the task may not come from an edge).
         try:
-            self._s.s3.download_file(bucket, key, path)
+            bucket, key = validation.tenant_input_location(
+                uri, tenant=task.tenant, inputs=self._s.inputs
+            )
+        except validation.InputForbidden as err:
+            raise ReportFailure(INPUT_FORBIDDEN, f"input.s3_uri {err}") from None
+        assert self._s.tenant_inputs is not None
+        s3 = self._s.tenant_inputs.s3_for(task.tenant)
+        try:
+            download_capped(s3, bucket, key, path, run)
         except ClientError as err:
             code = str(err.response.get("Error", {}).get("Code", ""))
             if code in _S3_MISSING:

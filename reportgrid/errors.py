@@ -9,14 +9,46 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
+
+from reportgrid.limits import MAX_ERROR_MESSAGE_BYTES
+
+_ELLIPSIS = "…"
+
+
+def bounded(text: str, limit: int = MAX_ERROR_MESSAGE_BYTES) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (on a character boundary, marked with an
+    ellipsis): a message is stored in the report item and sent in gRPC trailers, both of
+    which have hard size limits."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    room = limit - len(_ELLIPSIS.encode())
+    return data[:room].decode(errors="ignore") + _ELLIPSIS
+
+
+def _restore(cls: type[ReportgridError], args: tuple[Any, ...]) -> ReportgridError:
+    """Unpickle without calling the subclass's __init__ (whose signature is its own); the
+    instance's fields come back as its __dict__ (pickle's state)."""
+    err = cls.__new__(cls)
+    err.args = args
+    return err
 
 
 class ReportgridError(Exception):
-    """Base of every error Reportgrid raises on purpose."""
+    """Base of every error Reportgrid raises on purpose.
+
+    Every subclass pickles intact, whatever its __init__ takes: the queue worker runs
+    generators in a process pool, and an exception that cannot be rebuilt in the parent
+    breaks the whole pool (CPython's concurrent.futures marks the pool broken when a result
+    fails to unpickle)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args), self.__dict__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +142,9 @@ class SettingsError(ReportgridError):
 
 class ReportFailure(ReportgridError):
     """A report cannot be produced from what the user gave: it ends FAILED with this reason
-    and message, and is never retried."""
+    and message, and is never retried. The message is bounded (it is stored with the
+    report)."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(bounded(message))
         self.reason = reason

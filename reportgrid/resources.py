@@ -152,10 +152,31 @@ class _EnvNames:
     MAX_CONCURRENT_RPCS: str = "REPORTGRID_MAX_CONCURRENT_RPCS"
     DRAIN_GRACE_SECONDS: str = "REPORTGRID_DRAIN_GRACE_SECONDS"
     TENANT_RATE_LIMIT: str = "REPORTGRID_TENANT_RATE_LIMIT"
+    # The edge's call and stream limits (defaults below, EDGE_*; docs/SECURITY.md, limits).
+    CALL_BUDGET_SECONDS: str = "REPORTGRID_CALL_BUDGET_SECONDS"
+    MAX_WATCH_SECONDS: str = "REPORTGRID_MAX_WATCH_SECONDS"
+    WATCH_HEARTBEAT_SECONDS: str = "REPORTGRID_WATCH_HEARTBEAT_SECONDS"
+    MAX_CONCURRENT_WATCHES: str = "REPORTGRID_MAX_CONCURRENT_WATCHES"
+    TENANT_MAX_CONCURRENT_RPCS: str = "REPORTGRID_TENANT_MAX_CONCURRENT_RPCS"
+    TENANT_MAX_CONCURRENT_WATCHES: str = "REPORTGRID_TENANT_MAX_CONCURRENT_WATCHES"
+    MAX_STREAMS_PER_CONNECTION: str = "REPORTGRID_MAX_STREAMS_PER_CONNECTION"
+    MIN_CLIENT_PING_INTERVAL_MS: str = "REPORTGRID_MIN_CLIENT_PING_INTERVAL_MS"
     # How the edge sends tasks to Kinesis: "batching" (default) or "naive" (one PutRecords
     # per request; only for the benchmark that shows what batching buys).
     EDGE_PRODUCER: str = "REPORTGRID_EDGE_PRODUCER"
     WORKER_CONCURRENCY: str = "REPORTGRID_WORKER_CONCURRENCY"
+    # The buckets report inputs may come from (comma-separated; context
+    # reportgrid:inputBuckets), and the role the workers assume, tagged with the task's
+    # tenant, to read them (cdk/constructs/input_reader.py; docs/SECURITY.md).
+    INPUT_BUCKETS: str = "REPORTGRID_INPUT_BUCKETS"
+    INPUT_READER_ROLE_ARN: str = "REPORTGRID_INPUT_READER_ROLE_ARN"
+    # The worker's task (function) size: DuckDB's memory limit and threads per report are
+    # derived from them and the concurrency (reportgrid/limits.py). Unset: the machine's.
+    WORKER_MEMORY_MIB: str = "REPORTGRID_WORKER_MEMORY_MIB"
+    WORKER_VCPUS: str = "REPORTGRID_WORKER_VCPUS"
+    # The worker's scratch disk (Lambda /tmp, Fargate ephemeral storage): DuckDB's spill
+    # space per report is derived from it (reportgrid/limits.py).
+    WORKER_DISK_MIB: str = "REPORTGRID_WORKER_DISK_MIB"
     # The queue worker's lease and visibility step (default WORKER_LEASE_SECONDS; tests
     # shorten it to see a lost worker's task come back quickly).
     WORKER_LEASE_SECONDS: str = "REPORTGRID_WORKER_LEASE_SECONDS"
@@ -196,6 +217,50 @@ EDGE_HEALTH_RECOVER_AFTER: Final = 2
 # above it so no in-flight call is cut.
 EDGE_DRAIN_GRACE_SECONDS: Final = 20
 ALB_DEREGISTRATION_DELAY_SECONDS: Final = 30
+# Global Accelerator closes a TCP flow after 340 s without data, fixed ("idle timeout",
+# docs.aws.amazon.com/global-accelerator/latest/dg/introduction-how-it-works.html); the
+# ALB's idle timeout is 60 s by default (cdk/constructs/edge_service.py sets 15 min) and
+# HTTP/2 PINGs do not reset it (docs.aws.amazon.com/elasticloadbalancing/latest/
+# application/edit-load-balancer-attributes.html). Only data keeps a quiet stream open.
+GA_TCP_IDLE_TIMEOUT_SECONDS: Final = 340
+# The edge's call and stream limits (settings override each; docs/SECURITY.md, limits).
+# A call without a client deadline gets this long on its dependencies.
+EDGE_CALL_BUDGET_SECONDS: Final = 10.0
+# A WatchReport stream ends after this long (UNAVAILABLE, "watch again"); the SDK resumes.
+EDGE_MAX_WATCH_SECONDS: Final = 3600.0
+# A quiet WatchReport sends a heartbeat this often: well under both idle timeouts above.
+EDGE_WATCH_HEARTBEAT_SECONDS: Final = 30.0
+# Concurrent calls (unary and DownloadReport) per process are settings.max_concurrent_rpcs;
+# WatchReport streams have their own pool, so idle watches never take call slots.
+EDGE_MAX_CONCURRENT_WATCHES: Final = 10_000
+# One tenant's share of a process: it exhausts only its own share.
+EDGE_TENANT_MAX_CONCURRENT_RPCS: Final = 500
+EDGE_TENANT_MAX_CONCURRENT_WATCHES: Final = 1_000
+# HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS of each connection (grpc core: unlimited unless
+# set); also what grpc core's rapid-reset defences are measured against. Not 100: grpc core
+# refuses (REFUSED_STREAM, a client sees UNAVAILABLE) streams over the cap that a client
+# opened before it saw the SETTINGS, counting streams still being torn down, so a burst of
+# ~60 calls on one new connection already lost some at 100 (tests/faults, 19.4). An ALB
+# connection carries many clients' calls.
+EDGE_MAX_STREAMS_PER_CONNECTION: Final = 1_000
+# The edge answers a client's pings without data at most this often; faster pings are
+# strikes and the third gets GOAWAY too_many_pings. The SDK pings every
+# CLIENT_KEEPALIVE_SECONDS, well above it.
+EDGE_MIN_CLIENT_PING_INTERVAL_MS: Final = 10_000
+CLIENT_KEEPALIVE_SECONDS: Final = 30
+# A tenant's inputs live under this prefix of an input bucket, and nowhere else
+# (docs/SECURITY.md): the edge and the worker check it, and the input reader role's policy
+# allows s3:GetObject only on it, with the tenant from the session tag.
+INPUT_TENANT_PREFIX: Final = "tenants"
+# The session tag (key) carrying the tenant when a worker assumes the input reader role.
+INPUT_TENANT_TAG: Final = "tenant"
+
+
+def tenant_input_prefix(tenant: str) -> str:
+    """The one definition of where `tenant`'s inputs live in an input bucket."""
+    return f"{INPUT_TENANT_PREFIX}/{tenant}/"
+
+
 # Kinesis takes at most 1 MiB per record; a task must always fit in one.
 MAX_INLINE_INPUT_BYTES: Final = 256 * 1024
 MAX_TASK_RECORD_BYTES: Final = 1024 * 1024

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env(E.PEER_STANDBY_QUEUE_URL)
     )
     results_bucket: str | None = Field(default=None, validation_alias=_env(E.RESULTS_BUCKET))
+    input_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias=_env(E.INPUT_BUCKETS)
+    )
+    input_reader_role_arn: str | None = Field(
+        default=None, validation_alias=_env(E.INPUT_READER_ROLE_ARN)
+    )
     replica_results_bucket: str | None = Field(
         default=None, validation_alias=_env(E.REPLICA_RESULTS_BUCKET)
     )
@@ -74,11 +80,67 @@ class Settings(BaseSettings):
     tenant_rate_limit: float = Field(
         default=5000.0, gt=0, validation_alias=_env(E.TENANT_RATE_LIMIT)
     )
+    # The edge's call and stream limits; the defaults live in reportgrid/resources.py.
+    call_budget_seconds: float = Field(
+        default=resources.EDGE_CALL_BUDGET_SECONDS,
+        gt=0,
+        le=300,
+        validation_alias=_env(E.CALL_BUDGET_SECONDS),
+    )
+    max_watch_seconds: float = Field(
+        default=resources.EDGE_MAX_WATCH_SECONDS,
+        gt=0,
+        le=24 * 3600,
+        validation_alias=_env(E.MAX_WATCH_SECONDS),
+    )
+    watch_heartbeat_seconds: float = Field(
+        default=resources.EDGE_WATCH_HEARTBEAT_SECONDS,
+        gt=0,
+        # Must arrive before Global Accelerator drops the quiet connection.
+        lt=resources.GA_TCP_IDLE_TIMEOUT_SECONDS,
+        validation_alias=_env(E.WATCH_HEARTBEAT_SECONDS),
+    )
+    max_concurrent_watches: int = Field(
+        default=resources.EDGE_MAX_CONCURRENT_WATCHES,
+        ge=1,
+        validation_alias=_env(E.MAX_CONCURRENT_WATCHES),
+    )
+    tenant_max_concurrent_rpcs: int = Field(
+        default=resources.EDGE_TENANT_MAX_CONCURRENT_RPCS,
+        ge=1,
+        validation_alias=_env(E.TENANT_MAX_CONCURRENT_RPCS),
+    )
+    tenant_max_concurrent_watches: int = Field(
+        default=resources.EDGE_TENANT_MAX_CONCURRENT_WATCHES,
+        ge=1,
+        validation_alias=_env(E.TENANT_MAX_CONCURRENT_WATCHES),
+    )
+    max_streams_per_connection: int = Field(
+        default=resources.EDGE_MAX_STREAMS_PER_CONNECTION,
+        ge=1,
+        validation_alias=_env(E.MAX_STREAMS_PER_CONNECTION),
+    )
+    min_client_ping_interval_ms: int = Field(
+        default=resources.EDGE_MIN_CLIENT_PING_INTERVAL_MS,
+        ge=100,
+        # Never above the SDK's keepalive, or every SDK channel would collect strikes.
+        le=resources.CLIENT_KEEPALIVE_SECONDS * 1000,
+        validation_alias=_env(E.MIN_CLIENT_PING_INTERVAL_MS),
+    )
     edge_producer: Literal["batching", "naive"] = Field(
         default="batching", validation_alias=_env(E.EDGE_PRODUCER)
     )
     worker_concurrency: int = Field(
         default=2, ge=1, le=64, validation_alias=_env(E.WORKER_CONCURRENCY)
+    )
+    worker_memory_mib: int | None = Field(
+        default=None, ge=128, le=1024 * 1024, validation_alias=_env(E.WORKER_MEMORY_MIB)
+    )
+    worker_vcpus: int | None = Field(
+        default=None, ge=1, le=192, validation_alias=_env(E.WORKER_VCPUS)
+    )
+    worker_disk_mib: int | None = Field(
+        default=None, ge=64, le=1024 * 1024, validation_alias=_env(E.WORKER_DISK_MIB)
     )
     worker_lease_seconds: float = Field(
         default=resources.WORKER_LEASE_SECONDS,
@@ -107,6 +169,13 @@ class Settings(BaseSettings):
     def _known_region(cls, value: str | None) -> str | None:
         if value is not None:
             ids.region_code(value)  # raises ValueError naming the region
+        return value
+
+    @field_validator("input_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
     @field_validator("id_secrets", mode="before")

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from reportgrid import intents, records, resources
-from reportgrid.errors import Conflict, Unavailable
+from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded
 from reportgrid.intents import Snapshot
 from reportgrid.records import ReportRecord, ResultInfo
 from reportgrid.states import Condition, State, check_transition, transition_condition
@@ -36,6 +36,9 @@ from reportgrid.validation import DEFAULT_TTL_SECONDS
 log = logging.getLogger(__name__)
 
 CONDITION_FAILED: Final = "ConditionalCheckFailedException"
+# The 4xx codes DynamoDB marks "OK to retry? Yes"; every other 4xx (ValidationException
+# for an item over 400 KB among them) is "No": the same request fails the same way.
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Programming.Errors.html
 _THROTTLING: Final = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -51,6 +54,11 @@ WRITE_ATTEMPTS: Final = 3
 _BATCH_GET_ATTEMPTS: Final = 5
 
 
+class StoreRejected(Internal):
+    """DynamoDB refused a request as invalid (a 4xx that is not throttling): a defect on
+    our side, never retried, since the same request would fail again."""
+
+
 class LeaseLost(Conflict):
     """Another worker holds the report now (our lease expired and it took over)."""
 
@@ -64,9 +72,12 @@ def now_ms() -> int:
 
 
 def is_transient(err: BaseException) -> bool:
-    """Throttling, 5xx and connection trouble: worth retrying later."""
+    """Throttling, 5xx and connection trouble: worth retrying later. Never a request that
+    DynamoDB or botocore rejected as invalid."""
     if isinstance(err, Unavailable):
         return True
+    if isinstance(err, ParamValidationError):  # a BotoCoreError, but our request's fault
+        return False
     if isinstance(err, ClientError):
         code = err.response.get("Error", {}).get("Code", "")
         status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -74,8 +85,14 @@ def is_transient(err: BaseException) -> bool:
     return isinstance(err, BotoCoreError | ConnectionError | TimeoutError)
 
 
-def _unavailable(err: BaseException, doing: str) -> Unavailable:
-    return Unavailable(f"the report store did not answer while {doing}")
+def _unavailable(err: BaseException, doing: str) -> ReportgridError:
+    """Unavailable (retry later) for transient trouble; StoreRejected for a request that
+    can never succeed, so the run fails once instead of being retried to exhaustion."""
+    if is_transient(err):
+        return Unavailable(f"the report store did not answer while {doing}")
+    code = err.response.get("Error", {}).get("Code", "") if isinstance(err, ClientError) else ""
+    log.error("the report store rejected a request while %s: %s", doing, code or err)
+    return StoreRejected(f"the report store rejected a request while {doing}")
 
 
 class Claim(enum.Enum):
@@ -290,7 +307,7 @@ class ReportStore:
                 and current.lease_owner == owner
             ):
                 self._put(current, current.with_(lease_until_ms=0))
-        except Unavailable:
+        except (Unavailable, StoreRejected):
             log.warning("could not release the lease on %s", report_id)
 
     def finish(
@@ -320,8 +337,8 @@ class ReportStore:
                 raise LeaseLost(f"report {report_id} is no longer held by this worker")
             ended = _ended(current, state, self._clock(), ttl_seconds=ttl_seconds).with_(
                 result=result,
-                error_reason=error[0] if error else "",
-                error_message=error[1] if error else "",
+                error_reason=bounded(error[0]) if error else "",
+                error_message=bounded(error[1]) if error else "",
                 cancel_requested=state is State.CANCELLED and snapshot.cancel_requested,
             )
             stored = self._put(current, ended)
@@ -351,7 +368,7 @@ class ReportStore:
                 return None
             base = current if current is not None else _new_record(task, now)
             failed = _ended(base, State.FAILED, now, ttl_seconds=ttl_seconds).with_(
-                error_reason=reason, error_message=message, lease_owner=owner
+                error_reason=bounded(reason), error_message=bounded(message), lease_owner=owner
             )
             stored = self._put(current, failed)
             if stored is not None:

@@ -35,7 +35,12 @@ def main() -> int:
     )
     metrics = Metrics(namespace=resources.METRICS_NAMESPACE, service=resources.SERVICE_QUEUE_WORKER)
     worker = QueueWorker(
-        Runner(services, execute=pool, owner_prefix=f"fargate:{settings.region}"),
+        Runner(
+            services,
+            execute=pool,
+            owner_prefix=f"fargate:{settings.region}",
+            concurrency=settings.worker_concurrency,
+        ),
         sqs=client("sqs", settings),
         queue_url=settings.heavy_queue_url,
         concurrency=settings.worker_concurrency,

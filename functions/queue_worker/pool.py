@@ -1,25 +1,80 @@
 """CPU-bound generation in a process pool, so a report never holds the GIL of the process
-that renews leases and talks to SQS."""
+that renews leases and talks to SQS.
+
+A child that dies (SIGKILL, the kernel's OOM killer, a crash in native code) or a result
+that cannot be unpickled makes CPython mark the whole executor broken: every pending and
+later submit raises BrokenProcessPool. The pool then replaces its executor once, so only
+the reports in flight at that moment see the error (the runner treats it as transient and
+the queue redelivers them); later reports run on the new executor.
+"""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import pickle
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from reportgrid.engine.registry import Generator
 from reportgrid.engine.request import GenerateRequest, GenerateResult
 
+log = logging.getLogger(__name__)
+
+
+class UnpicklableError(RuntimeError):
+    """Stands in for an exception raised in a child that would not survive the trip to
+    the parent (it would break the pool); it names the original type only."""
+
+
+def run_guarded(generator: Generator, request: GenerateRequest) -> GenerateResult:
+    """Runs in the child: the generator, with any exception made safe to send back."""
+    try:
+        result: GenerateResult = generator(request)
+    except Exception as err:
+        try:
+            pickle.loads(pickle.dumps(err))  # noqa: S301 -- our own bytes, just made
+        except Exception:
+            raise UnpicklableError(type(err).__qualname__) from None
+        raise
+    return result
+
 
 class GeneratorPool:
     def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+        self.replaced = 0  # how many times a broken executor was replaced (tests, logs)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         # forkserver: children do not inherit this process's threads or sockets.
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(
+            max_workers=self._workers, mp_context=multiprocessing.get_context("forkserver")
         )
 
     def __call__(self, generator: Generator, request: GenerateRequest) -> GenerateResult:
-        result: GenerateResult = self._pool.submit(generator, request).result()
+        with self._lock:
+            pool = self._pool
+        try:
+            result: GenerateResult = pool.submit(run_guarded, generator, request).result()
+        except BrokenProcessPool:
+            self._replace(pool)
+            raise
         return result
 
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """Swap in a new executor unless another caller already replaced this one."""
+        with self._lock:
+            if self._pool is not broken:
+                return
+            log.error("the generator pool broke (a child died); starting a new one")
+            self._pool = self._new_pool()
+            self.replaced += 1
+        broken.shutdown(wait=False, cancel_futures=True)
+
     def shutdown(self, *, wait: bool) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        with self._lock:
+            pool = self._pool
+        pool.shutdown(wait=wait, cancel_futures=True)

@@ -33,7 +33,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.consumer import MAX_VISIBILITY_SECONDS, QueueConsumer
 from functions.process import RECEIVE_COUNT
-from functions.runner import Outcome, Runner, is_transient_error
+from functions.runner import (
+    WORKER_ERROR,
+    WORKER_ERROR_MESSAGE,
+    Outcome,
+    Runner,
+    is_transient_error,
+)
 from reportgrid import resources, tasks
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
@@ -156,13 +162,17 @@ class QueueWorker(QueueConsumer):
             self._max_receives,
             exc_info=err,
         )
-        try:
-            self._runner.fail_permanently(
-                task,
-                reason=RETRIES_EXHAUSTED,
-                message=f"the report could not be completed after {receives} attempts; "
-                "submit it again",
+        # Out of retries, or an error no retry can fix (a defect): fail it now, once.
+        reason, text = (
+            (
+                RETRIES_EXHAUSTED,
+                f"the report could not be completed after {receives} attempts; submit it again",
             )
+            if is_transient_error(err)
+            else (WORKER_ERROR, WORKER_ERROR_MESSAGE)
+        )
+        try:
+            self._runner.fail_permanently(task, reason=reason, message=text)
         except Exception:
             log.exception("could not mark %s FAILED; the message stays queued", task.report_id)
             return

@@ -32,7 +32,15 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.clients import client
-from functions.runner import Outcome, Runner, RunResult, Services, is_transient_error
+from functions.runner import (
+    WORKER_ERROR,
+    WORKER_ERROR_MESSAGE,
+    Outcome,
+    Runner,
+    RunResult,
+    Services,
+    is_transient_error,
+)
 from functions.stream_worker.forward import forward
 from reportgrid import resources, tasks, validation
 from reportgrid.engine.registry import CostClass
@@ -114,7 +122,10 @@ def _heavy_tasks(event: dict[str, Any], deps: Dependencies) -> dict[str, TaskRec
         try:
             task = _decode(record)
             if _is_heavy(task, deps):
-                validation.validate_submit(task.request, deps.runner.services.registry)
+                services = deps.runner.services
+                validation.validate_submit(
+                    task.request, services.registry, tenant=task.tenant, inputs=services.inputs
+                )
                 heavy[record.kinesis.sequence_number] = task
         except (tasks.UndecodableTask, InvalidArgument):
             continue
@@ -178,9 +189,7 @@ def _run_light(
         # A defect, not the user's doing: end the report rather than block the shard.
         logger.exception("report run failed unexpectedly")
         metrics.add_metric(resources.METRIC.REPORTS_FAILED, MetricUnit.Count, 1)
-        deps.runner.fail_permanently(
-            task, reason="WORKER_ERROR", message="the report could not be run; submit it again"
-        )
+        deps.runner.fail_permanently(task, reason=WORKER_ERROR, message=WORKER_ERROR_MESSAGE)
         return "failed"
     finally:
         logger.remove_keys(["report_id"])

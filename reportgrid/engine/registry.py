@@ -10,14 +10,17 @@ one module that builds a `KindSpec` and one `register(...)` call in
 from __future__ import annotations
 
 import enum
+import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import fastjsonschema
+from google.protobuf import struct_pb2
 from jsonschema import Draft202012Validator
 
+from reportgrid import limits
 from reportgrid.errors import FieldViolation, InvalidArgument
 from reportgrid.v1 import reports_pb2 as pb
 
@@ -100,6 +103,93 @@ def _fast_validator(schema: Mapping[str, Any]) -> Callable[[Any], Any] | None:
     return compiled
 
 
+class UnboundedSchema(ValueError):
+    """A kind's schema lets a request grow without bound (a list without maxItems, a string
+    without maxLength, an open object): validating it could take any time."""
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaBounds:
+    """The largest document a schema accepts: its JSON values (every object, array and
+    scalar counts one) and its nesting depth (the top object is depth 1)."""
+
+    nodes: int
+    depth: int
+
+
+def schema_bounds(schema: Mapping[str, Any], where: str = "params") -> SchemaBounds:
+    """The bounds of `schema`, or UnboundedSchema naming the first unbounded place.
+    `allOf`/`if`/`then`/`else` only constrain what `properties` already declares, so the
+    shape comes from `type`, `properties`, `items`, `enum`/`const` and `anyOf`/`oneOf`."""
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        found = [schema_bounds(branch, where) for branch in branches]
+        return SchemaBounds(max(b.nodes for b in found), max(b.depth for b in found))
+    if "enum" in schema or "const" in schema:
+        return SchemaBounds(1, 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):  # each type's keywords apply to it alone
+        found = [schema_bounds({**schema, "type": one}, where) for one in kind]
+        return SchemaBounds(max(b.nodes for b in found), max(b.depth for b in found))
+    if kind == "object":
+        if schema.get("additionalProperties", True) is not False:
+            raise UnboundedSchema(f"{where}: an object must set additionalProperties false")
+        props = [schema_bounds(v, f"{where}.{k}") for k, v in schema.get("properties", {}).items()]
+        return SchemaBounds(
+            1 + sum(p.nodes for p in props), 1 + max((p.depth for p in props), default=0)
+        )
+    if kind == "array":
+        if "maxItems" not in schema or "items" not in schema:
+            raise UnboundedSchema(f"{where}: an array must set maxItems and items")
+        item = schema_bounds(schema["items"], f"{where}[]")
+        return SchemaBounds(1 + schema["maxItems"] * item.nodes, 1 + item.depth)
+    if kind == "string" and "maxLength" not in schema:
+        raise UnboundedSchema(f"{where}: a string must set maxLength")
+    if kind in ("string", "integer", "number", "boolean", "null"):
+        return SchemaBounds(1, 1)
+    raise UnboundedSchema(f"{where}: give every value a type (or enum/const)")
+
+
+class _SizedValues(Protocol):
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[struct_pb2.Value]: ...
+
+
+def struct_exceeds(params: struct_pb2.Struct, *, nodes: int, depth: int) -> str | None:
+    """What makes `params` larger than the bounds, or None. It walks at most `nodes`
+    values and stops there, so a hostile document costs O(bound), not O(its size)."""
+    too_many = f"holds more than {nodes} values"
+    seen = 1 + len(params.fields)
+    if seen > nodes:
+        return too_many
+    # (a container's values, the container's depth); each container's size is counted
+    # (len is O(1)) before it is walked, so one huge list is refused without walking it.
+    stack: list[tuple[_SizedValues, int]] = [(params.fields.values(), 1)]
+    while stack:
+        values, level = stack.pop()
+        for value in values:
+            which = value.WhichOneof("kind")
+            if which not in {"struct_value", "list_value"}:
+                continue
+            if level + 1 > depth:
+                return f"nests deeper than {depth} levels"
+            children: _SizedValues = (
+                value.struct_value.fields.values()
+                if which == "struct_value"
+                else value.list_value.values
+            )
+            seen += len(children)
+            if seen > nodes:
+                return too_many
+            stack.append((children, level + 1))
+    return None
+
+
+class SlowValidation(Exception):
+    """validate_params(defer_slow=True) found the request invalid and naming each bad
+    field needs the slow validator: rerun it where a slow call blocks no one."""
+
+
 class CostClass(enum.Enum):
     LIGHT = pb.COST_CLASS_LIGHT  # run by the stream (Lambda) worker
     HEAVY = pb.COST_CLASS_HEAVY  # forwarded to the queue (Fargate) worker
@@ -131,9 +221,19 @@ class KindSpec:
     extra_checks: Callable[[Mapping[str, Any]], Iterable[FieldViolation]] | None = None
     _validator: Draft202012Validator = field(init=False, repr=False, compare=False)
     _fast: Callable[[Any], Any] | None = field(init=False, repr=False, compare=False)
+    bounds: SchemaBounds = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         Draft202012Validator.check_schema(self.params_schema)
+        # Bounded by construction: validation of an accepted document is O(small), and
+        # check_params_size can reject anything larger before the schema runs.
+        bounds = schema_bounds(self.params_schema)
+        if bounds.nodes > limits.MAX_PARAMS_NODES or bounds.depth > limits.MAX_PARAMS_DEPTH:
+            raise UnboundedSchema(
+                f"kind {self.name!r} accepts {bounds.nodes} values {bounds.depth} deep; the "
+                f"limit is {limits.MAX_PARAMS_NODES} values {limits.MAX_PARAMS_DEPTH} deep"
+            )
+        object.__setattr__(self, "bounds", bounds)
         object.__setattr__(self, "_validator", Draft202012Validator(self.params_schema))
         object.__setattr__(self, "_fast", _fast_validator(self.params_schema))
 
@@ -147,16 +247,36 @@ class KindSpec:
         ReportInput oneof name: "inline_data", "s3_uri" or None."""
         return CostClass.HEAVY if input_source == "s3_uri" else self.cost
 
-    def validate_params(self, params: Mapping[str, Any], *, prefix: str = "params") -> None:
+    def check_params_size(self, params: struct_pb2.Struct, *, prefix: str = "params") -> None:
+        """Reject, in O(bound) work, parameters larger than any this kind accepts: run it
+        before converting or validating them (jsonschema takes seconds on a list of 60,000
+        items, and the edge validates on its event loop)."""
+        problem = struct_exceeds(params, nodes=self.bounds.nodes, depth=self.bounds.depth)
+        if problem is not None:
+            raise InvalidArgument.field(
+                prefix,
+                f"{problem}; {self.name!r} takes at most {self.bounds.nodes} values "
+                f"{self.bounds.depth} levels deep (see ListReportKinds for its schema)",
+            )
+
+    def validate_params(
+        self, params: Mapping[str, Any], *, prefix: str = "params", defer_slow: bool = False
+    ) -> None:
         """Raise InvalidArgument with one violation per bad parameter, named by its path
-        ("params.aggregates[1].op")."""
+        ("params.aggregates[1].op"). With `defer_slow`, raise SlowValidation instead of
+        running jsonschema (tens of ms on a large bad document): the edge then reruns the
+        validation off its event loop."""
         if self._fast is not None and self._accepts_fast(params):
             violations: list[FieldViolation] = []
+        elif defer_slow:
+            raise SlowValidation(self.name)
         else:
             # jsonschema is the reference: it decides, and names each bad field precisely.
+            # iter_errors is lazy: stop after a bounded number of errors.
+            errors = itertools.islice(self._validator.iter_errors(params), limits.MAX_SCHEMA_ERRORS)
             violations = [
-                FieldViolation(_path(prefix, error.absolute_path), error.message)
-                for error in sorted(self._validator.iter_errors(params), key=_error_order)
+                FieldViolation(_path(prefix, error.absolute_path), _short(error.message))
+                for error in sorted(errors, key=_error_order)
             ]
         if not violations and self.extra_checks is not None:
             violations = list(self.extra_checks(params))
@@ -181,6 +301,12 @@ class KindSpec:
             cost_class=self.cost.value,
             input_formats=sorted(self.input_formats),
         )
+
+
+def _short(message: str) -> str:
+    """jsonschema quotes the offending value in full ("[{}, {}, ...] is too long")."""
+    limit = 200
+    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _error_order(error: Any) -> tuple[str, str]:

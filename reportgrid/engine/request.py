@@ -7,13 +7,18 @@ request crosses a process boundary, and so does the cancellation check (a file f
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reportgrid.engine.exceptions import Cancelled
+from reportgrid.errors import ReportFailure
 from reportgrid.v1 import reports_pb2 as pb
+
+TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"
+RESOURCE_LIMIT = "RESOURCE_LIMIT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,38 @@ class CancelFlag:
 
 
 @dataclass(frozen=True, slots=True)
+class RunLimits:
+    """What one run may use: set by the runtime from the path and the worker's size
+    (reportgrid/limits.py), enforced by the generator (reportgrid/engine/session.py).
+
+    `deadline` is wall-clock epoch seconds, so it means the same in a pool child; None
+    (and None memory) leaves DuckDB's own defaults, for tests that call a generator."""
+
+    deadline: float | None = None
+    time_limit_seconds: float = 0.0
+    memory_limit_bytes: int | None = None
+    threads: int = 1
+    temp_directory_bytes: int | None = None
+    max_input_bytes: int = 1 << 62  # enforced by the runtime's S3 fetch
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def check(self) -> None:
+        """Raise the report's time-limit failure once its deadline has passed."""
+        if self.expired():
+            raise time_limit_failure(self.time_limit_seconds)
+
+
+def time_limit_failure(limit_seconds: float) -> ReportFailure:
+    return ReportFailure(
+        TIME_LIMIT_EXCEEDED,
+        f"the report ran longer than its limit of {limit_seconds:g} s and was stopped; "
+        "make it smaller (less input, fewer groups or rows)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class InputData:
     """A report's input, already on local disk (inline bytes written, S3 downloaded)."""
 
@@ -56,6 +93,12 @@ class GenerateRequest:
     work_dir: str
     input: InputData | None = None
     cancel: CancelFlag = field(default_factory=CancelFlag)
+    limits: RunLimits = field(default_factory=RunLimits)
+
+    def check(self) -> None:
+        """At stage boundaries: stop when cancelled or past the deadline."""
+        self.cancel.check()
+        self.limits.check()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""The generator of the synthetic kinds: burn CPU (checking for cancellation as it goes),
-then let DuckDB produce rows that are a pure function of the seed (see kinds/synthetic)."""
+"""The generator of the synthetic kinds: burn CPU (checking for cancellation and the run's
+deadline as it goes), then let DuckDB produce rows that are a pure function of the seed
+(see kinds/synthetic), in the run's session (reportgrid/engine/session.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ import math
 import time
 from typing import Final
 
-from reportgrid.engine import output, tabular
+from reportgrid.engine import output
 from reportgrid.engine.kinds.synthetic import VALUE_MODULUS, VALUE_MULTIPLIER
-from reportgrid.engine.request import CancelFlag, GenerateRequest, GenerateResult
+from reportgrid.engine.request import GenerateRequest, GenerateResult
+from reportgrid.engine.session import open_session
+from reportgrid.limits import RUN_CHECK_SECONDS
 
-# How often the CPU loop looks at the cancel flag.
-CANCEL_CHECK_SECONDS: Final = 0.05
 _MD5_HEX_CHARS: Final = 32
 
 
-def burn_cpu(cpu_ms: int, cancel: CancelFlag) -> None:
-    """Spend `cpu_ms` of this process's CPU time hashing; raise Cancelled when asked."""
+def burn_cpu(cpu_ms: int, request: GenerateRequest) -> None:
+    """Spend `cpu_ms` of this process's CPU time hashing; raise Cancelled when asked and
+    the time-limit failure once the run's deadline passes."""
     deadline = time.process_time() + cpu_ms / 1000
     next_check = 0.0
     digest = b"reportgrid"
@@ -26,8 +28,8 @@ def burn_cpu(cpu_ms: int, cancel: CancelFlag) -> None:
         for _ in range(200):
             digest = hashlib.sha256(digest).digest()
         if now >= next_check:
-            cancel.check()
-            next_check = now + CANCEL_CHECK_SECONDS
+            request.check()
+            next_check = now + RUN_CHECK_SECONDS
 
 
 def generate(request: GenerateRequest) -> GenerateResult:
@@ -36,9 +38,9 @@ def generate(request: GenerateRequest) -> GenerateResult:
     rows = int(params.get("output_rows", 100))
     total_bytes = int(params.get("output_bytes", 0))
     seed = int(params.get("seed", 0))
-    request.cancel.check()
-    burn_cpu(cpu_ms, request.cancel)
-    request.cancel.check()
+    request.check()
+    burn_cpu(cpu_ms, request)
+    request.check()
 
     payload = total_bytes // rows if rows else 0
     columns = [
@@ -52,13 +54,10 @@ def generate(request: GenerateRequest) -> GenerateResult:
             f"{blocks}), lambda j: md5(concat({seed}, ':', range, ':', j))), ''), {payload}) "
             "AS payload"
         )
-    con = tabular.connect()
-    try:
+    with open_session(request) as con:
         # Only integers from validated params are spliced in.
         con.execute(
             f"CREATE TABLE result AS SELECT {', '.join(columns)} FROM range({rows})"  # noqa: S608
         )
-        request.cancel.check()
+        request.check()
         return output.write_result(con, "result", request.output_format, request.work_dir)
-    finally:
-        con.close()

@@ -3,12 +3,13 @@ check every referenced column against it, and run one grouped SELECT built from 
 params. Identifiers are quoted, values are bound parameters; DuckDB does all the work.
 
 Anything wrong with what the user gave (unreadable input, a missing column, a value that
-does not parse) raises ReportFailure naming the column or value: the report ends FAILED.
+does not parse, a sum out of range) raises ReportFailure naming the column or value: the
+report ends FAILED. The connection is reportgrid.engine.session's: hardened, and held to
+the run's time, memory and spill limits.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import duckdb
 
 from reportgrid.engine import output, schemas
 from reportgrid.engine.request import GenerateRequest, GenerateResult, InputData
+from reportgrid.engine.session import is_limit_error, open_session
 from reportgrid.engine.sql import (
     INTEGER_TYPES,
     TEXT_TYPES,
@@ -30,6 +32,7 @@ from reportgrid.engine.sql import (
     require_castable,
 )
 from reportgrid.errors import ReportFailure
+from reportgrid.limits import MAX_LISTED_COLUMNS, MAX_QUOTED_NAME_CHARS
 from reportgrid.v1 import reports_pb2 as pb
 
 INPUT_TABLE: Final = "input"
@@ -42,6 +45,12 @@ _READERS: Final = {
     pb.DATA_FORMAT_PARQUET: "read_parquet({path})",
 }
 _SQL_OPS: Final = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+# An integer sum outside BIGINT raises DuckDB's error() with this text and the aggregate's
+# index (our own integer: no user text goes into SQL); _run names the column from it.
+_OVERFLOW_MARK: Final = "reportgrid-sum-overflow:"
+_OVERFLOW: Final = re.compile(re.escape(_OVERFLOW_MARK) + r"(\d+)")
+_BIGINT_MIN: Final = -(2**63)
+_BIGINT_MAX: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +60,6 @@ class Bucketing:
     column: str
     interval: str
     output: str
-
-
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that cannot load extensions (so no network access) and works
-    in UTC."""
-    con = duckdb.connect(
-        ":memory:",
-        config={
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "threads": max(1, min(4, os.cpu_count() or 1)),
-        },
-    )
-    con.execute("SET TimeZone = 'UTC'")
-    return con
 
 
 def load_input(con: duckdb.DuckDBPyConnection, data: InputData) -> dict[str, str]:
@@ -80,6 +74,8 @@ def load_input(con: duckdb.DuckDBPyConnection, data: InputData) -> dict[str, str
             + reader.format(path=literal(data.path))
         )
     except duckdb.Error as err:
+        if is_limit_error(err):
+            raise  # the session turns it into the run's limit failure
         raise ReportFailure(
             "INPUT_UNREADABLE", f"the input is not readable as {fmt}: {_summary(err, data.path)}"
         ) from None
@@ -108,18 +104,15 @@ def run_tabular(request: GenerateRequest, *, bucket: Bucketing | None) -> Genera
     if request.input is None:
         raise ReportFailure("INVALID_PARAMS", "this kind needs input data")
     params = request.params
-    con = connect()
-    try:
+    with open_session(request) as con:
         columns = load_input(con, request.input)
-        request.cancel.check()
+        request.check()
         types = _prepare_source(con, columns, params, bucket)
-        request.cancel.check()
+        request.check()
         sql, values = build_query(con, params, types, bucket)
-        _run(con, sql, values)
-        request.cancel.check()
+        _run(con, sql, values, params)
+        request.check()
         return output.write_result(con, RESULT_TABLE, request.output_format, request.work_dir)
-    finally:
-        con.close()
 
 
 def _referenced(params: Mapping[str, Any], bucket: Bucketing | None) -> list[tuple[str, str]]:
@@ -148,10 +141,11 @@ def _prepare_source(
     create the view `source` and return its column types."""
     missing = [(c, where) for c, where in _referenced(params, bucket) if c not in columns]
     if missing:
-        named = "; ".join(f"{c!r} ({where})" for c, where in missing)
+        named = "; ".join(f"{_name(c)} ({where})" for c, where in missing[:MAX_LISTED_COLUMNS])
+        if len(missing) > MAX_LISTED_COLUMNS:
+            named += f" and {len(missing) - MAX_LISTED_COLUMNS} more"
         raise ReportFailure(
-            "MISSING_COLUMN",
-            f"the input has no column {named}; its columns are: {', '.join(map(repr, columns))}",
+            "MISSING_COLUMN", f"the input has no column {named}; {_listing(list(columns))}"
         )
     conversions: dict[str, tuple[str, str]] = {}  # column -> (SQL expression, new type)
     for i, agg in enumerate(params.get("aggregates", [])):
@@ -170,6 +164,22 @@ def _prepare_source(
         f"FROM {quote(INPUT_TABLE)}"
     )
     return {c: conversions[c][1] if c in conversions else t for c, t in columns.items()}
+
+
+def _name(column: str) -> str:
+    """A column name for a message: quoted, and cut when long (names come from the input)."""
+    if len(column) <= MAX_QUOTED_NAME_CHARS:
+        return repr(column)
+    return repr(column[:MAX_QUOTED_NAME_CHARS]) + "…"
+
+
+def _listing(columns: Sequence[str]) -> str:
+    """The input's columns for a message: the first few by name, then how many in all (an
+    input may have tens of thousands, and the message is stored with the report)."""
+    shown = ", ".join(_name(c) for c in columns[:MAX_LISTED_COLUMNS])
+    if len(columns) <= MAX_LISTED_COLUMNS:
+        return f"its columns are: {shown}"
+    return f"it has {len(columns)} columns, the first {MAX_LISTED_COLUMNS}: {shown}"
 
 
 def _as_number(
@@ -210,7 +220,8 @@ def _as_timestamp(con: duckdb.DuckDBPyConnection, column: str, type_name: str) -
     )
 
 
-def aggregate_sql(agg: Mapping[str, Any], types: Mapping[str, str]) -> str:
+def aggregate_sql(agg: Mapping[str, Any], types: Mapping[str, str], index: int = 0) -> str:
+    """The SQL of aggregate number `index` (it names the aggregate in an overflow)."""
     op = str(agg["op"])
     column = agg.get("column")
     col = quote(column) if column is not None else "*"
@@ -220,9 +231,14 @@ def aggregate_sql(agg: Mapping[str, Any], types: Mapping[str, str]) -> str:
         return f"count(DISTINCT {col})"
     if op == "sum":
         # An integer sum is HUGEINT in DuckDB, which not every writer takes; BIGINT is
-        # exact, and overflow is reported rather than wrapped.
-        integral = types.get(str(column)) in INTEGER_TYPES
-        return f"CAST(sum({col}) AS BIGINT)" if integral else f"sum({col})"
+        # exact, and a sum outside it fails naming its aggregate rather than wrapping.
+        if types.get(str(column)) not in INTEGER_TYPES:
+            return f"sum({col})"
+        total = f"sum({col})"
+        return (
+            f"CASE WHEN {total} BETWEEN {_BIGINT_MIN} AND {_BIGINT_MAX} "
+            f"THEN CAST({total} AS BIGINT) ELSE error('{_OVERFLOW_MARK}{int(index)}') END"
+        )
     if op in ("avg", "min", "max"):
         return f"{op}({col})"
     percent = float(agg["value"]) if op == "percentile" else schemas.NAMED_PERCENTILES[op]
@@ -249,8 +265,10 @@ def build_query(
     for column in params.get("group_by", []):
         query.select.append(quote(column))
         keys.append(column)
-    for agg in params.get("aggregates", []):
-        query.select.append(f"{aggregate_sql(agg, types)} AS {quote(schemas.aggregate_alias(agg))}")
+    for i, agg in enumerate(params.get("aggregates", [])):
+        query.select.append(
+            f"{aggregate_sql(agg, types, i)} AS {quote(schemas.aggregate_alias(agg))}"
+        )
     for i, flt in enumerate(params.get("filters", [])):
         _add_filter(con, query, flt, types[flt["column"]], f"params.filters[{i}]")
 
@@ -330,9 +348,23 @@ def _bind(
     return f"CAST(? AS {type_name})", text
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, values: list[Any]) -> None:
+def _run(
+    con: duckdb.DuckDBPyConnection, sql: str, values: list[Any], params: Mapping[str, Any]
+) -> None:
     try:
         con.execute(f"CREATE TABLE {quote(RESULT_TABLE)} AS {sql}", values)
+    except duckdb.InvalidInputException as err:
+        overflow = _OVERFLOW.search(str(err))
+        if overflow is None:
+            raise
+        i = int(overflow.group(1))
+        column = str(params["aggregates"][i].get("column", ""))
+        raise ReportFailure(
+            "VALUE_OUT_OF_RANGE",
+            f"the sum of column {_name(column)} (params.aggregates[{i}]) is outside the "
+            f"64-bit integer range ({_BIGINT_MIN} to {_BIGINT_MAX}) in at least one group; "
+            "sum fewer rows per group (more group_by columns or filters)",
+        ) from None
     except duckdb.OutOfRangeException as err:
         raise ReportFailure(
             "VALUE_OUT_OF_RANGE", f"an aggregate overflowed: {_summary(err, '')}"

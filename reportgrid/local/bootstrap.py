@@ -17,6 +17,14 @@ from reportgrid import resources as r
 
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+# The local region's one input bucket (context reportgrid:inputBuckets when deployed) and
+# the role the workers assume to read it, as deployed (cdk/constructs/input_reader.py;
+# moto runs AssumeRole but does not enforce IAM).
+LOCAL_INPUT_READER_ROLE = "reportgrid-input-reader"
+
+
+def local_input_bucket(region: str) -> str:
+    return f"reportgrid-inputs-{LOCAL_ACCOUNT}-{region}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,8 @@ class RegionResources:
     # The Kinesis on-failure destination and its DLQ (defaults keep older callers working).
     stream_failure_queue_url: str = ""
     stream_failure_dlq_url: str = ""
+    input_bucket: str = ""
+    input_reader_role_arn: str = ""
 
     def environ(self) -> dict[str, str]:
         """Settings variables for a process of this region (secrets and ports excluded)."""
@@ -49,6 +59,12 @@ class RegionResources:
             **(
                 {r.ENV.STREAM_FAILURE_QUEUE_URL: self.stream_failure_queue_url}
                 if self.stream_failure_queue_url
+                else {}
+            ),
+            **({r.ENV.INPUT_BUCKETS: self.input_bucket} if self.input_bucket else {}),
+            **(
+                {r.ENV.INPUT_READER_ROLE_ARN: self.input_reader_role_arn}
+                if self.input_reader_role_arn
                 else {}
             ),
             "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
@@ -174,6 +190,8 @@ def create_region(region: str, endpoint_url: str, *, shards: int = 2) -> RegionR
     )
     bucket = r.results_bucket_name(LOCAL_ACCOUNT, region)
     _create_bucket(region, endpoint_url, bucket)
+    _create_bucket(region, endpoint_url, local_input_bucket(region))
+    reader_arn = _create_input_reader_role(region, endpoint_url)
     return RegionResources(
         region=region,
         endpoint_url=endpoint_url,
@@ -186,4 +204,29 @@ def create_region(region: str, endpoint_url: str, *, shards: int = 2) -> RegionR
         results_bucket=bucket,
         stream_failure_queue_url=failure_url,
         stream_failure_dlq_url=failure_dlq_url,
+        input_bucket=local_input_bucket(region),
+        input_reader_role_arn=reader_arn,
     )
+
+
+def _create_input_reader_role(region: str, endpoint_url: str) -> str:
+    iam = client("iam", region, endpoint_url)
+    try:
+        return str(iam.get_role(RoleName=LOCAL_INPUT_READER_ROLE)["Role"]["Arn"])
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "NoSuchEntity":
+            raise
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{LOCAL_ACCOUNT}:root"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+            }
+        ],
+    }
+    role = iam.create_role(
+        RoleName=LOCAL_INPUT_READER_ROLE, AssumeRolePolicyDocument=json.dumps(trust)
+    )
+    return str(role["Role"]["Arn"])

@@ -33,7 +33,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from reportgrid import apikeys, resources
-from reportgrid.local.bootstrap import RegionResources, client, create_region
+from reportgrid.local.bootstrap import RegionResources, client, create_region, local_input_bucket
 from reportgrid.local.replicator import GlobalTableReplicator
 from reportgrid.local.servers import (
     LOOPBACK,
@@ -320,6 +320,8 @@ class Supervisor:
                     f"Reportgrid local region is ready ({opts.region}).",
                     f"  endpoint: {endpoint}",
                     f"  API key:  {self.api_key}  (tenant {DEV_TENANT!r})",
+                    f"  inputs:   s3://{local_input_bucket(opts.region)}/"
+                    f"{resources.tenant_input_prefix(DEV_TENANT)}  (for --input-s3)",
                     f"  state:    {opts.state_dir}  (logs in {self.state.logs})"
                     + ("  [persisted]" if opts.persist else ""),
                     "In another terminal:",

@@ -31,9 +31,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from reportgrid.local.bootstrap import client
+from reportgrid.local.bootstrap import client, local_input_bucket
+from reportgrid.local.dev import DEV_TENANT
 from reportgrid.local.servers import free_port
-from reportgrid.resources import ENV
+from reportgrid.resources import ENV, tenant_input_prefix
 
 pytestmark = pytest.mark.slow
 
@@ -174,14 +175,14 @@ def test_heavy_summary_over_an_s3_input_completes(dev: DevRegion, tmp_path: Path
     # Given a CSV uploaded to a bucket of the local region (S3 input runs heavy, on SQS)
     text = _sales_csv(2000, seed=2)
     s3 = client("s3", REGION, dev.moto_url)
-    s3.create_bucket(Bucket="e2e-inputs")
-    s3.put_object(Bucket="e2e-inputs", Key="sales.csv", Body=text.encode())
+    key = tenant_input_prefix(DEV_TENANT) + "sales.csv"
+    s3.put_object(Bucket=local_input_bucket(REGION), Key=key, Body=text.encode())
     out = tmp_path / "heavy.csv"
     result = dev.cli(
         "submit",
         "summary",
         "--input-s3",
-        "s3://e2e-inputs/sales.csv",
+        f"s3://{local_input_bucket(REGION)}/{key}",
         "--format",
         "csv",
         *SUMMARY_PARAMS,

@@ -13,48 +13,62 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
+from reportgrid import limits
 from reportgrid.engine.registry import ALL_OUTPUT_FORMATS, CostClass, KindSpec
 from reportgrid.engine.request import GenerateRequest, GenerateResult
 from reportgrid.errors import FieldViolation
 
-MAX_CPU_MS: Final = 600_000
-MAX_OUTPUT_ROWS: Final = 5_000_000
-MAX_OUTPUT_BYTES: Final = 512 * 1024 * 1024
-MAX_PAYLOAD_BYTES_PER_ROW: Final = 64 * 1024
 VALUE_MULTIPLIER: Final = 7919
 VALUE_MODULUS: Final = 10007
 
-PARAMS_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "synthetic parameters",
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "cpu_ms": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_CPU_MS,
-            "default": 0,
-            "description": "CPU time to burn before writing the output (checked for "
-            "cancellation as it runs).",
+
+def params_schema(*, max_cpu_ms: int, max_rows: int, max_bytes: int) -> dict[str, Any]:
+    """The parameters, bounded for the path the kind runs on (reportgrid/limits.py)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "synthetic parameters",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "cpu_ms": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": max_cpu_ms,
+                "default": 0,
+                "description": "CPU time to burn before writing the output (checked for "
+                "cancellation as it runs).",
+            },
+            "output_rows": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": max_rows,
+                "default": 100,
+            },
+            "output_bytes": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": max_bytes,
+                "default": 0,
+                "description": "Total payload characters, spread evenly over the rows (at "
+                f"most {limits.MAX_PAYLOAD_BYTES_PER_ROW} per row).",
+            },
+            "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0},
         },
-        "output_rows": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_OUTPUT_ROWS,
-            "default": 100,
-        },
-        "output_bytes": {
-            "type": "integer",
-            "minimum": 0,
-            "maximum": MAX_OUTPUT_BYTES,
-            "default": 0,
-            "description": "Total payload characters, spread evenly over the rows (at most "
-            f"{MAX_PAYLOAD_BYTES_PER_ROW} per row).",
-        },
-        "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0},
-    },
-}
+    }
+
+
+# Light runs in the stream-worker Lambda (120 s, 512 MB of /tmp, shared with other
+# tenants' reports in the same batch): seconds and megabytes. Heavy runs on Fargate.
+PARAMS_SCHEMA: Final = params_schema(
+    max_cpu_ms=limits.MAX_LIGHT_CPU_MS,
+    max_rows=limits.MAX_LIGHT_OUTPUT_ROWS,
+    max_bytes=limits.MAX_LIGHT_OUTPUT_BYTES,
+)
+HEAVY_PARAMS_SCHEMA: Final = params_schema(
+    max_cpu_ms=limits.MAX_HEAVY_CPU_MS,
+    max_rows=limits.MAX_HEAVY_OUTPUT_ROWS,
+    max_bytes=limits.MAX_HEAVY_OUTPUT_BYTES,
+)
 
 
 def _checks(params: Mapping[str, Any]) -> list[FieldViolation]:
@@ -62,12 +76,12 @@ def _checks(params: Mapping[str, Any]) -> list[FieldViolation]:
     total = int(params.get("output_bytes", 0))
     if total and rows == 0:
         return [FieldViolation("params.output_bytes", "needs output_rows > 0")]
-    if rows and total // rows > MAX_PAYLOAD_BYTES_PER_ROW:
+    if rows and total // rows > limits.MAX_PAYLOAD_BYTES_PER_ROW:
         return [
             FieldViolation(
                 "params.output_bytes",
-                f"is {total // rows} bytes per row; at most {MAX_PAYLOAD_BYTES_PER_ROW} per "
-                "row, raise output_rows",
+                f"is {total // rows} bytes per row; at most {limits.MAX_PAYLOAD_BYTES_PER_ROW} "
+                "per row, raise output_rows",
             )
         ]
     return []
@@ -96,8 +110,9 @@ SPEC = KindSpec(
 HEAVY_SPEC = KindSpec(
     name="synthetic_heavy",
     version=1,
-    description="As synthetic, but runs on the queue (Fargate) workers.",
-    params_schema=PARAMS_SCHEMA,
+    description="As synthetic, but runs on the queue (Fargate) workers, with larger "
+    "bounds on cpu_ms, output_rows and output_bytes.",
+    params_schema=HEAVY_PARAMS_SCHEMA,
     cost=CostClass.HEAVY,
     output_formats=ALL_OUTPUT_FORMATS,
     input_formats=frozenset(),

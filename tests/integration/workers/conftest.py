@@ -12,6 +12,7 @@ import pytest
 from google.protobuf.struct_pb2 import Struct
 
 from functions.runner import Runner, Services
+from reportgrid import resources
 from reportgrid.local.bootstrap import RegionResources, client
 from reportgrid.notify import Notifier
 from reportgrid.records import ReportRecord
@@ -67,6 +68,13 @@ def region(aws: RegionResources, settings: Settings, redis_url: str) -> Region:
         kinesis=client("kinesis", aws.region, aws.endpoint_url),
         redis_url=redis_url,
     )
+
+
+def put_input(region: Region, name: str, body: bytes, *, tenant: str = TENANT) -> str:
+    """An object under `tenant`'s prefix of the region's input bucket; its s3:// URI."""
+    key = resources.tenant_input_prefix(tenant) + name
+    region.services.s3.put_object(Bucket=region.aws.input_bucket, Key=key, Body=body)
+    return f"s3://{region.aws.input_bucket}/{key}"
 
 
 def make_task(

@@ -19,7 +19,7 @@ import pytest
 from functions.runner import Outcome
 from reportgrid.results import read_result
 from reportgrid.v1 import reports_pb2 as pb
-from tests.integration.workers.conftest import Region, make_task
+from tests.integration.workers.conftest import Region, make_task, put_input
 from tests.integration.workers.outputs import ALL_FORMATS, close, percentile, rows_of
 
 FORMAT_IDS = [pb.OutputFormat.Name(f) for f in ALL_FORMATS]
@@ -128,11 +128,9 @@ def test_summary_matches_python(region: Region, output_format: int) -> None:
 @pytest.mark.parametrize("output_format", ALL_FORMATS, ids=FORMAT_IDS)
 def test_summary_reads_parquet_and_json_from_s3(region: Region, output_format: int) -> None:
     sales = _sales(60, seed=3)
-    s3 = region.services.s3
-    s3.create_bucket(Bucket="tenant-data")
     sink = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(sales), sink)
-    s3.put_object(Bucket="tenant-data", Key="sales.parquet", Body=sink.getvalue())
+    uri = put_input(region, "sales.parquet", sink.getvalue())
     params = {
         "group_by": ["product"],
         "aggregates": [{"op": "sum", "column": "qty"}, {"op": "p50", "column": "amount"}],
@@ -141,7 +139,7 @@ def test_summary_reads_parquet_and_json_from_s3(region: Region, output_format: i
         region.settings,
         "summary",
         params,
-        s3_uri="s3://tenant-data/sales.parquet",
+        s3_uri=uri,
         data_format=pb.DATA_FORMAT_PARQUET,
         output_format=output_format,
     )

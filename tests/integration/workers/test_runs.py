@@ -88,13 +88,13 @@ def test_invalid_params_and_missing_s3_input_fail(region: Region) -> None:
         region.settings,
         "summary",
         {"aggregates": [{"op": "count"}]},
-        s3_uri="s3://nobucket-x/k.csv",
+        s3_uri=f"s3://{region.aws.input_bucket}/{resources.tenant_input_prefix(TENANT)}k.csv",
     )
     assert region.runner().run(missing).outcome is Outcome.FAILED
     record = region.get(missing.report_id)
     assert record is not None
     assert record.error_reason == "INPUT_UNREADABLE"
-    assert "s3://nobucket-x/k.csv" in record.error_message
+    assert missing.request.input.s3_uri in record.error_message
 
 
 def test_sql_metacharacters_in_names_and_values_are_data(region: Region) -> None:
@@ -284,7 +284,8 @@ def test_cancel_during_a_long_report(region: Region) -> None:
         s3=region.services.s3,
         notifier=region.services.notifier,
     )
-    task = make_task(region.settings, "synthetic", {"cpu_ms": 60_000, "output_rows": 5})
+    # Heavy: the light kind takes at most 10 s of CPU (reportgrid/limits.py).
+    task = make_task(region.settings, "synthetic_heavy", {"cpu_ms": 60_000, "output_rows": 5})
     outcome: list[Any] = []
     runner = threading.Thread(
         target=lambda: outcome.append(region.runner().__class__(services).run(task))

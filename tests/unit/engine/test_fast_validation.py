@@ -116,6 +116,7 @@ def test_a_schema_with_keywords_beyond_draft_7_is_validated_by_jsonschema_alone(
         cost=CostClass.LIGHT,
         params_schema={
             "type": "object",
+            "additionalProperties": False,
             "prefixItems": [{"type": "string"}],
             "properties": {"n": {"type": "integer"}},
         },
