@@ -11,6 +11,10 @@ An entry the service rejects (a partial failure, or a whole call that failed) is
 alone, with jittered exponential backoff, while its caller's deadline allows; then the
 caller gets the subclass's `Unavailable` (nothing was acknowledged: retrying is safe). An
 entry whose caller went away before it was sent is dropped from its batch.
+
+Every call's outcome is also recorded in `outcomes` (CallOutcomes): the edge's health reads
+the producer's from there (grpc_edge/dependency_health.py), so a busy edge learns whether
+Kinesis works from its own PutRecords calls, at no extra cost.
 """
 
 from __future__ import annotations
@@ -48,6 +52,46 @@ class BatchStats:
     records_given_up: int = 0  # callers answered Unavailable
     records_abandoned: int = 0  # callers gone before their entry was sent
     recent_batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024))
+
+
+class CallOutcomes:
+    """What the calls of one batcher did since the health monitor last looked: calls that
+    got at least one entry accepted, calls that got none (raised, or every entry rejected:
+    e.g. a whole batch throttled), and when each call still running started."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.failed = 0
+        self.last_outcome_at: float | None = None  # time.monotonic()
+        self._running: dict[int, float] = {}
+        self._next_id = 0
+
+    def begin(self) -> int:
+        self._next_id += 1
+        self._running[self._next_id] = time.monotonic()
+        return self._next_id
+
+    def end(self, call_id: int, *, ok: bool) -> None:
+        self._running.pop(call_id, None)
+        self.last_outcome_at = time.monotonic()
+        if ok:
+            self.accepted += 1
+        else:
+            self.failed += 1
+
+    def forget(self, call_id: int) -> None:
+        """A call cancelled (shutdown): no outcome."""
+        self._running.pop(call_id, None)
+
+    def oldest_running(self) -> float | None:
+        """When the longest-running call started, or None when none runs."""
+        return min(self._running.values(), default=None)
+
+    def take(self) -> tuple[int, int]:
+        """(accepted, failed) since the last take; resets both."""
+        counts = (self.accepted, self.failed)
+        self.accepted = self.failed = 0
+        return counts
 
 
 class Entry:
@@ -92,6 +136,7 @@ class Batcher(abc.ABC):
         self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self.stats = BatchStats()
+        self.outcomes = CallOutcomes()
 
     @abc.abstractmethod
     async def _call(self, batch: list[Entry]) -> set[int]:
@@ -179,9 +224,14 @@ class Batcher(abc.ABC):
         stats.batch_records += len(batch)
         stats.max_batch_size = max(stats.max_batch_size, len(batch))
         stats.recent_batch_sizes.append(len(batch))
+        call_id = self.outcomes.begin()
         try:
             rejected = await self._call(batch)
+        except asyncio.CancelledError:
+            self.outcomes.forget(call_id)
+            raise
         except Exception as err:  # any failed call: every entry of it is retried
+            self.outcomes.end(call_id, ok=False)
             stats.failed_calls += 1
             logger.warning(
                 "batched call failed",
@@ -192,6 +242,7 @@ class Batcher(abc.ABC):
             return
         finally:
             self._slots.release()
+        self.outcomes.end(call_id, ok=len(rejected) < len(batch))
         for index, entry in enumerate(batch):
             if index in rejected:
                 self._retry(entry)

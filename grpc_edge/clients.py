@@ -29,6 +29,10 @@ class Clients:
     s3: Any
     redis: aioredis.Redis | None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    # S3 in the peer region, for the replica results bucket (None without one). A read of
+    # the replica must not depend on the home region: a home-region client would send it
+    # to the home endpoint and rely on a redirect from there, the region that may be down.
+    replica_s3: Any = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
@@ -72,6 +76,16 @@ class Clients:
                 endpoint_url=settings.aws_endpoint_url,
             )
         )
+        replica_s3 = None
+        if settings.replica_results_bucket and settings.peer_region:
+            replica_s3 = await stack.enter_async_context(
+                session.client(
+                    "s3",
+                    config=config(3, 30),
+                    region_name=settings.peer_region,
+                    endpoint_url=settings.aws_endpoint_url,
+                )
+            )
         redis_client: aioredis.Redis | None = None
         if settings.redis_url:
             redis_client = aioredis.Redis.from_url(
@@ -80,7 +94,7 @@ class Clients:
                 socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
                 max_connections=_REDIS_POOL,
             )
-        return cls(dynamodb, kinesis, s3, redis_client, stack)
+        return cls(dynamodb, kinesis, s3, redis_client, stack, replica_s3)
 
     async def close(self) -> None:
         if self.redis is not None:

@@ -16,6 +16,11 @@ Load shedding is done here rather than by grpc's `maximum_concurrent_rpcs`: grpc
 over its limit before any application code runs, so those calls could not be counted
 (ShedRequests). Here the check is the first thing a call does: an integer comparison, then
 RESOURCE_EXHAUSTED with a retry delay.
+
+Two pools, each with a per-process limit and a per-tenant share of it (issue 19): calls
+(unary and DownloadReport) and WatchReport streams, which may stay open for an hour and so
+never hold a call's slot. A tenant over its share gets RESOURCE_EXHAUSTED with a
+QuotaFailure naming the limit; other tenants are not affected.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from google.protobuf.message import DecodeError, Message
 
 from grpc_edge.auth import ApiKeyResolver, TenantRateLimiter
 from grpc_edge.metrics import EdgeMetrics, MethodMetrics
-from grpc_edge.service import DEFAULT_BUDGET_SECONDS, Call
+from grpc_edge.service import Call
 from reportgrid import status
 from reportgrid.errors import InvalidArgument, ReportgridError, ResourceExhausted
+from reportgrid.settings import Settings
 
 logger = Logger(service="reportgrid-edge", child=True)
 
@@ -47,15 +53,10 @@ _OK: Final = "OK"
 _SHED: Final = "RESOURCE_EXHAUSTED"
 # Codes whose calls are logged: our failures, not the caller's.
 _LOGGED: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL})
-# A shed call should come back after the calls in flight had time to finish.
+# A shed call should come back after the calls in flight had time to finish; a shed watch
+# after some of the (long) watches have ended.
 SHED_RETRY_SECONDS: Final = 0.05
-_OVERLOADED: Final = status.to_rpc_status(
-    ResourceExhausted(
-        "this server is at its concurrent call limit; retry",
-        retry_after=SHED_RETRY_SECONDS,
-        subject="server:concurrent-calls",
-    )
-)
+WATCH_SHED_RETRY_SECONDS: Final = 1.0
 # Resolved `authorization` values: skips parsing and hashing the key on every call. Short,
 # so a key revoked in the table stops working at most this long after the resolver's own
 # cache lets go of it.
@@ -76,6 +77,52 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return uuid.uuid4().hex
 
 
+class Pool:
+    """Concurrent calls of one kind in this process: at most `limit` in all, at most
+    `tenant_limit` of them one tenant's."""
+
+    def __init__(self, kind: str, *, limit: int, tenant_limit: int, retry_after: float) -> None:
+        self.kind = kind
+        self.limit = limit
+        self.tenant_limit = tenant_limit
+        self.retry_after = retry_after
+        self.in_flight = 0
+        self.by_tenant: dict[str, int] = {}
+        self.shed = 0  # refused at the process's limit
+        self.tenant_shed = 0  # refused at a tenant's share
+        # Built once: shedding must stay cheap when the process is overloaded.
+        self.overloaded = status.to_rpc_status(
+            ResourceExhausted(
+                f"this server is at its limit of {limit} concurrent {kind}; retry",
+                retry_after=retry_after,
+                subject=f"server:concurrent-{kind}",
+            )
+        )
+
+    def full(self) -> bool:
+        return self.in_flight >= self.limit
+
+    def enter(self, tenant: str) -> None:
+        """Take one of the tenant's slots, or raise ResourceExhausted naming its limit."""
+        held = self.by_tenant.get(tenant, 0)
+        if held >= self.tenant_limit:
+            self.tenant_shed += 1
+            raise ResourceExhausted(
+                f"this tenant has {held} concurrent {self.kind} on this server, its limit "
+                f"of {self.tenant_limit}; retry when some have ended",
+                retry_after=self.retry_after,
+                subject=f"tenant:concurrent-{self.kind}",
+            )
+        self.by_tenant[tenant] = held + 1
+
+    def leave(self, tenant: str) -> None:
+        held = self.by_tenant.get(tenant, 0) - 1
+        if held > 0:
+            self.by_tenant[tenant] = held
+        else:
+            self.by_tenant.pop(tenant, None)  # no entry per tenant ever seen
+
+
 class Chain:
     """Wraps handlers in the interceptors; one per server."""
 
@@ -86,16 +133,37 @@ class Chain:
         auth: ApiKeyResolver,
         limiter: TenantRateLimiter,
         metrics: EdgeMetrics,
-        max_in_flight: int,
+        settings: Settings,
     ) -> None:
         self.service_name = service_name
         self.auth = auth
         self.limiter = limiter
         self.metrics = metrics
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
-        self.shed = 0  # calls refused at the concurrency limit
+        self.call_budget = settings.call_budget_seconds
+        self.watch_budget = settings.max_watch_seconds
+        self.calls = Pool(
+            "calls",
+            limit=settings.max_concurrent_rpcs,
+            tenant_limit=settings.tenant_max_concurrent_rpcs,
+            retry_after=SHED_RETRY_SECONDS,
+        )
+        self.watches = Pool(
+            "watches",
+            limit=settings.max_concurrent_watches,
+            tenant_limit=settings.tenant_max_concurrent_watches,
+            retry_after=WATCH_SHED_RETRY_SECONDS,
+        )
         self._tenants: dict[str | bytes, tuple[float, str]] = {}
+
+    @property
+    def shed(self) -> int:
+        """Calls and watches refused at the process's limits (ShedRequests)."""
+        return self.calls.shed + self.watches.shed
+
+    @property
+    def tenant_shed(self) -> int:
+        """Calls and watches refused at a tenant's share."""
+        return self.calls.tenant_shed + self.watches.tenant_shed
 
     async def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         metadata = context.invocation_metadata()
@@ -117,17 +185,26 @@ class Chain:
         context: grpc.aio.ServicerContext[Any, Any],
         raw: bytes,
         request_type: type[RequestT],
+        pool: Pool,
     ) -> tuple[RequestT, Call]:
+        """Authenticate, rate-limit, take one of the tenant's slots in `pool` (the caller
+        gives it back when `Call` was returned) and parse."""
         tenant = await self._tenant(context)
         self.limiter.admit(tenant)
+        pool.enter(tenant)
         try:
             request = request_type.FromString(raw)
         except (DecodeError, ValueError):
+            pool.leave(tenant)
             raise InvalidArgument.field(
                 "", f"the request is not a valid {request_type.DESCRIPTOR.full_name} message"
             ) from None
         remaining = context.time_remaining()
-        budget = DEFAULT_BUDGET_SECONDS if remaining is None else min(remaining, 24 * 3600)
+        if pool is self.watches:
+            # A watch's own budget: the client's deadline, or at most max_watch_seconds.
+            budget = self.watch_budget if remaining is None else min(remaining, self.watch_budget)
+        else:
+            budget = self.call_budget if remaining is None else min(remaining, 24 * 3600)
         return request, Call(tenant, time.monotonic() + budget)
 
     async def _fail(
@@ -154,12 +231,13 @@ class Chain:
                 logger.exception("unexpected error", extra=extra, exc_info=error)
         return code
 
+    @staticmethod
     async def _shed(
-        self, context: grpc.aio.ServicerContext[Any, Any], recorder: MethodMetrics
+        context: grpc.aio.ServicerContext[Any, Any], recorder: MethodMetrics, pool: Pool
     ) -> None:
-        self.shed += 1
+        pool.shed += 1
         recorder.record(_SHED, 0.0)
-        await context.abort_with_status(_OVERLOADED)
+        await context.abort_with_status(pool.overloaded)
 
     @staticmethod
     def _cancel_code(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -170,18 +248,19 @@ class Chain:
         self, method: str, request_type: type[Message], handler: UnaryHandler
     ) -> grpc.RpcMethodHandler[Any, Any]:
         recorder = self.metrics.method(method)
+        pool = self.calls
 
         async def behavior(
             raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
         ) -> Message | bytes:
-            if self.in_flight >= self.max_in_flight:
-                await self._shed(context, recorder)
-            self.in_flight += 1
+            if pool.full():
+                await self._shed(context, recorder, pool)
+            pool.in_flight += 1
             started = time.perf_counter()
             code = _OK
             request = call = None
             try:
-                request, call = await self._admit(context, raw, request_type)
+                request, call = await self._admit(context, raw, request_type, pool)
                 return await handler(request, call)
             except asyncio.CancelledError:
                 code = self._cancel_code(context)
@@ -191,7 +270,9 @@ class Chain:
                 await context.abort_with_status(status.to_rpc_status(error))
                 raise  # abort_with_status always raises; this keeps the type checker honest
             finally:
-                self.in_flight -= 1
+                pool.in_flight -= 1
+                if call is not None:
+                    pool.leave(call.tenant)
                 recorder.record(code, time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -199,21 +280,29 @@ class Chain:
         )
 
     def stream(
-        self, method: str, request_type: type[Message], handler: StreamHandler
+        self,
+        method: str,
+        request_type: type[Message],
+        handler: StreamHandler,
+        *,
+        long_lived: bool = False,
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        """A server-streaming method; `long_lived` ones (WatchReport) are counted in the
+        watch pool and get the watch budget instead of the call budget."""
         recorder = self.metrics.method(method)
+        pool = self.watches if long_lived else self.calls
 
         async def behavior(
             raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Message]:
-            if self.in_flight >= self.max_in_flight:
-                await self._shed(context, recorder)
-            self.in_flight += 1
+            if pool.full():
+                await self._shed(context, recorder, pool)
+            pool.in_flight += 1
             started = time.perf_counter()
             code = _OK
             request = call = None
             try:
-                request, call = await self._admit(context, raw, request_type)
+                request, call = await self._admit(context, raw, request_type, pool)
                 async for response in handler(request, call):
                     yield response
             except asyncio.CancelledError:
@@ -224,7 +313,9 @@ class Chain:
                 await context.abort_with_status(status.to_rpc_status(error))
                 raise
             finally:
-                self.in_flight -= 1
+                pool.in_flight -= 1
+                if call is not None:
+                    pool.leave(call.tenant)
                 recorder.record(code, time.perf_counter() - started)
 
         return grpc.unary_stream_rpc_method_handler(

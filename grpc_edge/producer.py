@@ -15,7 +15,7 @@ from typing import Any, Final, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
-from grpc_edge.batcher import Batcher, BatchStats, Entry
+from grpc_edge.batcher import Batcher, BatchStats, CallOutcomes, Entry
 from reportgrid.errors import Unavailable
 
 logger = Logger(service="reportgrid-edge", child=True)
@@ -29,6 +29,7 @@ class TaskProducer(Protocol):
     """What the service needs of a producer: `put` returns once Kinesis holds the record."""
 
     stats: BatchStats
+    outcomes: CallOutcomes  # each PutRecords call's outcome, for the edge's health
 
     def start(self) -> None: ...
 
@@ -95,6 +96,7 @@ class NaiveProducer:
         self._stream = stream_name
         self._closing = False
         self.stats = BatchStats()
+        self.outcomes = CallOutcomes()
 
     def start(self) -> None:
         return None  # nothing runs in the background
@@ -107,6 +109,7 @@ class NaiveProducer:
         stats.batch_records += 1
         stats.max_batch_size = 1
         stats.recent_batch_sizes.append(1)
+        call_id = self.outcomes.begin()
         try:
             response = await asyncio.wait_for(
                 self._client.put_records(
@@ -115,12 +118,15 @@ class NaiveProducer:
                 max(0.0, deadline - time.monotonic()),
             )
         except Exception as err:
+            self.outcomes.end(call_id, ok=False)
             stats.failed_calls += 1
             stats.records_given_up += 1
             logger.warning("PutRecords call failed", extra={"error": type(err).__name__})
             raise Unavailable("the task log did not accept the report; retry") from None
         results = response.get("Records") or [{"ErrorCode": "Missing"}]
-        if response.get("FailedRecordCount") or results[0].get("ErrorCode"):
+        failed = bool(response.get("FailedRecordCount") or results[0].get("ErrorCode"))
+        self.outcomes.end(call_id, ok=not failed)
+        if failed:
             stats.records_given_up += 1
             raise Unavailable("the task log did not accept the report; retry")
         stats.records_accepted += 1

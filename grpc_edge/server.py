@@ -27,7 +27,7 @@ from grpc_edge.auth import ApiKeyResolver, TenantRateLimiter
 from grpc_edge.breaker import CircuitBreaker
 from grpc_edge.cache import RedisTier, TerminalLru
 from grpc_edge.clients import Clients
-from grpc_edge.dependency_health import DependencyHealth
+from grpc_edge.dependency_health import DependencyHealth, HealthTiming, KinesisSignal
 from grpc_edge.interceptors import Chain
 from grpc_edge.metrics import FLUSH_SECONDS, EdgeMetrics
 from grpc_edge.peer import PeerSender
@@ -44,15 +44,17 @@ from reportgrid.v1 import reports_pb2 as pb
 logger = Logger(service="reportgrid-edge")
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["ReportService"].full_name
-# Keep connections rebalancing across the fleet (new tasks get traffic) and below the ALB's
-# idle timeout (60 s): pings keep idle connections alive, max age recycles busy ones.
+# Keep connections rebalancing across the fleet (new tasks get traffic): max age recycles
+# busy ones, max idle closes unused ones. The ALB's idle timeout is 15 min here
+# (cdk/constructs/edge_service.py; 60 s is only ELB's default) and HTTP/2 PINGs do not reset
+# it, nor reach the client through it: the server's pings only find dead ALB connections.
+# Quiet WatchReport streams stay open by their heartbeats (grpc_edge/watch.py).
 _OPTIONS: Final = (
     ("grpc.max_receive_message_length", resources.MAX_RECEIVE_MESSAGE_BYTES),
     ("grpc.max_send_message_length", 4 * 1024 * 1024),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_connection_idle_ms", 50_000),
     ("grpc.max_connection_age_ms", 300_000),
@@ -76,6 +78,18 @@ def server_options(settings: Settings) -> tuple[tuple[str, int], ...]:
         *_OPTIONS,
         ("grpc.server.max_pending_requests", pending),
         ("grpc.server.max_pending_requests_hard_limit", PENDING_HARD_LIMIT_FACTOR * pending),
+        # GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS is spelled this way in grpc
+        # core (include/grpc/impl/channel_arg_names.h): a client ping sooner than this after
+        # the last one, with no data sent between, is a strike; the third (max_ping_strikes
+        # 2) gets GOAWAY too_many_pings. The SDK pings every CLIENT_KEEPALIVE_SECONDS.
+        ("grpc.http2.min_ping_interval_without_data_ms", settings.min_client_ping_interval_ms),
+        # HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (unlimited by default). It
+        # is also the bound grpc core's rapid-reset defences (CVE-2023-44487) work from:
+        # streams a client opens beyond it before acknowledging the SETTINGS are refused
+        # (grpc/grpc#34638), reset streams still being torn down count against it, and
+        # a connection's work per read is capped so one attacker cannot starve the others
+        # (grpc/grpc#34639, grpc.http2.max_requests_per_read, left at its default).
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
     )
 
 
@@ -89,7 +103,6 @@ PRODUCER_LINGER_SECONDS: Final = 0.002
 # allocates and frees hundreds of objects with no cycles among them. A larger threshold
 # makes collections rarer; everything built at start-up is frozen out of them (gc.freeze).
 GC_THRESHOLDS: Final = (50_000, 20, 100)
-_STARTUP_CHECK_SECONDS: Final = 2.0
 
 
 def default_registry() -> Registry:
@@ -115,6 +128,7 @@ class EdgeServer:
         chain: Chain,
         store: ReportStore,
         owns_clients: bool,
+        health_timing: HealthTiming | None = None,
     ) -> None:
         self.server = server
         self.settings = settings
@@ -129,9 +143,18 @@ class EdgeServer:
         self._owns_clients = owns_clients
         self._background: set[asyncio.Task[None]] = set()
         self.serving = asyncio.Event()
-        # Once SERVING, health follows the dependencies, with hysteresis (issue 9).
+        # Once SERVING, health follows the dependencies, with hysteresis (issue 9): the
+        # stream's from the producer's own PutRecords outcomes, a DescribeStreamSummary
+        # only when those are silent, at a bounded rate (grpc_edge/dependency_health.py).
+        timing = health_timing or HealthTiming()
         self.dependency_health = DependencyHealth(
-            health, self._check_dependencies, services=("", SERVICE_NAME)
+            health,
+            store.ping,
+            services=("", SERVICE_NAME),
+            interval=timing.interval,
+            fail_after=timing.fail_after,
+            recover_after=timing.recover_after,
+            kinesis=KinesisSignal(producer.outcomes, self._describe_stream, timing),
         )
 
     async def start(self) -> None:
@@ -148,22 +171,13 @@ class EdgeServer:
     async def _become_serving(self) -> None:
         """SERVING once the dependencies a Submit needs answer; retried until they do.
         Then health follows them (grpc_edge/dependency_health.py): NOT_SERVING only after
-        several failed probes in a row, so a blip does not flip a whole fleet."""
-        delay = 0.2
-        while True:
-            try:
-                await asyncio.wait_for(self._check_dependencies(), _STARTUP_CHECK_SECONDS)
-                break
-            except Exception as err:
-                logger.warning("dependencies not ready", extra={"error": type(err).__name__})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        await self.dependency_health.set_serving(True)
+        several bad observations in a row, so a blip does not flip a whole fleet."""
+        await self.dependency_health.become_ready()
         self.serving.set()
         self._spawn(self.dependency_health.run())
 
-    async def _check_dependencies(self) -> None:
-        await self.store.ping()
+    async def _describe_stream(self) -> None:
+        # The task role's kinesis:DescribeStreamSummary grant is in cdk/ (the edge service).
         await self.clients.kinesis.describe_stream_summary(
             StreamName=self.settings.task_stream_name
         )
@@ -214,6 +228,7 @@ async def build_server(
     port: int | None = None,
     producer_linger_seconds: float = PRODUCER_LINGER_SECONDS,
     producer_max_in_flight: int = PRODUCER_MAX_IN_FLIGHT,
+    health_timing: HealthTiming | None = None,
 ) -> tuple[EdgeServer, int]:
     """Build the server bound to host:port (port None = settings.edge_port; 0 = any free
     port). Clients are created here unless given (tests wrap them to inject faults)."""
@@ -242,6 +257,7 @@ async def build_server(
         hub=hub,
         producer=producer,
         s3=clients.s3,
+        replica_s3=clients.replica_s3,
     )
     service.peer = await PeerSender.open(settings)  # None without a peer region
     metrics = EdgeMetrics()
@@ -252,7 +268,7 @@ async def build_server(
         auth=auth,
         limiter=limiter,
         metrics=metrics,
-        max_in_flight=settings.max_concurrent_rpcs,
+        settings=settings,
     )
     _watch_counters(metrics, producer, reader, breaker, limiter, chain)
 
@@ -261,7 +277,9 @@ async def build_server(
     handlers = {
         "SubmitReport": chain.unary("SubmitReport", pb.SubmitReportRequest, service.submit),
         "GetReport": chain.unary("GetReport", pb.GetReportRequest, service.get),
-        "WatchReport": chain.stream("WatchReport", pb.WatchReportRequest, service.watch),
+        "WatchReport": chain.stream(
+            "WatchReport", pb.WatchReportRequest, service.watch, long_lived=True
+        ),
         "ListReports": chain.unary("ListReports", pb.ListReportsRequest, service.list_reports),
         "CancelReport": chain.unary("CancelReport", pb.CancelReportRequest, service.cancel),
         "DeleteReport": chain.unary("DeleteReport", pb.DeleteReportRequest, service.delete),
@@ -302,6 +320,7 @@ async def build_server(
         chain=chain,
         store=store,
         owns_clients=owns_clients,
+        health_timing=health_timing,
     )
     server.add_generic_rpc_handlers((edge.dependency_health.readiness_handler(),))
     return edge, bound
@@ -323,6 +342,7 @@ def _watch_counters(  # noqa: PLR0917 -- one private call site, every argument d
         m.CACHE_MISSES: lambda: reader.stats.dynamodb_reads,
         # The detail behind them.
         "RateLimitedRequests": lambda: limiter.shed,
+        "TenantConcurrencyShed": lambda: chain.tenant_shed,
         "EnqueueBatches": lambda: producer.stats.batches,
         "EnqueuedRecords": lambda: producer.stats.records_accepted,
         "EnqueueRetries": lambda: producer.stats.record_retries,

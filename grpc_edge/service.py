@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from grpc_edge.cache import RedisTier
 from grpc_edge.peer import PeerSender, send_both
@@ -38,12 +38,13 @@ from reportgrid.settings import Settings
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
-from reportgrid.validation import validate_submit
+from reportgrid.validation import InputPolicy, validate_submit_on_loop
 
 logger = Logger(service="reportgrid-edge", child=True)
 
-# Used when the client sets no deadline: no call may wait forever on a dependency.
-DEFAULT_BUDGET_SECONDS: Final = 10.0
+# Used when the client sets no deadline: no call may wait forever on a dependency
+# (settings.call_budget_seconds overrides it; WatchReport has its own budget).
+DEFAULT_BUDGET_SECONDS: Final = resources.EDGE_CALL_BUDGET_SECONDS
 DOWNLOAD_CHUNK_BYTES: Final = 1024 * 1024
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 500
@@ -73,6 +74,7 @@ class ReportService:
         hub: EventHub,
         producer: TaskProducer,
         s3: Any,
+        replica_s3: Any = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -83,16 +85,22 @@ class ReportService:
         self.hub = hub
         self.producer = producer
         self.s3 = s3
+        # The replica bucket is read and cleaned through the peer region's own client
+        # (grpc_edge/clients.py); the home client only when no peer client exists.
+        self.replica_s3 = replica_s3 if replica_s3 is not None else s3
         # The peer region's standby queue (DURABILITY_MULTI_REGION); set by build_server.
         self.peer: PeerSender | None = None
         # The first id secret; PageTokens signs under its own context string.
         self.tokens = PageTokens(settings.id_secrets[0].get_secret_value().encode())
         self._kinds = registry.to_proto()
+        self.inputs = InputPolicy.of(settings.input_buckets)
 
     # -- SubmitReport: the hot path --------------------------------------------------------
 
     async def submit(self, request: pb.SubmitReportRequest, call: Call) -> pb.SubmitReportResponse:
-        validate_submit(request, self.registry)
+        await validate_submit_on_loop(
+            request, self.registry, tenant=call.tenant, inputs=self.inputs
+        )
         multi_region = request.durability == pb.DURABILITY_MULTI_REGION
         if multi_region and self.peer is None:
             # Accepting the request with regional durability would silently weaken what
@@ -157,12 +165,20 @@ class ReportService:
             return view_missing(report_id)
         return self.reader.render(record, request.include_content)
 
-    async def watch(self, request: pb.WatchReportRequest, call: Call) -> AsyncIterator[pb.Report]:
+    async def watch(
+        self, request: pb.WatchReportRequest, call: Call
+    ) -> AsyncIterator[pb.WatchReportResponse]:
+        # `call` carries the stream's own budget (Chain.stream with long_lived=True).
         report_id = self.codec.verify(call.tenant, request.report_id)
-        async for report in watch_report(
-            call.tenant, report_id, self.reader, self.hub, call.remaining
+        async for response in watch_report(
+            call.tenant,
+            report_id,
+            self.reader,
+            self.hub,
+            call.remaining,
+            heartbeat_seconds=self.settings.watch_heartbeat_seconds,
         ):
-            yield report
+            yield response
 
     async def list_reports(
         self, request: pb.ListReportsRequest, call: Call
@@ -323,30 +339,31 @@ class ReportService:
             # Best effort: with the peer region lost, Delete must still work here (its copy
             # then stays; docs/MULTI_REGION.md, "what remains").
             try:
-                await self._delete_versions(replica, key, call)
+                await self._delete_versions(replica, key, call, self.replica_s3)
             except Unavailable:
                 logger.warning("could not delete the replica of a deleted report's result")
 
-    async def _delete_versions(self, bucket: str, key: str, call: Call) -> None:
+    async def _delete_versions(
+        self, bucket: str, key: str, call: Call, s3: Any | None = None
+    ) -> None:
+        s3 = self.s3 if s3 is None else s3
         try:
             listing = await bounded(
-                self.s3.list_object_versions(Bucket=bucket, Prefix=key),
+                s3.list_object_versions(Bucket=bucket, Prefix=key),
                 call.deadline,
                 "result storage",
             )
             versions = results.versions_of(listing, key)
             if versions:
                 await bounded(
-                    self.s3.delete_objects(
-                        Bucket=bucket, Delete={"Objects": versions, "Quiet": True}
-                    ),
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": versions, "Quiet": True}),
                     call.deadline,
                     "result storage",
                 )
-        except ClientError as err:
+        except (ClientError, BotoCoreError) as err:
             logger.warning(
                 "result delete failed",
-                extra={"code": err.response.get("Error", {}).get("Code"), "bucket": bucket},
+                extra={"code": _error_code(err), "bucket": bucket},
             )
             raise Unavailable("the stored result could not be deleted; retry") from None
 
@@ -430,21 +447,24 @@ class ReportService:
     async def _get_result_object(self, key: str, call: Call) -> Any:
         """GetObject from this region's bucket; when that fails (the bucket unreachable, or
         the object written by the peer region and not replicated yet), from the replica
-        bucket in the peer region. The last failure is raised."""
-        buckets = [self._bucket()]
+        bucket, through the peer region's client. The last failure is raised."""
+        sources = [(self._bucket(), self.s3)]
         if self.settings.replica_results_bucket:
-            buckets.append(self.settings.replica_results_bucket)
-        for index, bucket in enumerate(buckets):
-            last = index == len(buckets) - 1
+            sources.append((self.settings.replica_results_bucket, self.replica_s3))
+        for index, (bucket, s3) in enumerate(sources):
+            last = index == len(sources) - 1
             # The home bucket gets half the time left, so a hung region leaves the rest.
             deadline = call.deadline if last else time.monotonic() + call.remaining() / 2
             try:
                 return await bounded(
-                    self.s3.get_object(Bucket=bucket, Key=key), deadline, "result storage"
+                    s3.get_object(Bucket=bucket, Key=key), deadline, "result storage"
                 )
             except (ClientError, Unavailable):
                 if last:
                     raise
+            except BotoCoreError:  # no answer at all (connection refused, endpoint down)
+                if last:
+                    raise Unavailable("result storage could not be reached; retry") from None
         raise AssertionError("unreachable")
 
     async def list_kinds(
@@ -493,3 +513,10 @@ def _millis(
     except ValueError:
         violations.append(FieldViolation(name, "is not a valid timestamp"))
         return None
+
+
+def _error_code(err: ClientError | BotoCoreError) -> str:
+    """AWS's error code for the logs; a connection failure has none, only its class."""
+    if isinstance(err, ClientError):
+        return str(err.response.get("Error", {}).get("Code", ""))
+    return type(err).__name__

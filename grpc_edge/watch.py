@@ -9,6 +9,12 @@ A cancel request lives in its own item (reportgrid/intents.py): the edge that ta
 publishes the report's view with `cancel_requested` at the same revision, and a watcher
 keeps showing it until the report ends (a request is never withdrawn; a worker's record
 published meanwhile does not carry it).
+
+A quiet stream gets a heartbeat every `heartbeat_seconds`: Global Accelerator drops a TCP
+flow after 340 s without data and the ALB's idle timer ignores HTTP/2 PINGs
+(reportgrid/resources.py, GA_TCP_IDLE_TIMEOUT_SECONDS), so only a message keeps it open. A
+stream ends (UNAVAILABLE, "watch again") when its own budget, at most
+settings.max_watch_seconds, runs out; the SDK watches again.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Final
 
 import redis.asyncio as aioredis
 from aws_lambda_powertools import Logger
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from grpc_edge.breaker import CircuitBreaker
 from grpc_edge.reads import ReportReader, now_ms, view_missing
@@ -130,6 +137,14 @@ def _view(report_id: ReportId, record: ReportRecord | None, cancel_seen: bool) -
     return records.to_proto(record, now_ms=now_ms())
 
 
+def heartbeat(interval: float) -> pb.WatchReportResponse:
+    sent_at = timestamp_pb2.Timestamp()
+    sent_at.FromMilliseconds(now_ms())
+    next_within = duration_pb2.Duration()
+    next_within.FromMilliseconds(round(interval * 1000))
+    return pb.WatchReportResponse(heartbeat=pb.Heartbeat(sent_at=sent_at, next_within=next_within))
+
+
 def _newer(published: ReportRecord, known: ReportRecord) -> bool:
     """A later write, or the same one with a cancel request the watcher has not seen."""
     if published.revision != known.revision:
@@ -142,22 +157,25 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
     report_id: ReportId,
     reader: ReportReader,
     hub: EventHub,
-    remaining: Callable[[], float | None],
-) -> AsyncIterator[pb.Report]:
-    """Yield the report's views until it is terminal; the caller's deadline ends it early
-    (grpc cancels the handler)."""
+    remaining: Callable[[], float],
+    *,
+    heartbeat_seconds: float,
+) -> AsyncIterator[pb.WatchReportResponse]:
+    """Yield the report's views until it is terminal, and a heartbeat whenever nothing was
+    sent for `heartbeat_seconds`. `remaining` is the stream's budget: when it runs out the
+    stream ends with UNAVAILABLE (a client deadline that comes first ends it earlier: grpc
+    cancels the handler)."""
 
     def read_deadline() -> float:
-        left = remaining()
-        budget = _READ_SECONDS if left is None else min(_READ_SECONDS, left)
-        return time.monotonic() + budget
+        return time.monotonic() + min(_READ_SECONDS, remaining())
 
     record = await reader.lookup(tenant, report_id.value, read_deadline())
     cancel_seen = record is not None and record.cancel_requested
     last = _view(report_id, record, cancel_seen)
-    yield last
+    yield pb.WatchReportResponse(report=last)
     if record is not None and record.terminal:
         return
+    next_beat = time.monotonic() + heartbeat_seconds
     channel = resources.cache_events_channel(report_id.value)
     queue = await hub.subscribe(channel)
     try:
@@ -167,7 +185,15 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
         while True:
             if hub.draining:
                 raise Unavailable("this server is shutting down; watch again", retry_after=0.1)
-            wait = max(0.0, min(next_read - time.monotonic(), POLL_SECONDS))
+            if remaining() <= 0:
+                raise Unavailable(
+                    "this watch reached its longest duration; watch again", retry_after=0.0
+                )
+            now = time.monotonic()
+            if now >= next_beat:
+                yield heartbeat(heartbeat_seconds)
+                next_beat = now + heartbeat_seconds
+            wait = max(0.0, min(next_read - now, next_beat - now, remaining(), POLL_SECONDS))
             message: bytes | None = None
             if queue is not None:
                 with contextlib.suppress(TimeoutError):
@@ -202,7 +228,8 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
             view = _view(report_id, record, cancel_seen)
             if view != last:
                 last = view
-                yield view
+                yield pb.WatchReportResponse(report=view)
+                next_beat = time.monotonic() + heartbeat_seconds
             if record is not None and record.terminal:
                 return
     finally:

@@ -104,6 +104,12 @@ class ChecksumMismatch(errors.ReportgridError):
     written to the destination file."""
 
 
+def watched_report(response: pb.WatchReportResponse) -> pb.Report | None:
+    """The report a WatchReport message carries; None for a heartbeat (or an event this SDK
+    does not know yet), which only says the stream is alive."""
+    return response.report if response.WhichOneof("event") == "report" else None
+
+
 def state_name(state: pb.ReportState.ValueType) -> str:
     """ "SUCCEEDED" for REPORT_STATE_SUCCEEDED."""
     return pb.ReportState.Name(state).removeprefix("REPORT_STATE_")
@@ -293,16 +299,35 @@ class _Sink:
             self._tmp.unlink(missing_ok=True)
 
 
+# Keepalive: a ping every CLIENT_KEEPALIVE_SECONDS finds a dead connection (a lost region,
+# a dropped NAT entry) within that plus the timeout, even while a call waits. The edge
+# accepts a ping without data at most every EDGE_MIN_CLIENT_PING_INTERVAL_MS and answers
+# faster ones with GOAWAY too_many_pings (grpc doc/keepalive.md), so the interval stays
+# above it. Pings keep no stream open through the ALB (it does not count PINGs as
+# activity): WatchReport's heartbeats do that.
+KEEPALIVE_OPTIONS: Final = (
+    ("grpc.keepalive_time_ms", resources.CLIENT_KEEPALIVE_SECONDS * 1000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # a quiet watch keeps being checked
+)
+
+
 def _channel_options(
     extra: Sequence[tuple[str, Any]],
 ) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", SERVICE_CONFIG),
-        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-        ("grpc.max_send_message_length", resources.MAX_RECEIVE_MESSAGE_BYTES),
-        *extra,
-    ]
+    """The SDK's channel options; an option in `extra` replaces the SDK's of that name."""
+    options = dict(
+        [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+            ("grpc.max_send_message_length", resources.MAX_RECEIVE_MESSAGE_BYTES),
+            *KEEPALIVE_OPTIONS,
+        ]
+    )
+    options.update(extra)
+    return list(options.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,34 +534,38 @@ class ReportClient(_ClientBase[grpc.Channel]):
         poll_interval: float = 1.0,
         on_update: Callable[[pb.Report], None] | None = None,
     ) -> pb.Report:
-        """Block until the report is terminal and return it. Follows WatchReport; when the
-        stream is unavailable or ends early, polls GetReport every `poll_interval` s.
-        `on_update` sees every state received. Raises DeadlineExceeded after `timeout` s
-        (default: no limit)."""
+        """Block until the report is terminal and return it. Follows WatchReport (skipping
+        its heartbeats); when a stream ends UNAVAILABLE (its longest duration reached, a
+        server draining, a lost connection) or early, reads GetReport once and watches
+        again after `poll_interval` s. `on_update` sees every state received. Raises
+        DeadlineExceeded after `timeout` s (default: no limit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        try:
-            for report in self._invoke(
-                lambda s: s.WatchReport(
-                    pb.WatchReportRequest(report_id=report_id),
-                    timeout=remaining(),
-                    metadata=self._conn.metadata,
-                )
-            ):
-                if on_update is not None:
-                    on_update(report)
-                if report.state in TERMINAL_STATES:
-                    return report
-        except grpc.RpcError as err:
-            mapped = from_rpc_error(err)
-            if not isinstance(mapped, errors.Unavailable):
-                raise mapped from None
-        except errors.Unavailable:
-            pass
         while True:
+            try:
+                for response in self._invoke(
+                    lambda s: s.WatchReport(
+                        pb.WatchReportRequest(report_id=report_id),
+                        timeout=remaining(),
+                        metadata=self._conn.metadata,
+                    )
+                ):
+                    report = watched_report(response)
+                    if report is None:
+                        continue
+                    if on_update is not None:
+                        on_update(report)
+                    if report.state in TERMINAL_STATES:
+                        return report
+            except grpc.RpcError as err:
+                mapped = from_rpc_error(err)
+                if not isinstance(mapped, errors.Unavailable):
+                    raise mapped from None
+            except errors.Unavailable:
+                pass
             left = remaining()
             if left is not None and left <= 0:
                 raise errors.DeadlineExceeded(
@@ -764,20 +793,23 @@ class AsyncReportClient(_ClientBase[aio.Channel]):
                 timeout=remaining(),
                 metadata=self._conn.metadata,
             )
-            async for report in stream:
+            async for response in stream:
+                report = watched_report(response)
+                if report is None:
+                    continue
                 if on_update is not None:
                     on_update(report)
                 if report.state in TERMINAL_STATES:
                     return report
             return None
 
-        try:
-            final = await self._invoke(watch)
-            if final is not None:
-                return final
-        except errors.Unavailable:
-            pass
         while True:
+            try:
+                final = await self._invoke(watch)
+                if final is not None:
+                    return final
+            except errors.Unavailable:
+                pass
             left = remaining()
             if left is not None and left <= 0:
                 raise errors.DeadlineExceeded(

@@ -8,6 +8,7 @@ status back into the same error class with `from_status`, so a client catches
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -18,6 +19,19 @@ from reportgrid import errors
 
 # Shown instead of the message of anything that is not a ReportgridError.
 INTERNAL_MESSAGE = "internal error; it has been logged"
+
+# A status travels in the trailers, twice over: `grpc-message` (percent-encoded, so up to 3x
+# for non-ASCII text) and `grpc-status-details-bin` (the Status proto, message included,
+# base64: 4/3x). grpc core refuses received metadata above 16 KiB by default and, between its
+# 8 KiB soft limit and that, randomly (grpc/grpc#32600; a client then sees RESOURCE_EXHAUSTED
+# "received metadata size exceeds hard limit", grpc/grpc#37852). These bounds keep a whole
+# status under 8 KiB: 3 x 512 + 4/3 x (512 + 3,072) + header names < 6.5 KiB.
+MAX_STATUS_MESSAGE_BYTES: Final = 512
+MAX_FIELD_VIOLATIONS: Final = 20  # then one more violation counts the rest
+MAX_VIOLATION_FIELD_BYTES: Final = 128
+MAX_VIOLATION_DESCRIPTION_BYTES: Final = 256
+MAX_DETAIL_BYTES: Final = 3072  # the serialized details, all of them together
+MAX_NAME_BYTES: Final = 256  # a resource name or subject in a detail
 
 _CODES: dict[type[errors.ReportgridError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -52,23 +66,45 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     )
 
 
+def _field_violations(
+    violations: tuple[errors.FieldViolation, ...],
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """The first violations that fit MAX_FIELD_VIOLATIONS and MAX_DETAIL_BYTES, each cut to
+    its bounds, then one that counts the rest: a request with thousands of bad fields still
+    gets a status every client can receive."""
+    kept: list[error_details_pb2.BadRequest.FieldViolation] = []
+    size = 0
+    for v in violations[:MAX_FIELD_VIOLATIONS]:
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=errors.bounded(v.field, MAX_VIOLATION_FIELD_BYTES),
+            description=errors.bounded(v.description, MAX_VIOLATION_DESCRIPTION_BYTES),
+        )
+        size += item.ByteSize() + 4  # its tag and length in the BadRequest
+        if size > MAX_DETAIL_BYTES - 128:  # room kept for the count and the Any wrapper
+            break
+        kept.append(item)
+    if rest := len(violations) - len(kept):
+        kept.append(
+            error_details_pb2.BadRequest.FieldViolation(
+                field="", description=f"… and {rest} more field violations"
+            )
+        )
+    return kept
+
+
 def to_status(error: BaseException) -> status_pb2.Status:
     """The google.rpc.Status for an error; non-Reportgrid errors become a generic INTERNAL."""
     code = status_code_of(error)
     if not isinstance(error, errors.ReportgridError) or isinstance(error, errors.Internal):
         return status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)
+    message = errors.bounded(error.message, MAX_STATUS_MESSAGE_BYTES)
     details: list[any_pb2.Any] = []
     match error:
         case errors.InvalidArgument():
             details.append(
                 _pack(
                     error_details_pb2.BadRequest(
-                        field_violations=[
-                            error_details_pb2.BadRequest.FieldViolation(
-                                field=v.field, description=v.description
-                            )
-                            for v in error.violations
-                        ]
+                        field_violations=_field_violations(error.violations)
                     )
                 )
             )
@@ -77,8 +113,8 @@ def to_status(error: BaseException) -> status_pb2.Status:
                 _pack(
                     error_details_pb2.ResourceInfo(
                         resource_type=error.resource_type,
-                        resource_name=error.resource_name,
-                        description=error.message,
+                        resource_name=errors.bounded(error.resource_name, MAX_NAME_BYTES),
+                        description=message,
                     )
                 )
             )
@@ -88,7 +124,9 @@ def to_status(error: BaseException) -> status_pb2.Status:
                     error_details_pb2.PreconditionFailure(
                         violations=[
                             error_details_pb2.PreconditionFailure.Violation(
-                                type=error.type, subject=error.subject, description=error.message
+                                type=error.type,
+                                subject=errors.bounded(error.subject, MAX_NAME_BYTES),
+                                description=message,
                             )
                         ]
                     )
@@ -101,7 +139,8 @@ def to_status(error: BaseException) -> status_pb2.Status:
                     error_details_pb2.QuotaFailure(
                         violations=[
                             error_details_pb2.QuotaFailure.Violation(
-                                subject=error.subject, description=error.message
+                                subject=errors.bounded(error.subject, MAX_NAME_BYTES),
+                                description=message,
                             )
                         ]
                     )
@@ -111,7 +150,7 @@ def to_status(error: BaseException) -> status_pb2.Status:
             details.append(_pack(_retry_info(error.retry_after)))
         case _:
             pass
-    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
 
 
 def to_rpc_status(error: BaseException) -> grpc.Status:

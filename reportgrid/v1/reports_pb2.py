@@ -27,25 +27,25 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1breportgrid/v1/reports.proto\x12\rreportgrid.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n\x0bReportInput\x12)\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x19.reportgrid.v1.DataFormat\x12\x15\n\x0binline_data\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06s3_uri\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"\xc6\x02\n\x13SubmitReportRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\x05input\x18\x03 \x01(\x0b\x32\x1a.reportgrid.v1.ReportInput\x12\x32\n\routput_format\x18\x04 \x01(\x0e\x32\x1b.reportgrid.v1.OutputFormat\x12)\n\x08priority\x18\x05 \x01(\x0e\x32\x17.reportgrid.v1.Priority\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12&\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\ndurability\x18\x08 \x01(\x0e\x32\x19.reportgrid.v1.Durability\"j\n\x14SubmitReportResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.reportgrid.v1.ReportState\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\">\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"\'\n\x12WatchReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"\xdd\x01\n\x12ListReportsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.reportgrid.v1.ReportState\x12\r\n\x05kinds\x18\x04 \x03(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x13ListReportsResponse\x12&\n\x07reports\x18\x01 \x03(\x0b\x32\x15.reportgrid.v1.Report\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x13\x43\x61ncelReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"?\n\x13\x44\x65leteReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\")\n\x14\x44\x65leteReportResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\"*\n\x15\x44ownloadReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"d\n\x13\x44ownloadReportChunk\x12/\n\x08metadata\x18\x01 \x01(\x0b\x32\x1d.reportgrid.v1.ResultMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\x18\n\x16ListReportKindsRequest\"C\n\x17ListReportKindsResponse\x12(\n\x05kinds\x18\x01 \x03(\x0b\x32\x19.reportgrid.v1.ReportKind\"\xec\x01\n\nReportKind\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rparams_schema\x18\x04 \x01(\t\x12\x33\n\x0eoutput_formats\x18\x05 \x03(\x0e\x32\x1b.reportgrid.v1.OutputFormat\x12,\n\ncost_class\x18\x06 \x01(\x0e\x32\x18.reportgrid.v1.CostClass\x12\x30\n\rinput_formats\x18\x07 \x03(\x0e\x32\x19.reportgrid.v1.DataFormat\"\xa2\x04\n\x06Report\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.reportgrid.v1.ReportState\x12\x32\n\routput_format\x18\x04 \x01(\x0e\x32\x1b.reportgrid.v1.OutputFormat\x12)\n\x08priority\x18\x05 \x01(\x0e\x32\x17.reportgrid.v1.Priority\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x0e\n\x06region\x18\x0b \x01(\t\x12)\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x1a.reportgrid.v1.ReportError\x12-\n\x06result\x18\r \x01(\x0b\x32\x1d.reportgrid.v1.ResultMetadata\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x0f \x01(\t\".\n\x0bReportError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa4\x01\n\x0eResultMetadata\x12\x12\n\nsize_bytes\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\x12\x19\n\x11\x64ownload_required\x18\x06 \x01(\x08\x12\x19\n\x11generator_version\x18\x07 \x01(\x05*\xca\x01\n\x0bReportState\x12\x1c\n\x18REPORT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REPORT_STATE_PENDING\x10\x01\x12\x18\n\x14REPORT_STATE_RUNNING\x10\x02\x12\x1a\n\x16REPORT_STATE_SUCCEEDED\x10\x03\x12\x17\n\x13REPORT_STATE_FAILED\x10\x04\x12\x1a\n\x16REPORT_STATE_CANCELLED\x10\x05\x12\x18\n\x14REPORT_STATE_EXPIRED\x10\x06*m\n\nDataFormat\x12\x1b\n\x17\x44\x41TA_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_FORMAT_CSV\x10\x01\x12\x14\n\x10\x44\x41TA_FORMAT_JSON\x10\x02\x12\x17\n\x13\x44\x41TA_FORMAT_PARQUET\x10\x03*\x93\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_CSV\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_JSON\x10\x02\x12\x19\n\x15OUTPUT_FORMAT_PARQUET\x10\x03\x12\x1a\n\x16OUTPUT_FORMAT_MARKDOWN\x10\x04*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*^\n\nDurability\x12\x1a\n\x16\x44URABILITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44URABILITY_REGIONAL\x10\x01\x12\x1b\n\x17\x44URABILITY_MULTI_REGION\x10\x02*S\n\tCostClass\x12\x1a\n\x16\x43OST_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OST_CLASS_LIGHT\x10\x01\x12\x14\n\x10\x43OST_CLASS_HEAVY\x10\x02\x32\xb2\x05\n\rReportService\x12W\n\x0cSubmitReport\x12\".reportgrid.v1.SubmitReportRequest\x1a#.reportgrid.v1.SubmitReportResponse\x12\x43\n\tGetReport\x12\x1f.reportgrid.v1.GetReportRequest\x1a\x15.reportgrid.v1.Report\x12I\n\x0bWatchReport\x12!.reportgrid.v1.WatchReportRequest\x1a\x15.reportgrid.v1.Report0\x01\x12T\n\x0bListReports\x12!.reportgrid.v1.ListReportsRequest\x1a\".reportgrid.v1.ListReportsResponse\x12I\n\x0c\x43\x61ncelReport\x12\".reportgrid.v1.CancelReportRequest\x1a\x15.reportgrid.v1.Report\x12W\n\x0c\x44\x65leteReport\x12\".reportgrid.v1.DeleteReportRequest\x1a#.reportgrid.v1.DeleteReportResponse\x12\\\n\x0e\x44ownloadReport\x12$.reportgrid.v1.DownloadReportRequest\x1a\".reportgrid.v1.DownloadReportChunk0\x01\x12`\n\x0fListReportKinds\x12%.reportgrid.v1.ListReportKindsRequest\x1a&.reportgrid.v1.ListReportKindsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1breportgrid/v1/reports.proto\x12\rreportgrid.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n\x0bReportInput\x12)\n\x06\x66ormat\x18\x01 \x01(\x0e\x32\x19.reportgrid.v1.DataFormat\x12\x15\n\x0binline_data\x18\x02 \x01(\x0cH\x00\x12\x10\n\x06s3_uri\x18\x03 \x01(\tH\x00\x42\x08\n\x06source\"\xc6\x02\n\x13SubmitReportRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\x05input\x18\x03 \x01(\x0b\x32\x1a.reportgrid.v1.ReportInput\x12\x32\n\routput_format\x18\x04 \x01(\x0e\x32\x1b.reportgrid.v1.OutputFormat\x12)\n\x08priority\x18\x05 \x01(\x0e\x32\x17.reportgrid.v1.Priority\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12&\n\x03ttl\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\ndurability\x18\x08 \x01(\x0e\x32\x19.reportgrid.v1.Durability\"j\n\x14SubmitReportResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.reportgrid.v1.ReportState\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\">\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x17\n\x0finclude_content\x18\x02 \x01(\x08\"\'\n\x12WatchReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"v\n\x13WatchReportResponse\x12\'\n\x06report\x18\x01 \x01(\x0b\x32\x15.reportgrid.v1.ReportH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.reportgrid.v1.HeartbeatH\x00\x42\x07\n\x05\x65vent\"h\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bnext_within\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdd\x01\n\x12ListReportsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.reportgrid.v1.ReportState\x12\r\n\x05kinds\x18\x04 \x03(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x13ListReportsResponse\x12&\n\x07reports\x18\x01 \x03(\x0b\x32\x15.reportgrid.v1.Report\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x13\x43\x61ncelReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"?\n\x13\x44\x65leteReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\")\n\x14\x44\x65leteReportResponse\x12\x11\n\treport_id\x18\x01 \x01(\t\"*\n\x15\x44ownloadReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"d\n\x13\x44ownloadReportChunk\x12/\n\x08metadata\x18\x01 \x01(\x0b\x32\x1d.reportgrid.v1.ResultMetadata\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06offset\x18\x03 \x01(\x03\"\x18\n\x16ListReportKindsRequest\"C\n\x17ListReportKindsResponse\x12(\n\x05kinds\x18\x01 \x03(\x0b\x32\x19.reportgrid.v1.ReportKind\"\xec\x01\n\nReportKind\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x15\n\rparams_schema\x18\x04 \x01(\t\x12\x33\n\x0eoutput_formats\x18\x05 \x03(\x0e\x32\x1b.reportgrid.v1.OutputFormat\x12,\n\ncost_class\x18\x06 \x01(\x0e\x32\x18.reportgrid.v1.CostClass\x12\x30\n\rinput_formats\x18\x07 \x03(\x0e\x32\x19.reportgrid.v1.DataFormat\"\xa2\x04\n\x06Report\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.reportgrid.v1.ReportState\x12\x32\n\routput_format\x18\x04 \x01(\x0e\x32\x1b.reportgrid.v1.OutputFormat\x12)\n\x08priority\x18\x05 \x01(\x0e\x32\x17.reportgrid.v1.Priority\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\n \x01(\x05\x12\x0e\n\x06region\x18\x0b \x01(\t\x12)\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x1a.reportgrid.v1.ReportError\x12-\n\x06result\x18\r \x01(\x0b\x32\x1d.reportgrid.v1.ResultMetadata\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x0f \x01(\t\".\n\x0bReportError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa4\x01\n\x0eResultMetadata\x12\x12\n\nsize_bytes\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x11\n\trow_count\x18\x04 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\x12\x19\n\x11\x64ownload_required\x18\x06 \x01(\x08\x12\x19\n\x11generator_version\x18\x07 \x01(\x05*\xca\x01\n\x0bReportState\x12\x1c\n\x18REPORT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14REPORT_STATE_PENDING\x10\x01\x12\x18\n\x14REPORT_STATE_RUNNING\x10\x02\x12\x1a\n\x16REPORT_STATE_SUCCEEDED\x10\x03\x12\x17\n\x13REPORT_STATE_FAILED\x10\x04\x12\x1a\n\x16REPORT_STATE_CANCELLED\x10\x05\x12\x18\n\x14REPORT_STATE_EXPIRED\x10\x06*m\n\nDataFormat\x12\x1b\n\x17\x44\x41TA_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_FORMAT_CSV\x10\x01\x12\x14\n\x10\x44\x41TA_FORMAT_JSON\x10\x02\x12\x17\n\x13\x44\x41TA_FORMAT_PARQUET\x10\x03*\x93\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_CSV\x10\x01\x12\x16\n\x12OUTPUT_FORMAT_JSON\x10\x02\x12\x19\n\x15OUTPUT_FORMAT_PARQUET\x10\x03\x12\x1a\n\x16OUTPUT_FORMAT_MARKDOWN\x10\x04*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03*^\n\nDurability\x12\x1a\n\x16\x44URABILITY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44URABILITY_REGIONAL\x10\x01\x12\x1b\n\x17\x44URABILITY_MULTI_REGION\x10\x02*S\n\tCostClass\x12\x1a\n\x16\x43OST_CLASS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OST_CLASS_LIGHT\x10\x01\x12\x14\n\x10\x43OST_CLASS_HEAVY\x10\x02\x32\xbf\x05\n\rReportService\x12W\n\x0cSubmitReport\x12\".reportgrid.v1.SubmitReportRequest\x1a#.reportgrid.v1.SubmitReportResponse\x12\x43\n\tGetReport\x12\x1f.reportgrid.v1.GetReportRequest\x1a\x15.reportgrid.v1.Report\x12V\n\x0bWatchReport\x12!.reportgrid.v1.WatchReportRequest\x1a\".reportgrid.v1.WatchReportResponse0\x01\x12T\n\x0bListReports\x12!.reportgrid.v1.ListReportsRequest\x1a\".reportgrid.v1.ListReportsResponse\x12I\n\x0c\x43\x61ncelReport\x12\".reportgrid.v1.CancelReportRequest\x1a\x15.reportgrid.v1.Report\x12W\n\x0c\x44\x65leteReport\x12\".reportgrid.v1.DeleteReportRequest\x1a#.reportgrid.v1.DeleteReportResponse\x12\\\n\x0e\x44ownloadReport\x12$.reportgrid.v1.DownloadReportRequest\x1a\".reportgrid.v1.DownloadReportChunk0\x01\x12`\n\x0fListReportKinds\x12%.reportgrid.v1.ListReportKindsRequest\x1a&.reportgrid.v1.ListReportKindsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reportgrid.v1.reports_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPORTSTATE']._serialized_start=2499
-  _globals['_REPORTSTATE']._serialized_end=2701
-  _globals['_DATAFORMAT']._serialized_start=2703
-  _globals['_DATAFORMAT']._serialized_end=2812
-  _globals['_OUTPUTFORMAT']._serialized_start=2815
-  _globals['_OUTPUTFORMAT']._serialized_end=2962
-  _globals['_PRIORITY']._serialized_start=2964
-  _globals['_PRIORITY']._serialized_end=3058
-  _globals['_DURABILITY']._serialized_start=3060
-  _globals['_DURABILITY']._serialized_end=3154
-  _globals['_COSTCLASS']._serialized_start=3156
-  _globals['_COSTCLASS']._serialized_end=3239
+  _globals['_REPORTSTATE']._serialized_start=2725
+  _globals['_REPORTSTATE']._serialized_end=2927
+  _globals['_DATAFORMAT']._serialized_start=2929
+  _globals['_DATAFORMAT']._serialized_end=3038
+  _globals['_OUTPUTFORMAT']._serialized_start=3041
+  _globals['_OUTPUTFORMAT']._serialized_end=3188
+  _globals['_PRIORITY']._serialized_start=3190
+  _globals['_PRIORITY']._serialized_end=3284
+  _globals['_DURABILITY']._serialized_start=3286
+  _globals['_DURABILITY']._serialized_end=3380
+  _globals['_COSTCLASS']._serialized_start=3382
+  _globals['_COSTCLASS']._serialized_end=3465
   _globals['_REPORTINPUT']._serialized_start=141
   _globals['_REPORTINPUT']._serialized_end=248
   _globals['_SUBMITREPORTREQUEST']._serialized_start=251
@@ -56,32 +56,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETREPORTREQUEST']._serialized_end=749
   _globals['_WATCHREPORTREQUEST']._serialized_start=751
   _globals['_WATCHREPORTREQUEST']._serialized_end=790
-  _globals['_LISTREPORTSREQUEST']._serialized_start=793
-  _globals['_LISTREPORTSREQUEST']._serialized_end=1014
-  _globals['_LISTREPORTSRESPONSE']._serialized_start=1016
-  _globals['_LISTREPORTSRESPONSE']._serialized_end=1102
-  _globals['_CANCELREPORTREQUEST']._serialized_start=1104
-  _globals['_CANCELREPORTREQUEST']._serialized_end=1144
-  _globals['_DELETEREPORTREQUEST']._serialized_start=1146
-  _globals['_DELETEREPORTREQUEST']._serialized_end=1209
-  _globals['_DELETEREPORTRESPONSE']._serialized_start=1211
-  _globals['_DELETEREPORTRESPONSE']._serialized_end=1252
-  _globals['_DOWNLOADREPORTREQUEST']._serialized_start=1254
-  _globals['_DOWNLOADREPORTREQUEST']._serialized_end=1296
-  _globals['_DOWNLOADREPORTCHUNK']._serialized_start=1298
-  _globals['_DOWNLOADREPORTCHUNK']._serialized_end=1398
-  _globals['_LISTREPORTKINDSREQUEST']._serialized_start=1400
-  _globals['_LISTREPORTKINDSREQUEST']._serialized_end=1424
-  _globals['_LISTREPORTKINDSRESPONSE']._serialized_start=1426
-  _globals['_LISTREPORTKINDSRESPONSE']._serialized_end=1493
-  _globals['_REPORTKIND']._serialized_start=1496
-  _globals['_REPORTKIND']._serialized_end=1732
-  _globals['_REPORT']._serialized_start=1735
-  _globals['_REPORT']._serialized_end=2281
-  _globals['_REPORTERROR']._serialized_start=2283
-  _globals['_REPORTERROR']._serialized_end=2329
-  _globals['_RESULTMETADATA']._serialized_start=2332
-  _globals['_RESULTMETADATA']._serialized_end=2496
-  _globals['_REPORTSERVICE']._serialized_start=3242
-  _globals['_REPORTSERVICE']._serialized_end=3932
+  _globals['_WATCHREPORTRESPONSE']._serialized_start=792
+  _globals['_WATCHREPORTRESPONSE']._serialized_end=910
+  _globals['_HEARTBEAT']._serialized_start=912
+  _globals['_HEARTBEAT']._serialized_end=1016
+  _globals['_LISTREPORTSREQUEST']._serialized_start=1019
+  _globals['_LISTREPORTSREQUEST']._serialized_end=1240
+  _globals['_LISTREPORTSRESPONSE']._serialized_start=1242
+  _globals['_LISTREPORTSRESPONSE']._serialized_end=1328
+  _globals['_CANCELREPORTREQUEST']._serialized_start=1330
+  _globals['_CANCELREPORTREQUEST']._serialized_end=1370
+  _globals['_DELETEREPORTREQUEST']._serialized_start=1372
+  _globals['_DELETEREPORTREQUEST']._serialized_end=1435
+  _globals['_DELETEREPORTRESPONSE']._serialized_start=1437
+  _globals['_DELETEREPORTRESPONSE']._serialized_end=1478
+  _globals['_DOWNLOADREPORTREQUEST']._serialized_start=1480
+  _globals['_DOWNLOADREPORTREQUEST']._serialized_end=1522
+  _globals['_DOWNLOADREPORTCHUNK']._serialized_start=1524
+  _globals['_DOWNLOADREPORTCHUNK']._serialized_end=1624
+  _globals['_LISTREPORTKINDSREQUEST']._serialized_start=1626
+  _globals['_LISTREPORTKINDSREQUEST']._serialized_end=1650
+  _globals['_LISTREPORTKINDSRESPONSE']._serialized_start=1652
+  _globals['_LISTREPORTKINDSRESPONSE']._serialized_end=1719
+  _globals['_REPORTKIND']._serialized_start=1722
+  _globals['_REPORTKIND']._serialized_end=1958
+  _globals['_REPORT']._serialized_start=1961
+  _globals['_REPORT']._serialized_end=2507
+  _globals['_REPORTERROR']._serialized_start=2509
+  _globals['_REPORTERROR']._serialized_end=2555
+  _globals['_RESULTMETADATA']._serialized_start=2558
+  _globals['_RESULTMETADATA']._serialized_end=2722
+  _globals['_REPORTSERVICE']._serialized_start=3468
+  _globals['_REPORTSERVICE']._serialized_end=4171
 # @@protoc_insertion_point(module_scope)

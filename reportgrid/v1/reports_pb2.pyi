@@ -416,6 +416,70 @@ class WatchReportRequest(_message.Message):
 Global___WatchReportRequest: _TypeAlias = WatchReportRequest  # noqa: Y015
 
 @_typing.final
+class WatchReportResponse(_message.Message):
+    """One message of a WatchReport stream: a view of the report, or a heartbeat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def report(self) -> Global___Report:
+        """The report's current view: the first message, then one per change."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___Heartbeat:
+        """Nothing changed; sent while the stream is otherwise quiet."""
+
+    def __init__(
+        self,
+        *,
+        report: Global___Report | None = ...,
+        heartbeat: Global___Heartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "report", b"report"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "report", b"report"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["report", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___WatchReportResponse: _TypeAlias = WatchReportResponse  # noqa: Y015
+
+@_typing.final
+class Heartbeat(_message.Message):
+    """Keeps a quiet WatchReport stream alive; carries no change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENT_AT_FIELD_NUMBER: _builtins.int
+    NEXT_WITHIN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sent_at(self) -> _timestamp_pb2.Timestamp:
+        """When the server sent it."""
+
+    @_builtins.property
+    def next_within(self) -> _duration_pb2.Duration:
+        """The next message (heartbeat or report) comes within this long, unless the stream
+        ends first; a client may treat a longer silence as a lost stream.
+        """
+
+    def __init__(
+        self,
+        *,
+        sent_at: _timestamp_pb2.Timestamp | None = ...,
+        next_within: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_within", b"next_within", "sent_at", b"sent_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_within", b"next_within", "sent_at", b"sent_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
 class ListReportsRequest(_message.Message):
     """A page of the caller's reports, optionally filtered."""
 

@@ -48,7 +48,7 @@ class ReportServiceStub:
         self.WatchReport = channel.unary_stream(
                 '/reportgrid.v1.ReportService/WatchReport',
                 request_serializer=reportgrid_dot_v1_dot_reports__pb2.WatchReportRequest.SerializeToString,
-                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.Report.FromString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.WatchReportResponse.FromString,
                 _registered_method=True)
         self.ListReports = channel.unary_unary(
                 '/reportgrid.v1.ReportService/ListReports',
@@ -105,9 +105,16 @@ class ReportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchReport(self, request, context):
-        """Streams the report: the current state first, then one message on every state change,
-        ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED).
-        Errors: as GetReport.
+        """Streams the report: the current state first, then one `report` on every state change,
+        ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED). While
+        the report does not change, a `heartbeat` comes every 30 s, so that proxies and load
+        balancers (Global Accelerator drops a TCP flow after 340 s without data) keep the
+        stream open; a client skips heartbeats, or treats a long silence as a lost stream.
+        A stream lasts at most 1 hour whatever the client's deadline: then it ends with
+        UNAVAILABLE (google.rpc.RetryInfo) and the client watches again. Without a client
+        deadline the stream runs until then.
+        Errors: as GetReport; RESOURCE_EXHAUSTED when the caller has too many watches open
+        (google.rpc.QuotaFailure names the limit, google.rpc.RetryInfo says when to retry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,7 +181,7 @@ def add_ReportServiceServicer_to_server(servicer, server):
             'WatchReport': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchReport,
                     request_deserializer=reportgrid_dot_v1_dot_reports__pb2.WatchReportRequest.FromString,
-                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.Report.SerializeToString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.WatchReportResponse.SerializeToString,
             ),
             'ListReports': grpc.unary_unary_rpc_method_handler(
                     servicer.ListReports,
@@ -283,7 +290,7 @@ class ReportService:
             target,
             '/reportgrid.v1.ReportService/WatchReport',
             reportgrid_dot_v1_dot_reports__pb2.WatchReportRequest.SerializeToString,
-            reportgrid_dot_v1_dot_reports__pb2.Report.FromString,
+            reportgrid_dot_v1_dot_reports__pb2.WatchReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,10 +76,17 @@ class ReportServiceStub:
     not yet picked up by a worker is PENDING.
     Errors: INVALID_ARGUMENT (empty report_id), NOT_FOUND.
     """
-    WatchReport: _grpc.UnaryStreamMultiCallable[_reports_pb2.WatchReportRequest, _reports_pb2.Report]
-    """Streams the report: the current state first, then one message on every state change,
-    ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED).
-    Errors: as GetReport.
+    WatchReport: _grpc.UnaryStreamMultiCallable[_reports_pb2.WatchReportRequest, _reports_pb2.WatchReportResponse]
+    """Streams the report: the current state first, then one `report` on every state change,
+    ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED). While
+    the report does not change, a `heartbeat` comes every 30 s, so that proxies and load
+    balancers (Global Accelerator drops a TCP flow after 340 s without data) keep the
+    stream open; a client skips heartbeats, or treats a long silence as a lost stream.
+    A stream lasts at most 1 hour whatever the client's deadline: then it ends with
+    UNAVAILABLE (google.rpc.RetryInfo) and the client watches again. Without a client
+    deadline the stream runs until then.
+    Errors: as GetReport; RESOURCE_EXHAUSTED when the caller has too many watches open
+    (google.rpc.QuotaFailure names the limit, google.rpc.RetryInfo says when to retry).
     """
     ListReports: _grpc.UnaryUnaryMultiCallable[_reports_pb2.ListReportsRequest, _reports_pb2.ListReportsResponse]
     """Lists the caller's reports, newest first.
@@ -126,10 +133,17 @@ class ReportServiceAsyncStub(ReportServiceStub):
     not yet picked up by a worker is PENDING.
     Errors: INVALID_ARGUMENT (empty report_id), NOT_FOUND.
     """
-    WatchReport: _aio.UnaryStreamMultiCallable[_reports_pb2.WatchReportRequest, _reports_pb2.Report]  # type: ignore[assignment]
-    """Streams the report: the current state first, then one message on every state change,
-    ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED).
-    Errors: as GetReport.
+    WatchReport: _aio.UnaryStreamMultiCallable[_reports_pb2.WatchReportRequest, _reports_pb2.WatchReportResponse]  # type: ignore[assignment]
+    """Streams the report: the current state first, then one `report` on every state change,
+    ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED). While
+    the report does not change, a `heartbeat` comes every 30 s, so that proxies and load
+    balancers (Global Accelerator drops a TCP flow after 340 s without data) keep the
+    stream open; a client skips heartbeats, or treats a long silence as a lost stream.
+    A stream lasts at most 1 hour whatever the client's deadline: then it ends with
+    UNAVAILABLE (google.rpc.RetryInfo) and the client watches again. Without a client
+    deadline the stream runs until then.
+    Errors: as GetReport; RESOURCE_EXHAUSTED when the caller has too many watches open
+    (google.rpc.QuotaFailure names the limit, google.rpc.RetryInfo says when to retry).
     """
     ListReports: _aio.UnaryUnaryMultiCallable[_reports_pb2.ListReportsRequest, _reports_pb2.ListReportsResponse]  # type: ignore[assignment]
     """Lists the caller's reports, newest first.
@@ -191,10 +205,17 @@ class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _reports_pb2.WatchReportRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_reports_pb2.Report], _abc.AsyncIterator[_reports_pb2.Report]]:
-        """Streams the report: the current state first, then one message on every state change,
-        ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED).
-        Errors: as GetReport.
+    ) -> _typing.Union[_abc.Iterator[_reports_pb2.WatchReportResponse], _abc.AsyncIterator[_reports_pb2.WatchReportResponse]]:
+        """Streams the report: the current state first, then one `report` on every state change,
+        ending after the first terminal state (SUCCEEDED, FAILED, CANCELLED, EXPIRED). While
+        the report does not change, a `heartbeat` comes every 30 s, so that proxies and load
+        balancers (Global Accelerator drops a TCP flow after 340 s without data) keep the
+        stream open; a client skips heartbeats, or treats a long silence as a lost stream.
+        A stream lasts at most 1 hour whatever the client's deadline: then it ends with
+        UNAVAILABLE (google.rpc.RetryInfo) and the client watches again. Without a client
+        deadline the stream runs until then.
+        Errors: as GetReport; RESOURCE_EXHAUSTED when the caller has too many watches open
+        (google.rpc.QuotaFailure names the limit, google.rpc.RetryInfo says when to retry).
         """
 
     @_abc_1.abstractmethod

@@ -31,7 +31,8 @@ from tests.integration.edge.conftest import (
 async def states_until_end(call: Any) -> list[int]:
     states = []
     while (message := await call.read()) is not grpc.aio.EOF:
-        states.append(message.state)
+        if message.HasField("report"):  # heartbeats carry no state
+            states.append(message.report.state)
     return states
 
 
@@ -189,7 +190,7 @@ async def test_watch_falls_back_to_polling_without_redis(
         watch = edge.stub.WatchReport(
             pb.WatchReportRequest(report_id=report_id), metadata=edge.auth(), timeout=8
         )
-        assert (await watch.read()).state == pb.REPORT_STATE_RUNNING
+        assert (await watch.read()).report.state == pb.REPORT_STATE_RUNNING
         put_record(aws, record.with_(state=State.SUCCEEDED, ended_ms=now, revision=2))
         rest = await states_until_end(watch)
     assert rest == [pb.REPORT_STATE_SUCCEEDED]
@@ -209,7 +210,7 @@ async def test_watch_follows_redis_publications_until_terminal(
     watch = edge.stub.WatchReport(
         pb.WatchReportRequest(report_id=report_id), metadata=edge.auth(), timeout=8
     )
-    assert (await watch.read()).state == pb.REPORT_STATE_PENDING
+    assert (await watch.read()).report.state == pb.REPORT_STATE_PENDING
     publisher = redis.Redis.from_url(redis_url)
     channel = resources.cache_events_channel(report_id)
     for _ in range(50):  # until the edge has subscribed
@@ -218,7 +219,7 @@ async def test_watch_follows_redis_publications_until_terminal(
         await asyncio.sleep(0.05)
     running = record.with_(state=State.RUNNING, revision=2, started_ms=now)
     publisher.publish(channel, records.encode_record(running))
-    assert (await watch.read()).state == pb.REPORT_STATE_RUNNING
+    assert (await watch.read()).report.state == pb.REPORT_STATE_RUNNING
     done = running.with_(state=State.CANCELLED, revision=3, ended_ms=now)
     publisher.publish(channel, records.encode_record(done))
     rest = await states_until_end(watch)

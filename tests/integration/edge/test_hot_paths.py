@@ -61,7 +61,7 @@ async def test_hot_terminal_reports_are_answered_from_cache_for_their_tenant_onl
 async def test_calls_over_the_limit_are_shed_counted_and_health_still_answers(
     region_env: dict[str, str], api_key: str
 ) -> None:
-    settings = load_settings({**region_env, resources.ENV.MAX_CONCURRENT_RPCS: "2"})
+    settings = load_settings({**region_env, resources.ENV.MAX_CONCURRENT_WATCHES: "2"})
     async with running_edge(settings, api_key) as edge:
         ids = [
             (await edge.stub.SubmitReport(synthetic_request(), metadata=edge.auth())).report_id
@@ -74,12 +74,12 @@ async def test_calls_over_the_limit_are_shed_counted_and_health_still_answers(
         ]
         for holder in holders:
             await holder.read()
-        # When a third call comes
+        # When a third watch comes
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await edge.stub.ListReportKinds(
-                pb.ListReportKindsRequest(), metadata=edge.auth(), timeout=5
-            )
+            await edge.stub.WatchReport(
+                pb.WatchReportRequest(report_id=ids[0]), metadata=edge.auth(), timeout=5
+            ).read()
         elapsed = time.monotonic() - started
         # Then it is shed at once (not queued), and the health check (never shed) still says SERVING
         health = health_pb2_grpc.HealthStub(edge.channel)

@@ -94,7 +94,7 @@ async def test_submit_then_get_watch_cancel_delete_a_queued_report(
     watch = edge.stub.WatchReport(
         pb.WatchReportRequest(report_id=reply.report_id), metadata=edge.auth(), timeout=5
     )
-    first = await watch.read()
+    first = (await watch.read()).report
     assert first.state == pb.REPORT_STATE_PENDING
     # Cancel of a queued report records the request
     cancelled = await edge.stub.CancelReport(
@@ -103,7 +103,7 @@ async def test_submit_then_get_watch_cancel_delete_a_queued_report(
     assert cancelled.cancel_requested
     assert cancelled.state == pb.REPORT_STATE_PENDING
     # ... and the watcher sees the change
-    second = await watch.read()
+    second = (await watch.read()).report
     assert second.cancel_requested
     watch.cancel()
     # Delete, then it is gone
@@ -153,7 +153,7 @@ async def test_a_succeeded_report_is_read_downloaded_and_deleted(
     assert not got.result.content
     # Watch of a terminal report sends it once and ends
     watched = [
-        r
+        r.report
         async for r in edge.stub.WatchReport(
             pb.WatchReportRequest(report_id=record.report_id), metadata=edge.auth(), timeout=5
         )

@@ -81,9 +81,14 @@ class ScriptedService(pb_grpc.ReportServiceServicer):
         if self.s.watch_unavailable:
             context.abort_with_status(to_rpc_status(errors.Unavailable("cache down")))
         final = self._report(request.report_id, context)
-        yield pb.Report(report_id=final.report_id, state=pb.REPORT_STATE_PENDING)
-        yield pb.Report(report_id=final.report_id, state=pb.REPORT_STATE_RUNNING)
-        yield final
+        yield pb.WatchReportResponse(
+            report=pb.Report(report_id=final.report_id, state=pb.REPORT_STATE_PENDING)
+        )
+        yield pb.WatchReportResponse(
+            report=pb.Report(report_id=final.report_id, state=pb.REPORT_STATE_RUNNING)
+        )
+        yield pb.WatchReportResponse(heartbeat=pb.Heartbeat())  # skipped by the SDK
+        yield pb.WatchReportResponse(report=final)
 
     def ListReports(self, request: pb.ListReportsRequest, context: Any) -> Any:
         self._auth(context)
