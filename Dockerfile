@@ -1,9 +1,14 @@
 # syntax=docker/dockerfile:1.7
-# One image for the edge and the Fargate queue worker; the command picks the role:
-#   docker run IMAGE                                   -> python -m grpc_edge
-#   docker run IMAGE functions.queue_worker            -> python -m functions.queue_worker
-# The HEALTHCHECK calls grpc.health.v1 on the edge; the worker's task definition sets its
-# own container health check (or none), which replaces this one.
+# One image for the edge and the Fargate workers; the command (the whole argv) picks the role:
+#   docker run IMAGE                                      -> python -m grpc_edge
+#   docker run IMAGE python -m functions.queue_worker     -> the heavy-report worker
+#   docker run IMAGE python -m functions.standby          -> the standby worker
+# There is no ENTRYPOINT: ECS passes a task definition's Command as the image's CMD, which
+# is appended to any ENTRYPOINT, so the task definitions carry the full argv
+# (cdk/constructs/*: EDGE_COMMAND, WORKER_COMMAND, STANDBY_COMMAND).
+# The HEALTHCHECK calls grpc.health.v1 on the edge, for `docker run` only: ECS ignores an
+# image's HEALTHCHECK and runs only the health check a container definition names
+# (the edge is judged by the ALB; the workers name none).
 ARG PYTHON_VERSION=3.11
 
 FROM ghcr.io/astral-sh/uv:0.5 AS uv
@@ -44,5 +49,6 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-m", "grpc_edge.healthcheck"]
 # SIGTERM goes straight to python (exec form, PID 1), which drains and exits 0.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["python", "-m"]
-CMD ["grpc_edge"]
+# Empty ENTRYPOINT: CMD (or the task definition's Command, which replaces it) is the argv.
+ENTRYPOINT []
+CMD ["python", "-m", "grpc_edge"]

@@ -26,6 +26,58 @@ class ConfigError(ValueError):
     """A context value is missing or malformed; the message names the key."""
 
 
+# Fargate's valid task sizes: CPU units -> the memory (MiB) each allows. AWS's table,
+# docs.aws.amazon.com/AmazonECS/latest/developerguide/task-cpu-memory-error.html (8 and 16
+# vCPU need Linux platform 1.4.0, the default).
+FARGATE_MEMORY_MIB: Mapping[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)),
+    16384: tuple(range(32768, 122881, 8192)),
+}
+# Lambda function memory: 128 MB to 10,240 MB (AWS Lambda quotas).
+LAMBDA_MEMORY_MIB = (128, 10_240)
+# ElastiCache Serverless usage limits (CacheUsageLimits): data storage 1..5,000 GB and
+# 1,000..15,000,000 ECPUs per second (the CDK elasticache-alpha CacheUsageLimitsProperty
+# documents both ranges).
+CACHE_DATA_GB = (1, 5_000)
+CACHE_ECPU_PER_SECOND = (1_000, 15_000_000)
+# The VPC has three AZs; one NAT gateway per AZ at most (at least one: the only egress).
+MAX_NAT_GATEWAYS = 3
+
+
+def _fargate_memory_text(cpu: int) -> str:
+    memory = FARGATE_MEMORY_MIB[cpu]
+    if len(memory) <= 4:
+        return ", ".join(map(str, memory))
+    return f"{memory[0]}..{memory[-1]} in steps of {memory[1] - memory[0]}"
+
+
+def _check_fargate(name: str, cpu: int, memory_mib: int) -> None:
+    key = f"{PREFIX}capacity.{name}"
+    if cpu not in FARGATE_MEMORY_MIB:
+        raise ConfigError(
+            f"{key}_cpu: {cpu} is not a Fargate CPU size; use one of "
+            f"{', '.join(map(str, FARGATE_MEMORY_MIB))}"
+        )
+    if memory_mib not in FARGATE_MEMORY_MIB[cpu]:
+        raise ConfigError(
+            f"{key}_memory_mib: {memory_mib} MiB is not valid with {name}_cpu={cpu}; "
+            f"Fargate allows {_fargate_memory_text(cpu)} MiB"
+        )
+
+
+def _check_range(name: str, value: int, bounds: tuple[int, int], unit: str) -> None:
+    low, high = bounds
+    if not low <= value <= high:
+        raise ConfigError(
+            f"{PREFIX}capacity.{name}: {value} is out of range; allowed {low}..{high} {unit}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Capacity:
     """Sizes and scaling bounds; defaults fit ~10,000 requests/s per region."""
@@ -86,6 +138,17 @@ class Capacity:
             raise ConfigError(f"{PREFIX}capacity.lambda_max_record_age_hours: must be 1..24")
         if self.waf_requests_per_ip_per_5min < 10:
             raise ConfigError(f"{PREFIX}capacity.waf_requests_per_ip_per_5min: must be >= 10")
+        _check_fargate("edge", self.edge_cpu, self.edge_memory_mib)
+        _check_fargate("worker", self.worker_cpu, self.worker_memory_mib)
+        _check_range("lambda_memory_mib", self.lambda_memory_mib, LAMBDA_MEMORY_MIB, "MB")
+        _check_range("nat_gateways", self.nat_gateways, (1, MAX_NAT_GATEWAYS), "(one per AZ)")
+        _check_range("cache_max_data_gb", self.cache_max_data_gb, CACHE_DATA_GB, "GB")
+        _check_range(
+            "cache_max_ecpu_per_second",
+            self.cache_max_ecpu_per_second,
+            CACHE_ECPU_PER_SECOND,
+            "ECPUs per second",
+        )
 
 
 @dataclass(frozen=True, slots=True)

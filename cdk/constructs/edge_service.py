@@ -44,6 +44,7 @@ EDGE_FLIP_SECONDS = r.EDGE_HEALTH_FAIL_AFTER * r.EDGE_HEALTH_INTERVAL_SECONDS
 ALB_FLIP_SECONDS = UNHEALTHY_THRESHOLD * HEALTH_CHECK_INTERVAL_SECONDS
 FAILOVER_WINDOW_SECONDS = 30
 LISTENER_PORT = 443
+# The whole argv: the image's ENTRYPOINT is empty and ECS appends Command to it.
 EDGE_COMMAND = ["python", "-m", "grpc_edge"]
 # After SIGTERM the edge drains for EDGE_DRAIN_GRACE_SECONDS; ECS waits a little longer
 # before SIGKILL. The ALB has already stopped sending (deregistration delay comes first).

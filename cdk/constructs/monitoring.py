@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
@@ -92,13 +92,39 @@ class RegionMonitoring(Construct):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.DESTROY,
         )
-        # CloudWatch publishes to an encrypted topic only with a customer managed key that
-        # lets it (the AWS managed aws/sns key does not).
+        # CloudWatch publishes to an encrypted topic only with a customer managed key whose
+        # policy lets it Decrypt and GenerateDataKey (the AWS managed aws/sns key does not):
+        # repost.aws/knowledge-center/cloudwatch-configure-alarm-sns.
         key.grant(
             iam.ServicePrincipal("cloudwatch.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
         )
         self.topic = sns.Topic(
             self, "Topic", display_name="Reportgrid alarms", master_key=key, enforce_ssl=True
+        )
+        # enforce_ssl writes a topic policy with only the TLS deny, and a topic policy
+        # replaces SNS's default one: without this statement every alarm action fails with
+        # "not authorized to perform: SNS:Publish"
+        # (repost.aws/knowledge-center/cloudwatch-receive-sns-for-alarm-trigger). Only this
+        # account's alarms in this region may publish (confused-deputy conditions).
+        stack = Stack.of(self)
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarms",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": stack.account},
+                    "ArnLike": {
+                        "aws:SourceArn": stack.format_arn(
+                            service="cloudwatch",
+                            resource="alarm",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    },
+                },
+            )
         )
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))

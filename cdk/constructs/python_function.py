@@ -48,6 +48,22 @@ def bundled_code(project_dir: Path) -> lambda_.Code:
     )
 
 
+# Lambda's /tmp when the function sets no ephemeral storage (512 MB, the minimum).
+LAMBDA_EPHEMERAL_STORAGE_MIB = 512
+# Lambda gives one full vCPU at 1,769 MB of memory, in proportion below and above it
+# (Lambda docs, "Configuring Lambda function memory").
+LAMBDA_MIB_PER_VCPU = 1769
+
+
+def worker_size_environment(*, memory_mib: int, vcpus: int, disk_mib: int) -> dict[str, str]:
+    """The worker's size as the engine reads it (reportgrid.settings), from the template."""
+    return {
+        r.ENV.WORKER_MEMORY_MIB: str(memory_mib),
+        r.ENV.WORKER_VCPUS: str(vcpus),
+        r.ENV.WORKER_DISK_MIB: str(disk_mib),
+    }
+
+
 def python_function(
     scope: Construct,
     *,

@@ -5,8 +5,13 @@ region's heartbeat, so its minimum is at least one task).
 
 Container health: the image's HEALTHCHECK probes the edge's gRPC health, which a worker
 does not serve. ECS runs only the health checks a container definition names and ignores
-the image's, so the worker containers name none: a worker is healthy while its process
-runs (it exits non-zero on a fatal error and ECS replaces the task)."""
+the image's (ECS API HealthCheck: it "does not monitor Docker health checks that are
+embedded in a container image"), so the worker containers name none: a worker is healthy
+while its process runs (it exits non-zero on a fatal error and ECS replaces the task).
+
+Commands are the whole argv: the image has an empty ENTRYPOINT, and ECS passes Command as
+the container's Cmd, which Docker appends to the ENTRYPOINT (tests/infra/test_containers.py
+joins the two as ECS does)."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from constructs import Construct
 from cdk.config import Capacity
 from cdk.constructs.fargate_task import fargate_task
 from cdk.constructs.nag import suppress
+from cdk.constructs.python_function import worker_size_environment
 from reportgrid import resources as r
 
 WORKER_COMMAND = ("python", "-m", "functions.queue_worker")
@@ -33,6 +39,9 @@ STANDBY_SERVICE = "reportgrid-standby-worker"
 # longest stop timeout gives it two minutes before SIGKILL.
 STOP_TIMEOUT_SECONDS = 120
 BACKLOG_POLICY_NAME = "backlog-per-task"
+# Fargate platform 1.4+ gives every task 20 GiB of ephemeral storage unless the task
+# definition asks for more (ECS docs, "Fargate task ephemeral storage").
+FARGATE_EPHEMERAL_STORAGE_MIB = 20 * 1024
 
 
 class QueueWorker(Construct):
@@ -75,6 +84,13 @@ class QueueWorker(Construct):
                 **environment,
                 r.ENV.WORKER_CONCURRENCY: str(capacity.worker_concurrency),
                 r.ENV.SERVICE_NAME: service_name,
+                # DuckDB's memory, threads and spill space follow the task's size
+                # (reportgrid/limits.py splits them between concurrent reports).
+                **worker_size_environment(
+                    memory_mib=capacity.worker_memory_mib,
+                    vcpus=max(1, capacity.worker_cpu // 1024),
+                    disk_mib=FARGATE_EPHEMERAL_STORAGE_MIB,
+                ),
             },
             secrets=dict(secrets),
             logging=ecs.LogDrivers.aws_logs(stream_prefix=container_name, log_group=log_group),

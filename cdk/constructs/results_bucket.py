@@ -7,13 +7,23 @@ REPLICA_RESULTS_BUCKET (read when the own bucket cannot be reached), and the res
 peer's standby writes for this region's mirrored tasks come back into this bucket. With two
 regions that is one rule each way; with more, each bucket replicates to the next and the
 previous region. Replicas are never replicated again (S3 replicates only objects written
-by clients), so the rules form no loop."""
+by clients), so the rules form no loop.
+
+The rules are not part of the bucket resource: S3 validates the destination bucket when the
+replication configuration is put (PutBucketReplication fails with "Destination bucket must
+have versioning enabled" / NoSuchBucket while it is missing: e.g.
+hashicorp/terraform-provider-aws#23578), and the peer's bucket belongs to the peer's
+regional stack, which deploys independently. So this construct creates the bucket and the
+replication role, and exposes the rules; cdk/stacks/replication.py puts them once every
+regional stack (every bucket) exists."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -36,33 +46,10 @@ class ResultsBucket(Construct):
         result_days: int = 30,
     ) -> None:
         super().__init__(scope, id_)
-        replication: list[s3.ReplicationRule] = []
         # Every bucket this one writes replicas into (the peer's first).
         self.replica_bucket_names = [
             r.results_bucket_name(account, other) for other in replicate_to
         ]
-        for priority, (other, name) in enumerate(
-            zip(replicate_to, self.replica_bucket_names, strict=True), start=1
-        ):
-            destination = s3.Bucket.from_bucket_attributes(
-                self,
-                "Replica" if priority == 1 else f"Replica-{other}",
-                bucket_name=name,
-                region=other,
-                account=account,
-            )
-            replication.append(
-                s3.ReplicationRule(
-                    destination=destination,
-                    id=f"results-to-{other}",
-                    priority=priority,
-                    filter=s3.Filter(prefix=r.RESULTS_KEY_PREFIX),
-                    delete_marker_replication=True,
-                    # Replication time control: 99.99% of objects within 15 minutes.
-                    replication_time_control=s3.ReplicationTimeValue.FIFTEEN_MINUTES,
-                    metrics=s3.ReplicationTimeValue.FIFTEEN_MINUTES,
-                )
-            )
         self.bucket = s3.Bucket(
             self,
             "Bucket",
@@ -84,6 +71,58 @@ class ResultsBucket(Construct):
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 ),
             ],
-            replication_rules=replication or None,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # PutBucketReplication's Rules (SDK shape), one per destination: results only,
+        # delete markers too, replication time control (99.99 % within 15 minutes).
+        self.replication_rules: list[dict[str, Any]] = [
+            {
+                "ID": f"results-to-{other}",
+                "Priority": priority,
+                "Status": "Enabled",
+                "Filter": {"Prefix": r.RESULTS_KEY_PREFIX},
+                "DeleteMarkerReplication": {"Status": "Enabled"},
+                "Destination": {
+                    "Bucket": f"arn:{Aws.PARTITION}:s3:::{name}",
+                    "ReplicationTime": {"Status": "Enabled", "Time": {"Minutes": 15}},
+                    "Metrics": {"Status": "Enabled", "EventThreshold": {"Minutes": 15}},
+                },
+            }
+            for priority, (other, name) in enumerate(
+                zip(replicate_to, self.replica_bucket_names, strict=True), start=1
+            )
+        ]
+        self.replication_role: iam.Role | None = None
+        if self.replication_rules:
+            # A child of the bucket (its acknowledgments cover it). No fixed role name: IAM
+            # names are global per account and every region has one of these.
+            self.replication_role = role = iam.Role(
+                self.bucket,
+                "ReplicationRole",
+                assumed_by=iam.ServicePrincipal("s3.amazonaws.com"),
+                description="S3 replication of Reportgrid results to the neighbouring regions",
+            )
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetReplicationConfiguration", "s3:ListBucket"],
+                    resources=[self.bucket.bucket_arn],
+                )
+            )
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=[
+                        "s3:GetObjectVersionForReplication",
+                        "s3:GetObjectVersionAcl",
+                        "s3:GetObjectVersionTagging",
+                    ],
+                    resources=[self.bucket.arn_for_objects("*")],
+                )
+            )
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+                    resources=[
+                        f"arn:{Aws.PARTITION}:s3:::{name}/*" for name in self.replica_bucket_names
+                    ],
+                )
+            )

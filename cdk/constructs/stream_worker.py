@@ -14,7 +14,12 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from cdk.config import Capacity
-from cdk.constructs.python_function import python_function
+from cdk.constructs.python_function import (
+    LAMBDA_EPHEMERAL_STORAGE_MIB,
+    LAMBDA_MIB_PER_VCPU,
+    python_function,
+    worker_size_environment,
+)
 from reportgrid import resources as r
 
 HANDLER = "functions.stream_worker.handler.handler"
@@ -41,7 +46,14 @@ class StreamWorker(Construct):
             code=code,
             handler=HANDLER,
             service=r.SERVICE_STREAM_WORKER,
-            environment=environment,
+            environment={
+                **environment,
+                **worker_size_environment(
+                    memory_mib=capacity.lambda_memory_mib,
+                    vcpus=max(1, round(capacity.lambda_memory_mib / LAMBDA_MIB_PER_VCPU)),
+                    disk_mib=LAMBDA_EPHEMERAL_STORAGE_MIB,
+                ),
+            },
             memory_mib=capacity.lambda_memory_mib,
             # In the VPC to reach Valkey (publishes state changes); AWS APIs via endpoints.
             vpc=vpc,

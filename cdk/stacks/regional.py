@@ -11,6 +11,7 @@ from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_route53 as route53
 from aws_cdk import aws_s3 as s3
@@ -22,6 +23,7 @@ from cdk.config import DeployConfig
 from cdk.constructs.cache import ValkeyCache
 from cdk.constructs.edge_service import EdgeService
 from cdk.constructs.ingest import Ingest
+from cdk.constructs.input_reader import InputReader
 from cdk.constructs.log_bucket import LogBucket
 from cdk.constructs.monitoring import MonitoredResources, RegionMonitoring
 from cdk.constructs.nag import suppress
@@ -101,6 +103,13 @@ class RegionalStack(Stack):
             # Deterministic names in the peer region (the next in the ring): no cross-region
             # reference needed. The replica bucket is the peer's results bucket, which
             # receives this region's results (ResultsBucket replicates both ways).
+            # The peer's regional stack creates both, and it deploys independently of this
+            # one, so nothing here may need them to exist at deploy time: they are used only
+            # in IAM statements (IAM does not check that a resource exists) and in
+            # environment values read at run time. No event source, subscription or policy
+            # attachment targets them (the peer's standby worker consumes its own queue);
+            # the replication rules that do need the peer's bucket are put by
+            # cdk/stacks/replication.py. tests/infra/test_deploy_order.py checks this.
             peer_standby = sqs.Queue.from_queue_arn(
                 self,
                 "PeerStandbyQueue",
@@ -121,6 +130,7 @@ class RegionalStack(Stack):
             E.HEAVY_QUEUE_URL: ingest.heavy_queue.queue_url,
             E.STANDBY_QUEUE_URL: ingest.standby_queue.queue_url,
             E.RESULTS_BUCKET: results.bucket.bucket_name,
+            E.INPUT_BUCKETS: ",".join(config.input_buckets),
             E.METRICS_NAMESPACE: r.METRICS_NAMESPACE,
             E.LOG_LEVEL: "INFO",
         }
@@ -224,19 +234,25 @@ class RegionalStack(Stack):
         standby_role = standby_worker.task_role
         for principal in (edge.task_role, function, queue_worker.task_role, standby_role):
             table.grant_read_write_data(principal)
-        ingest.stream.grant_write(edge.task_role)  # SubmitReport -> PutRecords
+        _grant_edge_stream(edge.task_role, ingest.stream)
         # (the event sources grant the stream worker and the mirror their stream reads)
         ingest.heavy_queue.grant_send_messages(function)  # heavy kinds are forwarded
         ingest.heavy_queue.grant_consume_messages(queue_worker.task_role)
+        # The queue worker drains the heavy DLQ (functions/queue_worker/worker.py drain_dlq:
+        # GetQueueUrl, ReceiveMessage, ChangeMessageVisibility), ending those reports FAILED.
+        # The standby worker drains no DLQ.
+        ingest.heavy_dlq.grant_consume_messages(queue_worker.task_role)
         # The standby receives, deletes, extends and re-queues (delays) mirrored tasks.
         ingest.standby_queue.grant_consume_messages(standby_role)
         ingest.standby_queue.grant_send_messages(standby_role)
         _grant_edge_storage(edge.task_role, results=results.bucket, replica=replica_bucket)
-        _grant_worker_storage(
+        input_reader = _grant_worker_storage(
+            self,
             (function, queue_worker.task_role, standby_role),
             results=results.bucket,
             input_buckets=config.input_buckets,
         )
+        _point_workers_at(input_reader, function, (queue_worker, standby_worker))
         id_secret.grant_read(function)
         cache.url_secret.grant_read(function)
         if peer_standby is not None and replica_bucket is not None:
@@ -418,14 +434,28 @@ class RegionalStack(Stack):
             f"{RESULT_OBJECTS} in both buckets.",
             findings=edge_findings,
         )
-        inputs = [f"Resource::arn:<AWS::Partition>:s3:::{bucket}/*" for bucket in input_buckets]
         for role in (*(w.task_role for w in workers), stream_worker.function.role):
             suppress(
                 cast(iam.IRole, role),
                 "AwsSolutions-IAM5",
-                why_data + " The workers write and overwrite results, and read report inputs "
-                "(s3:GetObject only) from the configured input buckets' objects (bucket/*).",
-                findings=[indexes, own_objects, *read, *write, *inputs],
+                why_data + " The workers write and overwrite results; they read no input "
+                "themselves (the input reader role does, per tenant).",
+                findings=[indexes, own_objects, *read, *write],
+            )
+        reader = self.node.try_find_child("InputReader")
+        if isinstance(reader, InputReader):
+            # cdk-nag names the policy variable ${x} as <x> in its finding ids.
+            tenant_prefix = r.tenant_input_prefix(f"<aws:PrincipalTag/{r.INPUT_TENANT_TAG}>")
+            tenant_objects = [
+                f"Resource::arn:<AWS::Partition>:s3:::{bucket}/{tenant_prefix}*"
+                for bucket in input_buckets
+            ]
+            suppress(
+                reader.role,
+                "AwsSolutions-IAM5",
+                "s3:GetObject only, on the objects under the session's own tenant prefix "
+                "(tenants/${aws:PrincipalTag/tenant}/*) of each configured input bucket.",
+                findings=tenant_objects,
             )
         suppress(
             cast(iam.IRole, drain.function.role),
@@ -455,6 +485,18 @@ class RegionalStack(Stack):
 RESULT_OBJECTS = r.RESULTS_KEY_PREFIX + "*"
 
 
+def _grant_edge_stream(edge: iam.IRole, stream: kinesis.IStream) -> None:
+    """SubmitReport -> PutRecords (grant_write: ListShards/PutRecord(s)), and the edge's
+    idle health probe, DescribeStreamSummary (grpc_edge/dependency_health.py bounds its
+    rate: the API's quota is 20 calls/s per account)."""
+    stream.grant_write(edge)
+    edge.add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=["kinesis:DescribeStreamSummary"], resources=[stream.stream_arn]
+        )
+    )
+
+
 def _grant_edge_storage(
     edge: iam.IGrantable, *, results: s3.IBucket, replica: s3.IBucket | None
 ) -> None:
@@ -467,17 +509,29 @@ def _grant_edge_storage(
             bucket.grant_delete(edge, RESULT_OBJECTS)
 
 
-def _grant_worker_storage(
-    workers: tuple[iam.IGrantable, ...], *, results: s3.IBucket, input_buckets: tuple[str, ...]
+def _point_workers_at(
+    reader: InputReader | None, function: lambda_.Function, workers: tuple[QueueWorker, ...]
 ) -> None:
-    """Workers write results and read report inputs given as s3:// URIs (GetObject only, on
-    the objects of the configured input buckets)."""
+    """Tell every process that runs reports which role reads inputs."""
+    if reader is None:
+        return
+    function.add_environment(E.INPUT_READER_ROLE_ARN, reader.role.role_arn)
+    for worker in workers:
+        worker.container.add_environment(E.INPUT_READER_ROLE_ARN, reader.role.role_arn)
+
+
+def _grant_worker_storage(
+    scope: Construct,
+    workers: tuple[iam.IGrantable, ...],
+    *,
+    results: s3.IBucket,
+    input_buckets: tuple[str, ...],
+) -> InputReader | None:
+    """Workers write results. They read report inputs only as the task's tenant, through
+    the input reader role (cdk/constructs/input_reader.py): the worker roles themselves get
+    nothing on the input buckets (docs/SECURITY.md, "Tenant boundary")."""
     for worker in workers:
         results.grant_read_write(worker)
-        if input_buckets:
-            worker.grant_principal.add_to_principal_policy(
-                iam.PolicyStatement(
-                    actions=["s3:GetObject"],
-                    resources=[f"arn:{Aws.PARTITION}:s3:::{bucket}/*" for bucket in input_buckets],
-                )
-            )
+    if not input_buckets:
+        return None
+    return InputReader(scope, "InputReader", buckets=input_buckets, readers=workers)

@@ -173,3 +173,46 @@ def function_by_handler(template: Template, handler: str) -> tuple[str, dict[str
         "AWS::Lambda::Function", {"Properties": {"Handler": handler}}
     ).items()
     return logical_id, dict(function)
+
+
+def flatten(value: Any, region: str) -> Any:
+    """The value with Fn::Join and pseudo parameters resolved to strings; any other
+    intrinsic becomes a readable placeholder (imports keep their export name)."""
+    if isinstance(value, list):
+        return [flatten(v, region) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        ((key, arg),) = value.items()
+        pseudo = {
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::Region": region,
+            "AWS::AccountId": ACCOUNT,
+        }
+        if key == "Ref":
+            return pseudo.get(arg, f"{{{{ref:{arg}}}}}")
+        if key == "Fn::Join":
+            separator, parts = arg
+            return separator.join(_text(flatten(p, region)) for p in parts)
+        if key == "Fn::ImportValue":
+            return f"{{{{import:{_text(flatten(arg, region))}}}}}"
+        if key.startswith("Fn::"):
+            return f"{{{{{key}:{json.dumps(flatten(arg, region))}}}}}"
+    return {k: flatten(v, region) for k, v in value.items()}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def replication_rules(synth: Synthesized, region: str) -> list[dict[str, Any]]:
+    """The rules the region's replication stack puts on its results bucket (the
+    PutBucketReplication call of its custom resource, resolved)."""
+    stack = synth.deployment.replication[region]
+    template = synth.templates[stack.stack_name]
+    (put,) = template.find_resources("Custom::AWS").values()
+    call = json.loads(flatten(put["Properties"]["Create"], region))
+    assert call["action"] == "putBucketReplication"
+    rules: list[dict[str, Any]] = call["parameters"]["ReplicationConfiguration"]["Rules"]
+    return rules

@@ -36,4 +36,4 @@ def test_cfn_lint_reports_no_errors(synth: Synthesized) -> None:
         matches = lint(path.read_text(), regions=[stack.region])
         errors += [f"{path.name}: {m}" for m in matches if m.rule.id.startswith("E")]
     assert errors == []
-    assert len(synth.deployment.stacks) == 4
+    assert len(synth.deployment.stacks) == 6  # data, 2 regions, 2 replication, global

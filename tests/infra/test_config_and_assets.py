@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,56 @@ def test_command_line_strings_are_accepted() -> None:
         ({"mirrorGraceSeconds": "soon"}, "not a number"),
         ({"standbyMarginSeconds": 1}, "standbyMarginSeconds"),
         ({"inputBuckets": ["Not_A_Bucket"]}, "not an S3 bucket name"),
+        # Issue 12.9: capacity values AWS would reject at deploy time stop synth instead.
+        (
+            {"capacity": {"edge_cpu": 3000}},
+            "capacity.edge_cpu: 3000 is not a Fargate CPU size; use one of 256, 512, 1024",
+        ),
+        (
+            {"capacity": {"edge_cpu": 1024, "edge_memory_mib": 512}},
+            "capacity.edge_memory_mib: 512 MiB is not valid with edge_cpu=1024; "
+            "Fargate allows 2048..8192 in steps of 1024 MiB",
+        ),
+        (
+            {"capacity": {"worker_cpu": 256, "worker_memory_mib": 4096}},
+            "capacity.worker_memory_mib: 4096 MiB is not valid with worker_cpu=256; "
+            "Fargate allows 512, 1024, 2048 MiB",
+        ),
+        (
+            {"capacity": {"worker_cpu": 8192, "worker_memory_mib": 17408}},
+            "16384..61440 in steps of 4096",
+        ),
+        ({"capacity": {"lambda_memory_mib": 127}}, "lambda_memory_mib: 127 .* 128..10240 MB"),
+        ({"capacity": {"lambda_memory_mib": 10241}}, "lambda_memory_mib: 10241"),
+        ({"capacity": {"nat_gateways": 0}}, "nat_gateways: 0 is out of range; allowed 1..3"),
+        ({"capacity": {"cache_max_data_gb": 0}}, "cache_max_data_gb: 0 .* 1..5000 GB"),
+        ({"capacity": {"cache_max_data_gb": 5001}}, "cache_max_data_gb: 5001"),
+        (
+            {"capacity": {"cache_max_ecpu_per_second": 999}},
+            "cache_max_ecpu_per_second: 999 .* 1000..15000000 ECPUs per second",
+        ),
+        ({"capacity": {"cache_max_ecpu_per_second": 15_000_001}}, "cache_max_ecpu_per_second"),
     ],
 )
 def test_bad_context_names_the_key(overrides: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    # Literal text, except ".*" which skips the middle of a long message.
+    pattern = ".*".join(re.escape(part) for part in message.split(".*"))
+    with pytest.raises(ConfigError, match=pattern):
         _config(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"), [(256, 512), (512, 4096), (1024, 8192), (2048, 16384), (16384, 122880)]
+)
+def test_every_fargate_size_on_the_table_is_accepted(cpu: int, memory: int) -> None:
+    config = _config(capacity={"edge_cpu": cpu, "edge_memory_mib": memory})
+    assert (config.capacity.edge_cpu, config.capacity.edge_memory_mib) == (cpu, memory)
+
+
+def test_capacity_defaults_are_valid() -> None:
+    from cdk.config import Capacity
+
+    assert Capacity().nat_gateways == 3
 
 
 def test_multi_region_timings_default_to_resources_and_accept_overrides() -> None:

@@ -59,6 +59,51 @@ def test_topic_is_encrypted_tls_only_and_mails_the_on_call(eu: Template) -> None
     )
 
 
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_cloudwatch_alarms_may_publish_to_the_encrypted_topic(eu: Template) -> None:
+    # Issue 12.5: the TLS deny alone let no alarm publish. The topic policy must allow
+    # cloudwatch.amazonaws.com to sns:Publish (scoped to this account's alarms), keep the
+    # TLS deny, and the topic's KMS key must let CloudWatch use it.
+    topic = _topic(eu)
+    (policy,) = (
+        p["Properties"]
+        for p in eu.find_resources("AWS::SNS::TopicPolicy").values()
+        if {"Ref": topic} in p["Properties"]["Topics"]
+    )
+    statements = policy["PolicyDocument"]["Statement"]
+    (publish,) = (
+        s
+        for s in statements
+        if s["Effect"] == "Allow"
+        and "sns:Publish" in _as_list(s["Action"])
+        and s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    )
+    assert {"Ref": topic} in _as_list(publish["Resource"])
+    condition = publish["Condition"]
+    assert condition["StringEquals"]["aws:SourceAccount"] == "111111111111"
+    source_arn = json.dumps(condition["ArnLike"]["aws:SourceArn"])
+    assert ":cloudwatch:eu-west-1:111111111111:alarm:*" in source_arn
+    assert any(
+        s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in statements
+    )
+    (topic_properties,) = (
+        t["Properties"] for lid, t in eu.find_resources("AWS::SNS::Topic").items() if lid == topic
+    )
+    key_id = topic_properties["KmsMasterKeyId"]["Fn::GetAtt"][0]
+    key = eu.find_resources("AWS::KMS::Key")[key_id]["Properties"]
+    cloudwatch = [
+        s
+        for s in key["KeyPolicy"]["Statement"]
+        if s["Effect"] == "Allow" and s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    actions = {a for s in cloudwatch for a in _as_list(s["Action"])}
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= actions
+
+
 def _alarm(template: Template, name: str) -> dict[str, Any]:
     (alarm,) = (
         a["Properties"]

@@ -25,6 +25,7 @@ from tests.infra.conftest import (
     context,
     function_by_handler,
     project_dir,
+    replication_rules,
     role_statements,
 )
 
@@ -337,13 +338,8 @@ def test_replica_bucket_receives_this_regions_results(synth: Synthesized) -> Non
         template = synth.regional(region)
         edge = container(template, ["python", "-m", "grpc_edge"])
         replica = {e["Name"]: e["Value"] for e in edge["Environment"]}[E.REPLICA_RESULTS_BUCKET]
-        (bucket,) = template.find_resources(
-            "AWS::S3::Bucket",
-            {"Properties": {"BucketName": r.results_bucket_name(ACCOUNT, region)}},
-        ).values()
         destinations = [
-            json.dumps(rule["Destination"]["Bucket"])
-            for rule in bucket["Properties"]["ReplicationConfiguration"]["Rules"]
+            json.dumps(rule["Destination"]["Bucket"]) for rule in replication_rules(synth, region)
         ]
         assert any(f":s3:::{replica}" in d for d in destinations), (region, destinations)
 

