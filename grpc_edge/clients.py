@@ -39,8 +39,18 @@ class Clients:
         stack = contextlib.AsyncExitStack()
         session = aioboto3.Session()
 
-        def config(attempts: int, read_timeout: float, *, validate: bool = True) -> AioConfig:
-            return AioConfig(
+        # The stubs type session.client per literal service name; these clients are Any here.
+        new_client: Any = session.client
+
+        async def open_client(
+            service: str,
+            attempts: int,
+            read_timeout: float,
+            *,
+            region: str = settings.region,
+            validate: bool = True,
+        ) -> Any:
+            config = AioConfig(
                 retries={"max_attempts": attempts, "mode": "standard"},
                 connect_timeout=2,
                 read_timeout=read_timeout,
@@ -48,44 +58,24 @@ class Clients:
                 tcp_keepalive=True,
                 parameter_validation=validate,
             )
-
-        dynamodb = await stack.enter_async_context(
-            session.client(
-                "dynamodb",
-                config=config(3, 5),
-                region_name=settings.region,
-                endpoint_url=settings.aws_endpoint_url,
-            )
-        )
-        # The producer retries records itself, within each caller's deadline. It builds every
-        # PutRecords itself, so botocore's per-record parameter validation (a walk over up
-        # to 500 records per call, on the hot path) checks nothing the code does not fix.
-        kinesis = await stack.enter_async_context(
-            session.client(
-                "kinesis",
-                config=config(1, 10, validate=False),
-                region_name=settings.region,
-                endpoint_url=settings.aws_endpoint_url,
-            )
-        )
-        s3 = await stack.enter_async_context(
-            session.client(
-                "s3",
-                config=config(3, 30),
-                region_name=settings.region,
-                endpoint_url=settings.aws_endpoint_url,
-            )
-        )
-        replica_s3 = None
-        if settings.replica_results_bucket and settings.peer_region:
-            replica_s3 = await stack.enter_async_context(
-                session.client(
-                    "s3",
-                    config=config(3, 30),
-                    region_name=settings.peer_region,
+            return await stack.enter_async_context(
+                new_client(
+                    service,
+                    config=config,
+                    region_name=region,
                     endpoint_url=settings.aws_endpoint_url,
                 )
             )
+
+        dynamodb = await open_client("dynamodb", 3, 5)
+        # The producer retries records itself, within each caller's deadline. It builds every
+        # PutRecords itself, so botocore's per-record parameter validation (a walk over up
+        # to 500 records per call, on the hot path) checks nothing the code does not fix.
+        kinesis = await open_client("kinesis", 1, 10, validate=False)
+        s3 = await open_client("s3", 3, 30)
+        replica_s3 = None
+        if settings.replica_results_bucket and settings.peer_region:
+            replica_s3 = await open_client("s3", 3, 30, region=settings.peer_region)
         redis_client: aioredis.Redis | None = None
         if settings.redis_url:
             redis_client = aioredis.Redis.from_url(
