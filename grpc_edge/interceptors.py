@@ -169,13 +169,16 @@ class Chain:
         metadata = context.invocation_metadata()
         for name, value in metadata or ():
             if name == "authorization":
-                memo = self._tenants.get(value)
+                memo = self._tenants.pop(value, None)
                 now = time.monotonic()
                 if memo is not None and memo[0] > now:
+                    self._tenants[value] = memo  # back at the end: least recently used first
                     return memo[1]
                 tenant = await self.auth.tenant_of(metadata)
+                # Dicts keep insertion order and every use moves a key to the end, so many
+                # keys evict the least recently used one, never every tenant at once.
                 if len(self._tenants) >= _TENANT_MEMO_LIMIT:
-                    self._tenants.clear()
+                    del self._tenants[next(iter(self._tenants))]
                 self._tenants[value] = (now + _TENANT_MEMO_SECONDS, tenant)
                 return tenant
         return await self.auth.tenant_of(metadata)  # raises the precise Unauthenticated
