@@ -114,8 +114,11 @@ def boto3_tenant_inputs(settings: Settings, fallback_s3: Any) -> TenantInputs:
 
     endpoint = settings.aws_endpoint_url
 
+    # boto3's default session is not thread-safe and the queue worker runs reports on
+    # several threads: each client comes from a session of its own (boto3 docs, "Multithreading
+    # or multiprocessing with clients"); finished clients are thread-safe.
     def make_s3(credentials: Credentials) -> Any:
-        return boto3.client(
+        return boto3.session.Session().client(
             "s3",
             region_name=settings.region,
             endpoint_url=endpoint,
@@ -125,7 +128,7 @@ def boto3_tenant_inputs(settings: Settings, fallback_s3: Any) -> TenantInputs:
         )
 
     sts = (
-        boto3.client("sts", region_name=settings.region, endpoint_url=endpoint)
+        boto3.session.Session().client("sts", region_name=settings.region, endpoint_url=endpoint)
         if settings.input_reader_role_arn
         else None
     )

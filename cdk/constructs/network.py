@@ -21,6 +21,9 @@ INTERFACE_SERVICES: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
     "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
     "SecretsManager": ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER,
     "Monitoring": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_MONITORING,
+    # The workers assume the input-reader role per tenant (functions/input_access.py);
+    # botocore uses the regional STS endpoint, which this keeps off the NAT.
+    "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
 }
 
 
