@@ -10,7 +10,9 @@ UV := $(if $(SYSTEM_UV),$(SYSTEM_UV),.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 SYNCED := $(VENV)/.synced
-CHECKED := $(wildcard reportgrid grpc_edge functions cdk app.py tests proto/generate.py bench)
+# The five distributions (see pyproject.toml), the CDK app and the tools around them.
+PACKAGES := client core edge workers devstack
+CHECKED := $(wildcard $(PACKAGES) cdk app.py tests proto/generate.py bench)
 
 .PHONY: help
 help: ## list the targets
@@ -20,7 +22,7 @@ help: ## list the targets
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv
 
-$(SYNCED): pyproject.toml uv.lock | $(UV)
+$(SYNCED): pyproject.toml $(PACKAGES:%=%/pyproject.toml) uv.lock | $(UV)
 	$(UV) sync --frozen --all-groups
 	@touch $@
 
@@ -32,7 +34,7 @@ lock: | $(UV) ## re-resolve uv.lock after editing pyproject.toml
 	$(UV) lock
 
 .PHONY: proto
-proto: $(SYNCED) ## regenerate reportgrid/v1 and reportgrid/task from proto/
+proto: $(SYNCED) ## regenerate client/reportgrid/v1 and core/reportgrid/task from proto/
 	$(BIN)/python proto/generate.py --clean
 
 .PHONY: lint
@@ -47,7 +49,7 @@ fmt: $(SYNCED) ## apply ruff fixes and formatting
 
 .PHONY: typecheck
 typecheck: $(SYNCED) ## mypy (strict on the service code)
-	$(BIN)/mypy reportgrid grpc_edge functions cdk app.py bench
+	$(BIN)/mypy $(PACKAGES) cdk app.py bench
 
 .PHONY: test
 test: lint typecheck ## lint, type check and the whole test suite
@@ -59,7 +61,7 @@ test-faults: $(SYNCED) ## only the fault and bad-input scenarios, with their fig
 
 .PHONY: dev
 dev: $(SYNCED) ## run a whole region locally (moto server, redis, edge, workers)
-	$(BIN)/reportgrid dev $(ARGS)
+	$(BIN)/reportgrid-dev $(ARGS)
 
 .PHONY: synth
 synth: $(SYNCED) ## synthesize the CDK app into cdk.out/ (no AWS credentials needed)

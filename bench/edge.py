@@ -98,7 +98,7 @@ def edge_scenarios(scale: float) -> list[Scenario]:
             n(600),
             1,
             32,
-            "local region (reportgrid dev): SDK submits, time until every report is terminal",
+            "local region (reportgrid-dev): SDK submits, time until every report is terminal",
             paced=False,
             runner=end_to_end.run,
         ),

@@ -1,7 +1,7 @@
 """End-to-end reports/s through the local region: submit N light reports with the SDK and
 time until every one is terminal.
 
-The region is started as `reportgrid dev` starts it (reportgrid.local.dev.Supervisor: moto
+The region is started as `reportgrid-dev` starts it (reportgrid.local.dev.Supervisor: moto
 server, redis-server, the edge, the Kinesis event source feeding the real stream-worker
 Lambda handler, the queue worker), on a fresh state directory. Nothing is pinned: the whole
 region shares the machine, so the figure is what this machine does, not one process. CPU

@@ -1,8 +1,9 @@
 """Generate the Python API code from proto/ into an output tree (default: the repo root).
 
-`make proto` runs this to refresh `reportgrid/v1/`; tests run it into a temporary folder and
-compare, so committed code that is stale fails the suite. The proto package path mirrors
-the Python one, so no import fix-ups are needed.
+`make proto` runs this to refresh `client/reportgrid/v1/` (the public API ships with the
+client distribution) and `core/reportgrid/task/` (the internal task record); tests run it
+into a temporary folder and compare, so committed code that is stale fails the suite. The
+proto package path mirrors the Python one, so no import fix-ups are needed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
 PROTO_FILES = sorted(p.relative_to(PROTO_ROOT) for p in PROTO_ROOT.rglob("*.proto"))
+# Which distribution folder each proto package's code goes to.
+DISTRIBUTIONS = {"reportgrid/v1": "client", "reportgrid/task": "core"}
 
 
-def generate(out: Path) -> list[Path]:
-    """Write *_pb2.py, *_pb2.pyi, *_pb2_grpc.py and *_pb2_grpc.pyi under `out`."""
+def distribution(proto: Path) -> str:
+    """The distribution folder that owns the code generated from `proto`."""
+    for package, folder in DISTRIBUTIONS.items():
+        if proto.as_posix().startswith(package + "/"):
+            return folder
+    raise SystemExit(f"{proto}: no distribution owns it; add it to DISTRIBUTIONS")
+
+
+def _protoc(out: Path, protos: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     well_known = resources.files("grpc_tools") / "_proto"
     bin_dir = Path(sys.executable).parent
@@ -34,12 +44,20 @@ def generate(out: Path) -> list[Path]:
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
-        *(str(p) for p in PROTO_FILES),
+        *(str(p) for p in protos),
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed; see the messages above")
+
+
+def generate(root: Path) -> list[Path]:
+    """Write *_pb2.py, *_pb2.pyi, *_pb2_grpc.py and *_pb2_grpc.pyi under each owning
+    distribution folder of `root`."""
+    for folder in sorted(set(DISTRIBUTIONS.values())):
+        _protoc(root / folder, [p for p in PROTO_FILES if distribution(p) == folder])
     written = []
     for proto in PROTO_FILES:
+        out = root / distribution(proto)
         package_dir = out / proto.parent
         # Every package below the top one (reportgrid/ is ours) gets a marker __init__.
         for depth in range(1, len(proto.parent.parts)):
@@ -60,8 +78,8 @@ def main() -> None:
     parser.add_argument("--clean", action="store_true", help="remove the generated packages first")
     ns = parser.parse_args()
     if ns.clean:
-        for generated in ("v1", "task"):
-            shutil.rmtree(ns.out / "reportgrid" / generated, ignore_errors=True)
+        for package, folder in DISTRIBUTIONS.items():
+            shutil.rmtree(ns.out / folder / package, ignore_errors=True)
     for path in generate(ns.out):
         print(f"wrote {path}")
 

@@ -17,25 +17,27 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk.bundling import CODE_PACKAGES, LocalPythonBundling, docker_fallback_command
+from cdk.artifacts import WORKSPACE_FILES
+from cdk.bundling import LAMBDA_ARTIFACT, LocalPythonBundling, docker_fallback_command
 from cdk.constructs.nag import suppress
 from reportgrid import resources as r
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # matches cdk.bundling.LAMBDA_PYTHON_VERSION
 ARCHITECTURE = lambda_.Architecture.X86_64  # matches cdk.bundling.WHEEL_PLATFORM
 # Only these reach the bundler (and the asset fingerprint); .venv and the rest are never read.
+# The Docker fallback runs cdk/artifacts.py, so it is staged too.
 ASSET_EXCLUDES: tuple[str, ...] = (
     "*",
-    *(f"!{package}" for package in CODE_PACKAGES),
-    "!pyproject.toml",
-    "!uv.lock",
-    "!README.md",
+    *(f"!{source}" for source in LAMBDA_ARTIFACT.sources),
+    *(f"!{path}" for path in WORKSPACE_FILES),
+    "!cdk/artifacts.py",
     "**/__pycache__",
 )
 
 
 def bundled_code(project_dir: Path) -> lambda_.Code:
-    """functions/ + reportgrid/ + the locked runtime wheels (cdk.bundling)."""
+    """The `lambda` artifact: the workers' code, the core, the API modules and the locked
+    runtime wheels (cdk.bundling, cdk.artifacts)."""
     return lambda_.Code.from_asset(
         str(project_dir),
         exclude=list(ASSET_EXCLUDES),

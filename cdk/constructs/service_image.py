@@ -1,4 +1,5 @@
-"""The one container image (the repository's Dockerfile) that runs the edge and the worker."""
+"""The container images of the repository's Dockerfile: target `edge` (the gRPC edge) and
+target `worker` (the queue worker and the standby), each built by cdk/artifacts.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ IMAGE_EXCLUDES: tuple[str, ...] = (
     "tests",
     "bench",
     "docs",
+    # Only on a developer's machine (its pyproject.toml is kept: the lock names it).
+    "devstack/reportgrid",
     ".reportgrid",
     "node_modules",
     ".mypy_cache",
@@ -25,8 +28,10 @@ IMAGE_EXCLUDES: tuple[str, ...] = (
     ".pytest_cache",
     ".hypothesis",
     ".ci",
-    # The infrastructure code: editing it must not change the image (and redeploy tasks).
+    # The infrastructure code: editing it must not change the image (and redeploy tasks);
+    # only the artifact script the build runs is sent.
     "cdk",
+    "!cdk/artifacts.py",
     "cdk.json",
     "app.py",
     "**/__pycache__",
@@ -35,14 +40,16 @@ IMAGE_EXCLUDES: tuple[str, ...] = (
 
 
 class ServiceImage(Construct):
-    """Built from `directory`/Dockerfile for linux/amd64; the command picks the process."""
+    """Built from `directory`/Dockerfile's `target` stage for linux/amd64; the task
+    definition's command picks the process."""
 
-    def __init__(self, scope: Construct, id_: str, *, directory: Path) -> None:
+    def __init__(self, scope: Construct, id_: str, *, directory: Path, target: str) -> None:
         super().__init__(scope, id_)
         self.asset = ecr_assets.DockerImageAsset(
             self,
             "Asset",
             directory=str(directory),
+            target=target,
             platform=ecr_assets.Platform.LINUX_AMD64,
             exclude=list(IMAGE_EXCLUDES),
         )

@@ -153,12 +153,16 @@ class RegionalStack(Stack):
         # The Lambdas' one code asset, bundled once for all of them.
         code = bundled_code(project_dir)
         cluster = ServiceCluster(self, "Cluster", vpc=network.vpc).cluster
-        image = ServiceImage(self, "Image", directory=project_dir).image
+        # One Dockerfile, two targets: each image carries only its own code and wheels.
+        edge_image = ServiceImage(self, "EdgeImage", directory=project_dir, target="edge").image
+        worker_image = ServiceImage(
+            self, "WorkerImage", directory=project_dir, target="worker"
+        ).image
         self.edge = edge = EdgeService(
             self,
             "Edge",
             cluster=cluster,
-            image=image,
+            image=edge_image,
             certificate=self._certificate(config, region),
             environment=edge_environment,
             secrets=container_secrets,
@@ -190,7 +194,7 @@ class RegionalStack(Stack):
             self,
             "QueueWorker",
             cluster=cluster,
-            image=image,
+            image=worker_image,
             queue=ingest.heavy_queue,
             environment=environment,
             secrets=container_secrets,
@@ -203,7 +207,7 @@ class RegionalStack(Stack):
             self,
             "StandbyWorker",
             cluster=cluster,
-            image=image,
+            image=worker_image,
             queue=ingest.standby_queue,
             environment={
                 **environment,

@@ -1,4 +1,4 @@
-"""The local region as a user meets it: `reportgrid dev` in one process, the `reportgrid`
+"""The local region as a user meets it: `reportgrid-dev` in one process, the `reportgrid`
 CLI in others. Numbers are checked against values computed here with csv/statistics.
 
 The region is started once for the module; the last test stops it with SIGINT (Ctrl-C)
@@ -40,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 REPORTGRID = str(BIN / "reportgrid")
+REPORTGRID_DEV = str(BIN / "reportgrid-dev")
 READY_TIMEOUT = 90.0
 REGION = "us-east-1"
 
@@ -78,8 +79,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRegion]:
     state = tmp_path_factory.mktemp("state")
     process = subprocess.Popen(
         [
-            REPORTGRID,
-            "dev",
+            REPORTGRID_DEV,
             "--port",
             str(free_port()),
             "--state-dir",
@@ -96,7 +96,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRegion]:
     threading.Thread(target=_read, args=(region,), daemon=True).start()
     deadline = time.monotonic() + READY_TIMEOUT
     while not (region.endpoint and region.api_key):
-        assert process.poll() is None, "reportgrid dev exited:\n" + "\n".join(region.lines)
+        assert process.poll() is None, "reportgrid-dev exited:\n" + "\n".join(region.lines)
         assert time.monotonic() < deadline, "not ready:\n" + "\n".join(region.lines[-40:])
         for line in list(region.lines):
             name, _, value = line.removeprefix("  export ").partition("=")

@@ -12,13 +12,13 @@ import grpc
 import pytest
 
 from functions.runner import Runner
+from functions.store import WRITE_ATTEMPTS
 from functions.stream_worker import handler as stream
 from reportgrid import intents, tasks
 from reportgrid.local.bootstrap import RegionResources, client
 from reportgrid.records import ReportRecord
 from reportgrid.settings import Settings
 from reportgrid.states import State
-from reportgrid.store import WRITE_ATTEMPTS
 from reportgrid.v1 import reports_pb2 as pb
 from tests.faults.conftest import rpc_details, stored_record
 from tests.faults.throttle import Throttle

@@ -12,16 +12,16 @@ from typing import Any
 import grpc
 import pytest
 
+from functions.notify import Notifier
 from functions.runner import Runner, Services
+from functions.store import ReportStore
 from grpc_edge.clients import Clients
 from reportgrid import resources, tasks
 from reportgrid.local.bootstrap import RegionResources, client
 from reportgrid.local.servers import RedisServer
-from reportgrid.notify import Notifier
 from reportgrid.records import ReportRecord
 from reportgrid.settings import Settings, load_settings
 from reportgrid.states import State
-from reportgrid.store import ReportStore
 from reportgrid.v1 import reports_pb2 as pb
 from tests.faults.conftest import percentile, rpc_details
 from tests.integration.edge.conftest import (

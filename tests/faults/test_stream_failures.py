@@ -1,8 +1,9 @@
 """Scenario 15: Lambda gives up on a Kinesis batch. The real stream handler, fed by the
 local Kinesis runner, fails every attempt (an injected outage of the function) until the
 runner's retries run out; the runner sends the batches' on-failure destination records to
-the stream-failure queue, as Lambda does. The drain (`python -m functions.stream_failures`,
-the real handler behind the local SQS event source) reads the records back from the stream
+the stream-failure queue, as Lambda does. The drain
+(`python -m reportgrid.local.stream_failure_drain`, the real handler behind the local SQS
+event source) reads the records back from the stream
 and re-drives their tasks to the heavy queue, where the real queue worker completes them:
 every acknowledged task ends SUCCEEDED, once. Records that left the stream before the
 drain could read them are reported (logged and counted), not retried, and crash nothing.
@@ -23,10 +24,10 @@ from typing import Any
 import pytest
 
 from functions.runner import Runner
-from functions.stream_failures.poller import SqsEventSource
 from functions.stream_worker import handler as stream
 from reportgrid import resources, tasks
 from reportgrid.local.kinesis_runner import ON_FAILURE_FILE, KinesisRunner, MappingConfig
+from reportgrid.local.sqs_source import SqsEventSource
 from reportgrid.states import State
 from tests.faults.conftest import ROOT
 from tests.integration.stream_failures.helpers import (
@@ -138,7 +139,8 @@ def _queue_empty(region: Region, url: str) -> bool:
 
 @pytest.fixture
 def drain_process(region_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], Path]]:
-    """`python -m functions.stream_failures` in the test region, as `reportgrid dev` runs it."""
+    """The drain (`python -m reportgrid.local.stream_failure_drain`) in the test region, as
+    `reportgrid-dev` runs it."""
     started: list[subprocess.Popen[bytes]] = []
     log = tmp_path / "drain.log"
 
@@ -149,7 +151,7 @@ def drain_process(region_env: dict[str, str], tmp_path: Path) -> Iterator[Callab
                     [
                         sys.executable,
                         "-m",
-                        "functions.stream_failures",
+                        "reportgrid.local.stream_failure_drain",
                         "--visibility-timeout",
                         "2",
                     ],

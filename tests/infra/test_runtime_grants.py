@@ -8,13 +8,13 @@ from typing import Any
 
 from aws_cdk.assertions import Template
 
+from functions.notify import Notifier
 from functions.queue_worker.worker import QueueWorker
 from functions.runner import Runner, Services
+from functions.store import ReportStore
 from reportgrid import resources as r
 from reportgrid.local.bootstrap import RegionResources, client
-from reportgrid.notify import Notifier
 from reportgrid.settings import Settings
-from reportgrid.store import ReportStore
 from tests.infra.conftest import role_statements
 
 

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from google.protobuf.struct_pb2 import Struct
 
+from functions.notify import Notifier
 from functions.runner import Runner, Services
+from functions.store import ReportStore
 from reportgrid import resources
 from reportgrid.local.bootstrap import RegionResources, client, create_region
 from reportgrid.local.replicator import GlobalTableReplicator
 from reportgrid.local.servers import MotoServer
-from reportgrid.notify import Notifier
 from reportgrid.settings import Settings, load_settings
-from reportgrid.store import ReportStore
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
 from tests.conftest import TEST_ID_SECRET

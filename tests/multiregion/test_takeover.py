@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from functions.standby.worker import StandbyWorker
+from functions.store import now_ms
 from reportgrid import intents, resources, tasks
 from reportgrid.states import State
-from reportgrid.store import now_ms
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from tests.multiregion.conftest import LEASE_SECONDS, PEER, Pair, Region, make_task
 

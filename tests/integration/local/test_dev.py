@@ -1,4 +1,4 @@
-"""The `reportgrid dev` supervisor's own promises that need no edge or workers: a taken
+"""The `reportgrid-dev` supervisor's own promises that need no edge or workers: a taken
 port is a clear error, and --persist saves and restores the table and the buckets."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from reportgrid.local.servers import MotoServer
 from reportgrid.local.state import StateDir, restore_snapshot, save_snapshot
 
 REPORTGRID = str(Path(sys.executable).parent / "reportgrid")
+REPORTGRID_DEV = str(Path(sys.executable).parent / "reportgrid-dev")
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
@@ -22,7 +23,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         holder.listen()
         port = holder.getsockname()[1]
         result = subprocess.run(
-            [REPORTGRID, "dev", "--port", str(port), "--state-dir", str(tmp_path)],
+            [REPORTGRID_DEV, "--port", str(port), "--state-dir", str(tmp_path)],
             check=False,
             capture_output=True,
             text=True,

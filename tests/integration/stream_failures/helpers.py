@@ -16,10 +16,10 @@ from botocore.awsrequest import AWSResponse
 from functions.queue_worker.worker import QueueWorker
 from functions.runner import Runner
 from functions.stream_failures import handler as drain
-from functions.stream_failures.poller import lambda_sqs_record
 from reportgrid import resources
 from reportgrid.local.bootstrap import LOCAL_ACCOUNT
 from reportgrid.local.kinesis_runner import LambdaContext, StreamRecord, on_failure_record
+from reportgrid.local.sqs_source import lambda_sqs_record
 from tests.integration.workers.conftest import Region
 
 STREAM_WORKER_ARN = f"arn:aws:lambda:us-east-1:{LOCAL_ACCOUNT}:function:reportgrid-stream-worker"

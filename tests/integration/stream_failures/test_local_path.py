@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from functions.stream_failures.poller import SqsEventSource
 from reportgrid import resources, tasks
 from reportgrid.local.kinesis_runner import ON_FAILURE_FILE, KinesisRunner, MappingConfig
+from reportgrid.local.sqs_source import SqsEventSource
 from tests.integration.stream_failures.helpers import (
     failure_body,
     failure_queue,

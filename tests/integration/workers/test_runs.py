@@ -16,11 +16,11 @@ import pytest
 import redis
 from botocore.exceptions import ConnectionClosedError
 
+from functions.notify import Notifier
 from functions.runner import Outcome, Services, run_in_process
+from functions.store import ReportStore
 from reportgrid import intents, records, resources
-from reportgrid.notify import Notifier
 from reportgrid.states import State
-from reportgrid.store import ReportStore
 from reportgrid.v1 import reports_pb2 as pb
 from tests.integration.workers.conftest import TENANT, Region, make_task
 

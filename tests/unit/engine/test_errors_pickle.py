@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import functions.queue_worker.pool as pool_module
+import functions.store
 import reportgrid.client
-import reportgrid.store
 from reportgrid import errors
 from reportgrid.engine import exceptions as engine_exceptions
 from reportgrid.errors import FieldViolation
@@ -31,9 +31,9 @@ SAMPLES: dict[type[BaseException], tuple[tuple[Any, ...], dict[str, Any]]] = {
     errors.Internal: (("defect",), {}),
     errors.SettingsError: (("bad env",), {}),
     errors.ReportFailure: (("MISSING_COLUMN", "the input has no column 'x'"), {}),
-    reportgrid.store.StoreRejected: (("rejected",), {}),
-    reportgrid.store.LeaseLost: (("lost",), {}),
-    reportgrid.store.ReportDeleted: (("deleted",), {}),
+    functions.store.StoreRejected: (("rejected",), {}),
+    functions.store.LeaseLost: (("lost",), {}),
+    functions.store.ReportDeleted: (("deleted",), {}),
     reportgrid.client.ChecksumMismatch: (("sha differs",), {}),
     engine_exceptions.EngineError: ((), {}),
     engine_exceptions.Cancelled: ((), {}),

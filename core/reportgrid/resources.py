@@ -1,0 +1,355 @@
+"""Every name Reportgrid's resources go by: tables, keys, indexes, streams, queues, buckets,
+cache keys and environment variables.
+
+This is the one definition. The CDK constructs (cdk/), the local region (reportgrid/local/)
+and the running code all import it, and a test checks that the synthesized template and the
+local bootstrap agree with it. Change a name here and everything follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from reportgrid import wire
+
+PROJECT: Final = "reportgrid"
+
+# ---------------------------------------------------------------------------------------
+# DynamoDB: one global table holds reports and API keys (single-table design).
+# ---------------------------------------------------------------------------------------
+TABLE_NAME: Final = "reportgrid-reports"
+PARTITION_KEY: Final = "pk"  # string; see item keys below
+TTL_ATTRIBUTE: Final = "expires_at"  # epoch seconds; DynamoDB deletes the item after it
+
+# Item key prefixes. A report's partition key is REPORT_PREFIX + report id; an API key's is
+# API_KEY_PREFIX + the hex SHA-256 of the key (the key itself is never stored).
+REPORT_PREFIX: Final = "report#"
+API_KEY_PREFIX: Final = "apikey#"
+
+# The tenant index lists a tenant's reports newest first. Its partition key is spread over
+# TENANT_INDEX_SHARDS shards per tenant (write sharding), so that one tenant writing
+# thousands of reports a second does not make one hot index partition; List merges them.
+TENANT_INDEX_NAME: Final = "tenant-created"
+TENANT_INDEX_PARTITION_KEY: Final = "tenant_shard"  # "<tenant>#<shard>"
+TENANT_INDEX_SORT_KEY: Final = "created_key"  # "<created ms, 13 digits>#<report id>"
+TENANT_INDEX_SHARDS: Final = 8
+
+
+def report_key(report_id: str) -> dict[str, str]:
+    """The primary key of a report item."""
+    return {PARTITION_KEY: REPORT_PREFIX + report_id}
+
+
+# A user's intents about a report live in items of their own that only the edge writes and
+# no worker ever writes, so last-writer-wins replication can neither drop them nor let them
+# overwrite a worker's write (docs/MULTI_REGION.md): a requested cancellation, and the
+# tombstone of a deleted report.
+CANCEL_PREFIX: Final = "cancel#"
+TOMBSTONE_PREFIX: Final = "deleted#"
+
+
+def cancel_key(report_id: str) -> dict[str, str]:
+    """The primary key of a report's cancel-request item."""
+    return {PARTITION_KEY: CANCEL_PREFIX + report_id}
+
+
+def tombstone_key(report_id: str) -> dict[str, str]:
+    """The primary key of a deleted report's tombstone item."""
+    return {PARTITION_KEY: TOMBSTONE_PREFIX + report_id}
+
+
+def api_key_key(key_sha256_hex: str) -> dict[str, str]:
+    """The primary key of an API key item."""
+    return {PARTITION_KEY: API_KEY_PREFIX + key_sha256_hex}
+
+
+def tenant_shard(tenant: str, shard: int) -> str:
+    return f"{tenant}#{shard}"
+
+
+def created_key(created_ms: int, report_id: str) -> str:
+    # Fixed width so that string order is time order.
+    return f"{created_ms:013d}#{report_id}"
+
+
+# ---------------------------------------------------------------------------------------
+# Ingest: the task log (Kinesis) and the queues (SQS). Names are per region.
+# ---------------------------------------------------------------------------------------
+TASK_STREAM_NAME: Final = "reportgrid-tasks"
+HEAVY_QUEUE_NAME: Final = "reportgrid-heavy"
+HEAVY_DLQ_NAME: Final = "reportgrid-heavy-dlq"
+# Receives tasks mirrored from the peer region (multi-region standby).
+STANDBY_QUEUE_NAME: Final = "reportgrid-standby"
+STANDBY_DLQ_NAME: Final = "reportgrid-standby-dlq"
+# After this many receives a heavy task goes to the DLQ and its report ends FAILED.
+HEAVY_MAX_RECEIVES: Final = 5
+
+# ---------------------------------------------------------------------------------------
+# S3: large results (and nothing else). Bucket names are global, so they carry the
+# account and region.
+# ---------------------------------------------------------------------------------------
+RESULTS_BUCKET_PREFIX: Final = "reportgrid-results"
+RESULTS_KEY_PREFIX: Final = "results/"
+
+
+def results_bucket_name(account: str, region: str) -> str:
+    return f"{RESULTS_BUCKET_PREFIX}-{account}-{region}"
+
+
+def result_object_key(report_id: str) -> str:
+    return f"{RESULTS_KEY_PREFIX}{report_id}"
+
+
+# ---------------------------------------------------------------------------------------
+# Redis (ElastiCache): read cache and state-change notifications.
+# ---------------------------------------------------------------------------------------
+CACHE_REPORT_PREFIX: Final = "rg:report:"  # + report id -> serialized Report
+CACHE_EVENTS_PREFIX: Final = "rg:events:"  # + report id -> pub/sub channel for Watch
+CACHE_IDEMPOTENCY_PREFIX: Final = "rg:idem:"  # + report id -> marks a keyed submit as seen
+
+
+def cache_report_key(report_id: str) -> str:
+    return CACHE_REPORT_PREFIX + report_id
+
+
+def cache_events_channel(report_id: str) -> str:
+    return CACHE_EVENTS_PREFIX + report_id
+
+
+def cache_idempotency_key(report_id: str) -> str:
+    return CACHE_IDEMPOTENCY_PREFIX + report_id
+
+
+# ---------------------------------------------------------------------------------------
+# Environment variables: the settings model reads these and the CDK sets them.
+# ---------------------------------------------------------------------------------------
+ENV_PREFIX: Final = "REPORTGRID_"
+
+
+@dataclass(frozen=True)
+class _EnvNames:
+    REGION: str = "REPORTGRID_REGION"
+    PEER_REGION: str = "REPORTGRID_PEER_REGION"
+    TABLE_NAME: str = "REPORTGRID_TABLE_NAME"
+    TASK_STREAM_NAME: str = "REPORTGRID_TASK_STREAM_NAME"
+    HEAVY_QUEUE_URL: str = "REPORTGRID_HEAVY_QUEUE_URL"
+    STANDBY_QUEUE_URL: str = "REPORTGRID_STANDBY_QUEUE_URL"
+    # The Kinesis on-failure destination (only the local event source sends to it itself).
+    STREAM_FAILURE_QUEUE_URL: str = "REPORTGRID_STREAM_FAILURE_QUEUE_URL"
+    PEER_STANDBY_QUEUE_URL: str = "REPORTGRID_PEER_STANDBY_QUEUE_URL"
+    RESULTS_BUCKET: str = "REPORTGRID_RESULTS_BUCKET"
+    REPLICA_RESULTS_BUCKET: str = "REPORTGRID_REPLICA_RESULTS_BUCKET"
+    REDIS_URL: str = "REPORTGRID_REDIS_URL"
+    # Comma-separated; the first signs, all verify (rotation without breaking old ids).
+    ID_SECRETS: str = "REPORTGRID_ID_SECRETS"
+    # The Secrets Manager secret that holds ID_SECRETS in AWS (resolved at start-up).
+    ID_SECRETS_ARN: str = "REPORTGRID_ID_SECRETS_ARN"
+    # The Secrets Manager secret that holds REDIS_URL (with its password) in AWS; a process
+    # that has no REDIS_URL resolves it at start-up (the Lambda; ECS injects REDIS_URL).
+    REDIS_URL_ARN: str = "REPORTGRID_REDIS_URL_ARN"
+    AWS_ENDPOINT_URL: str = "AWS_ENDPOINT_URL"  # botocore's own; points at moto locally
+    EDGE_PORT: str = "REPORTGRID_EDGE_PORT"
+    EDGE_WORKERS: str = "REPORTGRID_EDGE_WORKERS"
+    MAX_CONCURRENT_RPCS: str = "REPORTGRID_MAX_CONCURRENT_RPCS"
+    DRAIN_GRACE_SECONDS: str = "REPORTGRID_DRAIN_GRACE_SECONDS"
+    TENANT_RATE_LIMIT: str = "REPORTGRID_TENANT_RATE_LIMIT"
+    # The edge's call and stream limits (defaults below, EDGE_*; docs/SECURITY.md, limits).
+    CALL_BUDGET_SECONDS: str = "REPORTGRID_CALL_BUDGET_SECONDS"
+    MAX_WATCH_SECONDS: str = "REPORTGRID_MAX_WATCH_SECONDS"
+    WATCH_HEARTBEAT_SECONDS: str = "REPORTGRID_WATCH_HEARTBEAT_SECONDS"
+    MAX_CONCURRENT_WATCHES: str = "REPORTGRID_MAX_CONCURRENT_WATCHES"
+    TENANT_MAX_CONCURRENT_RPCS: str = "REPORTGRID_TENANT_MAX_CONCURRENT_RPCS"
+    TENANT_MAX_CONCURRENT_WATCHES: str = "REPORTGRID_TENANT_MAX_CONCURRENT_WATCHES"
+    MAX_STREAMS_PER_CONNECTION: str = "REPORTGRID_MAX_STREAMS_PER_CONNECTION"
+    MIN_CLIENT_PING_INTERVAL_MS: str = "REPORTGRID_MIN_CLIENT_PING_INTERVAL_MS"
+    # How the edge sends tasks to Kinesis: "batching" (default) or "naive" (one PutRecords
+    # per request; only for the benchmark that shows what batching buys).
+    EDGE_PRODUCER: str = "REPORTGRID_EDGE_PRODUCER"
+    WORKER_CONCURRENCY: str = "REPORTGRID_WORKER_CONCURRENCY"
+    # The buckets report inputs may come from (comma-separated; context
+    # reportgrid:inputBuckets), and the role the workers assume, tagged with the task's
+    # tenant, to read them (cdk/constructs/input_reader.py; docs/SECURITY.md).
+    INPUT_BUCKETS: str = "REPORTGRID_INPUT_BUCKETS"
+    INPUT_READER_ROLE_ARN: str = "REPORTGRID_INPUT_READER_ROLE_ARN"
+    # The worker's task (function) size: DuckDB's memory limit and threads per report are
+    # derived from them and the concurrency (reportgrid/limits.py). Unset: the machine's.
+    WORKER_MEMORY_MIB: str = "REPORTGRID_WORKER_MEMORY_MIB"
+    WORKER_VCPUS: str = "REPORTGRID_WORKER_VCPUS"
+    # The worker's scratch disk (Lambda /tmp, Fargate ephemeral storage): DuckDB's spill
+    # space per report is derived from it (reportgrid/limits.py).
+    WORKER_DISK_MIB: str = "REPORTGRID_WORKER_DISK_MIB"
+    # The queue worker's lease and visibility step (default WORKER_LEASE_SECONDS; tests
+    # shorten it to see a lost worker's task come back quickly).
+    WORKER_LEASE_SECONDS: str = "REPORTGRID_WORKER_LEASE_SECONDS"
+    # The queue worker's SQS long-poll wait (at most 20 s).
+    QUEUE_WAIT_SECONDS: str = "REPORTGRID_QUEUE_WAIT_SECONDS"
+    # Multi-region: how long a mirrored task waits in the peer's standby queue before the
+    # standby looks at it, and the safety margin (>= 2x the table's replication lag) the
+    # standby adds to an expired lease and waits after its claim (docs/MULTI_REGION.md).
+    MIRROR_GRACE_SECONDS: str = "REPORTGRID_MIRROR_GRACE_SECONDS"
+    STANDBY_MARGIN_SECONDS: str = "REPORTGRID_STANDBY_MARGIN_SECONDS"
+    LOG_LEVEL: str = "LOG_LEVEL"  # Powertools' own
+    METRICS_NAMESPACE: str = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own
+    SERVICE_NAME: str = "POWERTOOLS_SERVICE_NAME"  # Powertools' own
+    # Read by the SDK's users and the `reportgrid` CLI, never by the service.
+    CLIENT_ENDPOINT: str = wire.CLIENT_ENDPOINT_ENV
+    CLIENT_API_KEY: str = wire.CLIENT_API_KEY_ENV
+
+
+ENV: Final = _EnvNames()
+
+METRICS_NAMESPACE: Final = "Reportgrid"
+
+# ---------------------------------------------------------------------------------------
+# Ports and limits that both the infrastructure and the code must agree on.
+# ---------------------------------------------------------------------------------------
+EDGE_PORT: Final = wire.EDGE_PORT
+# The edge's readiness check for the ALB (grpc_edge/dependency_health.py): answers OK
+# while the edge is SERVING, UNAVAILABLE otherwise. The ALB's gRPC health check judges only
+# the status code, and grpc.health.v1 says NOT_SERVING with status OK.
+EDGE_READINESS_PATH: Final = "/reportgrid.health.v1.Readiness/Check"
+# The edge probes its dependencies this often, and health follows them with hysteresis:
+# NOT_SERVING after EDGE_HEALTH_FAIL_AFTER failed probes in a row, SERVING again after
+# EDGE_HEALTH_RECOVER_AFTER good ones.
+EDGE_HEALTH_INTERVAL_SECONDS: Final = 2.0
+EDGE_HEALTH_FAIL_AFTER: Final = 3
+EDGE_HEALTH_RECOVER_AFTER: Final = 2
+# The edge drains for at most this long on SIGTERM; the ALB deregistration delay is set
+# above it so no in-flight call is cut.
+EDGE_DRAIN_GRACE_SECONDS: Final = 20
+ALB_DEREGISTRATION_DELAY_SECONDS: Final = 30
+# Global Accelerator closes a TCP flow after 340 s without data, fixed ("idle timeout",
+# docs.aws.amazon.com/global-accelerator/latest/dg/introduction-how-it-works.html); the
+# ALB's idle timeout is 60 s by default (cdk/constructs/edge_service.py sets 15 min) and
+# HTTP/2 PINGs do not reset it (docs.aws.amazon.com/elasticloadbalancing/latest/
+# application/edit-load-balancer-attributes.html). Only data keeps a quiet stream open.
+GA_TCP_IDLE_TIMEOUT_SECONDS: Final = 340
+# The edge's call and stream limits (settings override each; docs/SECURITY.md, limits).
+# A call without a client deadline gets this long on its dependencies.
+EDGE_CALL_BUDGET_SECONDS: Final = 10.0
+# A WatchReport stream ends after this long (UNAVAILABLE, "watch again"); the SDK resumes.
+EDGE_MAX_WATCH_SECONDS: Final = 3600.0
+# A quiet WatchReport sends a heartbeat this often: well under both idle timeouts above.
+EDGE_WATCH_HEARTBEAT_SECONDS: Final = 30.0
+# Concurrent calls (unary and DownloadReport) per process are settings.max_concurrent_rpcs;
+# WatchReport streams have their own pool, so idle watches never take call slots.
+EDGE_MAX_CONCURRENT_WATCHES: Final = 10_000
+# One tenant's share of a process: it exhausts only its own share.
+EDGE_TENANT_MAX_CONCURRENT_RPCS: Final = 500
+EDGE_TENANT_MAX_CONCURRENT_WATCHES: Final = 1_000
+# HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS of each connection (grpc core: unlimited unless
+# set); also what grpc core's rapid-reset defences are measured against. Not 100: grpc core
+# refuses (REFUSED_STREAM, a client sees UNAVAILABLE) streams over the cap that a client
+# opened before it saw the SETTINGS, counting streams still being torn down, so a burst of
+# ~60 calls on one new connection already lost some at 100 (tests/faults, 19.4). An ALB
+# connection carries many clients' calls.
+EDGE_MAX_STREAMS_PER_CONNECTION: Final = 1_000
+# The edge answers a client's pings without data at most this often; faster pings are
+# strikes and the third gets GOAWAY too_many_pings. The SDK pings every
+# CLIENT_KEEPALIVE_SECONDS, well above it.
+EDGE_MIN_CLIENT_PING_INTERVAL_MS: Final = 10_000
+CLIENT_KEEPALIVE_SECONDS: Final = wire.CLIENT_KEEPALIVE_SECONDS
+# A tenant's inputs live under this prefix of an input bucket, and nowhere else
+# (docs/SECURITY.md): the edge and the worker check it, and the input reader role's policy
+# allows s3:GetObject only on it, with the tenant from the session tag.
+INPUT_TENANT_PREFIX: Final = "tenants"
+# The session tag (key) carrying the tenant when a worker assumes the input reader role.
+INPUT_TENANT_TAG: Final = "tenant"
+
+
+def tenant_input_prefix(tenant: str) -> str:
+    """The one definition of where `tenant`'s inputs live in an input bucket."""
+    return f"{INPUT_TENANT_PREFIX}/{tenant}/"
+
+
+# Kinesis takes at most 1 MiB per record; a task must always fit in one (reportgrid/wire.py).
+MAX_INLINE_INPUT_BYTES: Final = wire.MAX_INLINE_INPUT_BYTES
+MAX_TASK_RECORD_BYTES: Final = 1024 * 1024
+# Results at most this large (compressed) live in the DynamoDB item; larger go to S3.
+MAX_INLINE_RESULT_BYTES: Final = 300 * 1024
+# The gRPC receive limit: inline input plus room for the rest of the request.
+MAX_RECEIVE_MESSAGE_BYTES: Final = wire.MAX_RECEIVE_MESSAGE_BYTES
+# A worker's lease on a RUNNING report; it renews the lease while it works.
+WORKER_LEASE_SECONDS: Final = 60
+# The heavy worker's longest report; the queue's visibility timeout is 6x this.
+HEAVY_WORKER_TIMEOUT_SECONDS: Final = 900
+# The queue's own visibility timeout (AWS's advice: 6x the consumer's timeout). The worker
+# receives with a short visibility (WORKER_LEASE_SECONDS) and extends it while it works,
+# so a lost worker's message comes back after a lease, not after this.
+HEAVY_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * HEAVY_WORKER_TIMEOUT_SECONDS
+LAMBDA_TIMEOUT_SECONDS: Final = 120
+# The stream-failure drain's Lambda timeout; its queue's visibility timeout is 6x it (AWS's
+# advice for an SQS event source).
+STREAM_FAILURE_TIMEOUT_SECONDS: Final = LAMBDA_TIMEOUT_SECONDS
+STREAM_FAILURE_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * STREAM_FAILURE_TIMEOUT_SECONDS
+# Multi-region (docs/MULTI_REGION.md). A mirrored task becomes visible in the peer's standby
+# queue this long after the home region accepted it (SQS DelaySeconds, at most 900): longer
+# than the home region's normal pickup latency plus the table's replication lag.
+MIRROR_GRACE_SECONDS: Final = 30
+# The standby takes over a RUNNING report only this long after its lease ran out, and after
+# its own claim waits this long before running (a competing claim replicates within it):
+# at least twice the global table's replication lag (typically ~1 s).
+STANDBY_MARGIN_SECONDS: Final = 5.0
+MAX_SQS_DELAY_SECONDS: Final = 900
+# Each region's standby worker writes a heartbeat item (key region_heartbeat_key) this
+# often. A peer whose heartbeat is older than REGION_STALE_BEATS beats plus the margin is
+# presumed lost: only then does the standby take its reports that no run has started, so
+# a backlogged but healthy region is never raced for its own reports (docs/MULTI_REGION.md).
+REGION_HEARTBEAT_SECONDS: Final = 1.0
+REGION_STALE_BEATS: Final = 3
+REGION_PREFIX: Final = "region#"
+
+
+def region_heartbeat_key(region: str) -> dict[str, str]:
+    """The primary key of a region's heartbeat item (in the global table)."""
+    return {PARTITION_KEY: REGION_PREFIX + region}
+
+
+# Kinesis keeps tasks this long; an unkeyed id with no record older than this is EXPIRED.
+TASK_RETENTION_HOURS: Final = 24
+
+# ---------------------------------------------------------------------------------------
+# Deployment names the CDK app and operations share.
+# ---------------------------------------------------------------------------------------
+# The id-signing secrets (value: ENV.ID_SECRETS's comma-separated list), replicated to every
+# region under this name.
+ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name, not a secret
+# Where the Kinesis event source sends the metadata of batches it gave up on. The drain
+# (functions/stream_failures) consumes it and re-drives those tasks to the heavy queue; a
+# message it still cannot handle after STREAM_FAILURE_MAX_RECEIVES receives goes to the DLQ.
+STREAM_FAILURE_QUEUE_NAME: Final = "reportgrid-tasks-failed"
+STREAM_FAILURE_DLQ_NAME: Final = "reportgrid-tasks-failed-dlq"
+STREAM_FAILURE_MAX_RECEIVES: Final = 5
+
+# Powertools service names (ENV.SERVICE_NAME): the `service` dimension of every metric.
+SERVICE_EDGE: Final = "reportgrid-edge"
+SERVICE_STREAM_WORKER: Final = "reportgrid-stream-worker"
+SERVICE_QUEUE_WORKER: Final = "reportgrid-queue-worker"
+SERVICE_STREAM_FAILURES: Final = "reportgrid-stream-failures"
+METRIC_SERVICE_DIMENSION: Final = "service"
+
+
+@dataclass(frozen=True)
+class _MetricNames:
+    """Custom metrics in METRICS_NAMESPACE with the single dimension {service: SERVICE_*}.
+    The dashboards and alarms read exactly these; emit them with that dimension set."""
+
+    REQUESTS: str = "Requests"  # edge: Count, one per RPC handled
+    REQUEST_LATENCY: str = "RequestLatency"  # edge: Milliseconds per RPC
+    REQUEST_FAULTS: str = "RequestFaults"  # edge: Count of RPCs ending INTERNAL/UNAVAILABLE/...
+    SHED_REQUESTS: str = "ShedRequests"  # edge: Count rejected by load shedding
+    BATCH_SIZE: str = "BatchSize"  # edge: Count of records per Kinesis PutRecords
+    CACHE_HITS: str = "CacheHits"  # edge: Count of reads answered by the LRU or Redis
+    CACHE_MISSES: str = "CacheMisses"  # edge: Count of reads that went to DynamoDB
+    REPORTS_COMPLETED: str = "ReportsCompleted"  # workers: Count
+    REPORTS_FAILED: str = "ReportsFailed"  # workers: Count
+    REPORT_DURATION: str = "ReportDuration"  # workers: Milliseconds per report
+    POISON_RECORDS: str = "PoisonRecords"  # workers, drain: Count of undecodable task records
+    # The stream-failure drain: tasks of given-up batches sent to the heavy queue, and
+    # records of such batches no longer in the stream (past its retention: lost reports).
+    TASKS_REDRIVEN: str = "TasksRedriven"
+    STREAM_RECORDS_EXPIRED: str = "StreamRecordsExpired"
+
+
+METRIC: Final = _MetricNames()

@@ -1,0 +1,219 @@
+"""Lambda handler for the Kinesis task stream.
+
+Light reports run here; heavy ones (KindSpec.cost_for the input) are forwarded to the SQS
+queue first, in batches. Each record then succeeds or fails alone (Powertools
+BatchProcessor, failures reported by sequence number):
+- transient trouble (throttling, timeouts, 5xx) fails the record, so Lambda retries it;
+- a poison record (undecodable) is counted and skipped, and a bad request ends its report
+  FAILED: neither ever blocks the shard;
+- a report another run still holds (BUSY: typically an invocation that timed out or was
+  killed mid-report, whose lease has not run out) is waited for within this invocation's
+  time, then taken over; if the lease outlives the invocation the record is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
+    KinesisStreamRecord,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from functions.clients import client
+from functions.notify import Notifier
+from functions.runner import (
+    WORKER_ERROR,
+    WORKER_ERROR_MESSAGE,
+    Outcome,
+    Runner,
+    RunResult,
+    Services,
+    is_transient_error,
+)
+from functions.store import ReportStore
+from functions.stream_worker.forward import forward
+from reportgrid import resources, tasks, validation
+from reportgrid.engine.registry import CostClass
+from reportgrid.errors import InvalidArgument
+from reportgrid.settings import get_settings
+from reportgrid.task.v1.task_pb2 import TaskRecord
+
+logger = Logger(service=resources.SERVICE_STREAM_WORKER)
+metrics = Metrics(namespace=resources.METRICS_NAMESPACE, service=resources.SERVICE_STREAM_WORKER)
+tracer = Tracer(service=resources.SERVICE_STREAM_WORKER)
+processor = BatchProcessor(
+    event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False
+)
+log = logging.getLogger(__name__)
+
+
+# Time kept back from the invocation's remaining time when waiting out another's lease.
+_BUSY_MARGIN_SECONDS = 5.0
+
+
+class RetryRecord(Exception):
+    """Fails one record so that Lambda delivers it again."""
+
+
+@dataclass
+class Dependencies:
+    runner: Runner
+    sqs: Any
+    heavy_queue_url: str | None
+
+
+_dependencies: Dependencies | None = None
+
+
+def configure(dependencies: Dependencies | None) -> None:
+    """Inject the dependencies (tests point them at the moto server); None resets."""
+    global _dependencies  # noqa: PLW0603 - one set of clients per Lambda container
+    _dependencies = dependencies
+
+
+def dependencies() -> Dependencies:
+    """Built on first use, once per container; the settings are validated here."""
+    global _dependencies  # noqa: PLW0603
+    if _dependencies is None:
+        settings = get_settings()
+        services = Services(
+            settings=settings,
+            store=ReportStore(client("dynamodb", settings), settings.table_name),
+            s3=client("s3", settings),
+            notifier=Notifier(settings.redis_url),
+        )
+        _dependencies = Dependencies(
+            runner=Runner(services, owner_prefix=f"lambda:{settings.region}"),
+            sqs=client("sqs", settings),
+            heavy_queue_url=settings.heavy_queue_url,
+        )
+    return _dependencies
+
+
+def _decode(record: KinesisStreamRecord) -> TaskRecord:
+    return tasks.decode(record.kinesis.data_as_bytes())
+
+
+def _is_heavy(task: TaskRecord, deps: Dependencies) -> bool:
+    registry = deps.runner.services.registry
+    if task.request.kind not in registry:
+        return False  # the run fails it as INVALID_PARAMS
+    source = task.request.input.WhichOneof("source") if task.request.HasField("input") else None
+    return registry.get(task.request.kind).cost_for(source) is CostClass.HEAVY
+
+
+def _heavy_tasks(event: dict[str, Any], deps: Dependencies) -> dict[str, TaskRecord]:
+    """Valid heavy tasks of the batch by sequence number (invalid ones run here and fail)."""
+    heavy: dict[str, TaskRecord] = {}
+    for raw in event.get("Records", []):
+        record = KinesisStreamRecord(raw)
+        try:
+            task = _decode(record)
+            if _is_heavy(task, deps):
+                services = deps.runner.services
+                validation.validate_submit(
+                    task.request, services.registry, tenant=task.tenant, inputs=services.inputs
+                )
+                heavy[record.kinesis.sequence_number] = task
+        except (tasks.UndecodableTask, InvalidArgument):
+            continue
+    return heavy
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    deps = dependencies()
+    heavy = _heavy_tasks(event, deps)
+    forward_failed: set[str] = set()
+    if heavy:
+        if not deps.heavy_queue_url:
+            forward_failed = set(heavy)
+            logger.error("heavy tasks arrived but no heavy queue is configured")
+        else:
+            forward_failed = forward(
+                heavy.items(),
+                store=deps.runner.services.store,
+                sqs=deps.sqs,
+                queue_url=deps.heavy_queue_url,
+            )
+            metrics.add_metric("TasksForwarded", MetricUnit.Count, len(heavy) - len(forward_failed))
+
+    def record_handler(record: KinesisStreamRecord) -> str:
+        seq = record.kinesis.sequence_number
+        if seq in heavy:
+            if seq in forward_failed:
+                raise RetryRecord(f"forwarding {heavy[seq].report_id} failed")
+            return "forwarded"
+        return _run_light(record, deps, remaining=context.get_remaining_time_in_millis)
+
+    response: dict[str, Any] = dict(
+        process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    )
+    return response
+
+
+def _run_light(
+    record: KinesisStreamRecord, deps: Dependencies, *, remaining: Callable[[], int]
+) -> str:
+    try:
+        task = _decode(record)
+    except tasks.UndecodableTask as err:
+        metrics.add_metric("PoisonRecords", MetricUnit.Count, 1)
+        logger.error(
+            "skipping an undecodable task record",
+            extra={"sequence_number": record.kinesis.sequence_number, "reason": str(err)},
+        )
+        return "poison"
+    logger.append_keys(report_id=task.report_id)
+    try:
+        result = _run_when_free(task, deps, remaining)
+    except Exception as err:
+        if is_transient_error(err):
+            raise RetryRecord(f"transient failure running {task.report_id}") from err
+        # A defect, not the user's doing: end the report rather than block the shard.
+        logger.exception("report run failed unexpectedly")
+        metrics.add_metric(resources.METRIC.REPORTS_FAILED, MetricUnit.Count, 1)
+        deps.runner.fail_permanently(task, reason=WORKER_ERROR, message=WORKER_ERROR_MESSAGE)
+        return "failed"
+    finally:
+        logger.remove_keys(["report_id"])
+    _record_metrics(result.outcome, result.duration_ms)
+    return result.outcome.value
+
+
+def _run_when_free(task: TaskRecord, deps: Dependencies, remaining: Callable[[], int]) -> RunResult:
+    """Run the task; while another run holds a live lease, wait for it to run out (it is
+    renewed by a live holder, so only a dead one's lease ends) as long as this invocation
+    has the time, else retry the record later."""
+    while True:
+        result = deps.runner.run(task)
+        if result.outcome is not Outcome.BUSY:
+            return result
+        wait = result.retry_after_seconds + 0.1
+        if wait > remaining() / 1000 - _BUSY_MARGIN_SECONDS:
+            raise RetryRecord(f"{task.report_id} is held by another run")
+        time.sleep(wait)
+
+
+def _record_metrics(outcome: Outcome, duration_ms: int) -> None:
+    if outcome is Outcome.SUCCEEDED:
+        metrics.add_metric(resources.METRIC.REPORTS_COMPLETED, MetricUnit.Count, 1)
+        metrics.add_metric(resources.METRIC.REPORT_DURATION, MetricUnit.Milliseconds, duration_ms)
+    elif outcome is Outcome.FAILED:
+        metrics.add_metric(resources.METRIC.REPORTS_FAILED, MetricUnit.Count, 1)
