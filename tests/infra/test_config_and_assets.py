@@ -10,12 +10,14 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 
+from cdk import artifacts
+from cdk.artifacts import ARTIFACTS, export_command, install_command
 from cdk.bundling import (
+    LAMBDA_ARTIFACT,
     LAMBDA_PYTHON_VERSION,
+    LAMBDA_TARGET,
     WHEEL_PLATFORM,
-    BundlePlan,
     LocalPythonBundling,
-    bundle,
     find_uv,
 )
 from cdk.config import ConfigError, parse_config
@@ -159,37 +161,66 @@ def test_hosted_zone_replaces_certificate_arns() -> None:
 
 
 def _staged(excludes: tuple[str, ...], tmp_path: Path) -> set[str]:
+    """Paths (relative, files and folders) the CDK stages with these excludes."""
     cdk.FileSystem.copy_directory(
         str(REPO_ROOT),
         str(tmp_path),
         cdk.CopyOptions(exclude=list(excludes), ignore_mode=cdk.IgnoreMode.DOCKER),
     )
-    return {p.name for p in tmp_path.iterdir()}
+    return {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
 
 
-def test_lambda_asset_stages_only_the_code_and_the_lock(tmp_path: Path) -> None:
+def test_lambda_asset_stages_only_its_code_the_lock_and_the_bundler(tmp_path: Path) -> None:
     staged = _staged(ASSET_EXCLUDES, tmp_path)
-    assert {"functions", "reportgrid", "uv.lock", "pyproject.toml"} <= staged
-    assert staged <= {"functions", "reportgrid", "uv.lock", "pyproject.toml", "README.md"}
+    assert set(LAMBDA_ARTIFACT.sources) | set(artifacts.WORKSPACE_FILES) <= staged
+    assert "cdk/artifacts.py" in staged  # the Docker fallback runs it
+    tops = {path.split("/")[0] for path in staged}
+    assert tops == {
+        "cdk",
+        "client",
+        "core",
+        "devstack",
+        "edge",
+        "workers",
+        "pyproject.toml",
+        "uv.lock",
+    }
+    # Of the dev stack, the SDK, the CLI and the edge, only their metadata (the lock names them).
+    for folder in ("devstack", "edge"):
+        assert {p for p in staged if p.startswith(folder + "/")} == {f"{folder}/pyproject.toml"}
+    assert not {
+        p for p in staged if p.startswith(("client/reportgrid/cli", "client/reportgrid/client"))
+    }
     assert not list(tmp_path.rglob("__pycache__"))
 
 
-def test_image_context_never_copies_the_venv_git_or_tests(tmp_path: Path) -> None:
+def test_image_context_never_copies_the_venv_git_tests_or_the_dev_stack(tmp_path: Path) -> None:
     staged = _staged(IMAGE_EXCLUDES, tmp_path)
-    assert {"reportgrid", "grpc_edge", "functions", "pyproject.toml", "uv.lock"} <= staged
-    assert not staged & {".venv", ".git", "tests", "cdk.out", ".reportgrid", "node_modules"}
+    assert {
+        "client/reportgrid",
+        "core/reportgrid",
+        "edge/grpc_edge",
+        "workers/functions",
+        "cdk/artifacts.py",
+        "pyproject.toml",
+        "uv.lock",
+    } <= staged
+    tops = {path.split("/")[0] for path in staged}
+    assert not tops & {".venv", ".git", "tests", "cdk.out", ".reportgrid", "node_modules"}
+    assert not {p for p in staged if p.startswith("devstack/reportgrid")}
+    assert {p for p in staged if p.startswith("cdk/")} == {"cdk/artifacts.py"}
 
 
 # ---------------------------------------------------------------------------- bundling
 
 
-def test_bundle_plan_installs_locked_runtime_wheels_for_the_lambda(tmp_path: Path) -> None:
-    plan = BundlePlan(uv="uv", project_dir=REPO_ROOT, output_dir=tmp_path)
-    export = plan.export_command()
+def test_the_lambda_installs_locked_runtime_wheels_of_the_workers_only(tmp_path: Path) -> None:
+    export = export_command("uv", LAMBDA_ARTIFACT, tmp_path / "r.txt", REPO_ROOT)
     assert export[:3] == ["uv", "export", "--frozen"]
+    assert export[export.index("--package") + 1] == "reportgrid-workers"
     assert "--no-default-groups" in export  # no dev/cdk/bench dependencies
-    assert "--no-emit-project" in export
-    install = plan.install_command()
+    assert "--no-emit-workspace" in export  # our code is copied, not installed
+    install = install_command("uv", tmp_path / "r.txt", tmp_path, LAMBDA_TARGET)
     assert install[:3] == ["uv", "pip", "install"]
     assert install[install.index("--python-platform") + 1] == WHEEL_PLATFORM
     assert install[install.index("--python-version") + 1] == LAMBDA_PYTHON_VERSION
@@ -197,38 +228,59 @@ def test_bundle_plan_installs_locked_runtime_wheels_for_the_lambda(tmp_path: Pat
     assert install[install.index("--target") + 1] == str(tmp_path)
 
 
-def test_runtime_export_excludes_dev_tools(tmp_path: Path) -> None:
-    # The real `uv export` over the lock (offline, fast): what the Lambda zip would get.
+def _exported(artifact: str, tmp_path: Path) -> set[str]:
+    # The real `uv export` over the lock (offline, fast): what the artifact would get.
     uv = find_uv()
-    assert uv is not None, "uv is needed to bundle the Lambda (make venv installs it)"
-    plan = BundlePlan(uv=uv, project_dir=REPO_ROOT, output_dir=tmp_path)
-    subprocess.run(plan.export_command(), check=True, capture_output=True)
-    names = {
+    assert uv is not None, "uv is needed to bundle (make venv installs it)"
+    requirements = tmp_path / f"{artifact}.txt"
+    subprocess.run(
+        export_command(uv, ARTIFACTS[artifact], requirements, REPO_ROOT),
+        check=True,
+        capture_output=True,
+    )
+    return {
         line.split("==")[0].strip().lower()
-        for line in plan.requirements.read_text().splitlines()
+        for line in requirements.read_text().splitlines()
         if "==" in line
     }
-    assert {"grpcio", "boto3", "duckdb", "aws-lambda-powertools"} <= names
-    assert not names & {"pytest", "aws-cdk-lib", "moto", "ruff", "mypy", "matplotlib"}
 
 
-def test_bundle_copies_the_packages_after_installing(tmp_path: Path) -> None:
+def test_each_artifact_exports_only_its_own_dependencies(tmp_path: Path) -> None:
+    dev_tools = {"pytest", "aws-cdk-lib", "moto", "ruff", "mypy", "matplotlib", "typer", "rich"}
+    workers = _exported("lambda", tmp_path)
+    assert {"grpcio", "boto3", "duckdb", "aws-lambda-powertools", "aws-xray-sdk"} <= workers
+    assert not workers & (dev_tools | {"aioboto3", "uvloop", "grpcio-reflection"})
+    assert _exported("worker", tmp_path) == workers
+    edge = _exported("edge", tmp_path)
+    assert {"grpcio", "aioboto3", "redis", "uvloop", "grpcio-reflection"} <= edge
+    assert not edge & (dev_tools | {"duckdb"})
+    # Our own distributions are never installed from the export: their code is copied.
+    assert not (workers | edge) & {"reportgrid", "reportgrid-core", "reportgrid-devstack"}
+
+
+def test_bundle_copies_the_code_after_installing(tmp_path: Path) -> None:
     # A stand-in `uv` (a shell script) records the commands; the copy is real.
     calls = tmp_path / "calls.txt"
     fake_uv = tmp_path / "uv"
     fake_uv.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     fake_uv.chmod(0o755)
     out = tmp_path / "out"
-    plan = BundlePlan(uv=str(fake_uv), project_dir=REPO_ROOT, output_dir=out)
-    plan.output_dir.mkdir()
-    plan.requirements.write_text("")  # what `uv export` would have written
-    bundle(plan)
+    artifacts.build(LAMBDA_ARTIFACT, out, LAMBDA_TARGET, uv=str(fake_uv), project_dir=REPO_ROOT)
     assert (out / "functions" / "__init__.py").is_file()
     assert (out / "reportgrid" / "resources.py").is_file()
+    assert (out / "reportgrid" / "v1" / "reports_pb2.py").is_file()
+    assert not (out / "reportgrid" / "__init__.py").exists()  # a namespace package, as in dev
+    assert not (out / "reportgrid" / "local").exists()
     assert not list(out.rglob("__pycache__"))
     lines = calls.read_text().splitlines()
     assert lines[0].startswith("export ")
     assert lines[1].startswith("pip install ")
+
+
+def test_a_missing_source_is_a_clear_bundling_error(tmp_path: Path) -> None:
+    artifact = artifacts.Artifact("probe", "reportgrid-workers", ("workers/nothing_here",))
+    with pytest.raises(artifacts.BundlingError, match="nothing_here is missing"):
+        artifacts.copy_code(artifact, tmp_path, project_dir=REPO_ROOT)
 
 
 def test_local_bundling_declines_without_uv(
