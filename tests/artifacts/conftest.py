@@ -102,7 +102,8 @@ def image_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def images(image_context: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, ImageTree]:
-    from tests.artifacts.dockerfile import build_stage_of, emulate_build, stages
+    from reportgrid.local.dockerfile import stages
+    from tests.artifacts.dockerfile import build_stage_of, emulate_build
 
     uv = find_uv()
     if uv is None:

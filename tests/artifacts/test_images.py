@@ -24,17 +24,10 @@ import pytest
 from cdk.artifacts import ARTIFACTS
 from cdk.constructs.edge_service import EDGE_COMMAND
 from cdk.constructs.queue_worker import STANDBY_COMMAND, WORKER_COMMAND
+from reportgrid.local.dockerfile import Stage, default_target, exec_form, last, stages
 from tests.artifacts.conftest import Bundled, ImageTree
 from tests.artifacts.contents import footprint, forbidden
-from tests.artifacts.dockerfile import (
-    Stage,
-    artifact_steps,
-    build_stage_of,
-    default_target,
-    exec_form,
-    last,
-    stages,
-)
+from tests.artifacts.dockerfile import artifact_steps, build_stage_of
 from tests.artifacts.interpreters import python_interpreter
 from tests.infra.conftest import project_dir
 

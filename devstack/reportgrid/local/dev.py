@@ -34,6 +34,8 @@ from grpc_health.v1 import health_pb2
 
 from reportgrid import apikeys, resources
 from reportgrid.local.bootstrap import RegionResources, client, create_region, local_input_bucket
+from reportgrid.local.deployed import DEFAULT_PEER, DeploymentError, synthesize
+from reportgrid.local.launch import LOCAL_OVERRIDES, LocalDeployment, Process, build_images, prepare
 from reportgrid.local.replicator import GlobalTableReplicator
 from reportgrid.local.servers import (
     LOOPBACK,
@@ -52,7 +54,7 @@ STOP_GRACE_SECONDS: Final = 10.0
 DEV_DRAIN_GRACE_SECONDS: Final = 2.0
 PREFIX_WIDTH: Final = 7
 _EMF_MARK: Final = '{"_aws":'
-_COLOURS: Final = {"edge": 36, "stream": 35, "queue": 33, "failed": 31}
+_COLOURS: Final = {"edge": 36, "lambda": 35, "queue": 33, "standby": 31}
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
@@ -194,6 +196,9 @@ class Supervisor:
         assert self.redis is not None
         opts = self.options
         self.region = create_region(opts.region, self.moto.endpoint_url, shards=opts.shards)
+        # The stack names the peer's standby queue and results bucket: they exist, idle (no
+        # process of the peer runs alone-region), as a deployed peer's would.
+        create_region(DEFAULT_PEER.get(opts.region, "us-east-1"), self.moto.endpoint_url, shards=1)
         ddb = client("dynamodb", opts.region, self.moto.endpoint_url)
         if opts.persist:
             items, objects = restore_snapshot(
@@ -227,7 +232,7 @@ class Supervisor:
         child = Child(name, list(argv))
         process = subprocess.Popen(
             child.argv,
-            env={**env, resources.ENV.SERVICE_NAME: f"reportgrid-{name}"},
+            env={resources.ENV.SERVICE_NAME: f"reportgrid-{name}", **env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -245,29 +250,70 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    def start_workers(self, env: dict[str, str]) -> None:
-        py = sys.executable
+    def deploy(self, env: dict[str, str]) -> LocalDeployment:
+        """Synthesize the deployment for this region and tie it to the local resources."""
+        assert self.moto is not None
         opts = self.options
-        self.spawn(
-            "edge",
-            [
-                py,
-                "-m",
-                "grpc_edge",
-                "--workers",
-                str(opts.edge_workers),
-                "--port",
-                str(opts.edge_port),
-            ],
-            env,
-        )
-        self.spawn(
-            "stream",
-            [py, "-m", "reportgrid.local.kinesis_runner", "--state-dir", str(self.state.kinesis)],
-            env,
-        )
-        self.spawn("queue", [py, "-m", "functions.queue_worker"], env)
-        self.spawn("failed", [py, "-m", "reportgrid.local.stream_failure_drain"], env)
+        self.say(f"synthesizing the deployment into {self.state.assembly} ...")
+        try:
+            assembly = synthesize(self.state.assembly, (opts.region,))
+            images = build_images(self.state.images)
+            return prepare(
+                assembly,
+                opts.region,
+                endpoint_url=self.moto.endpoint_url,
+                images=images,
+                redis_url=env[resources.ENV.REDIS_URL],
+                id_secrets=env[resources.ENV.ID_SECRETS],
+            )
+        except DeploymentError as error:
+            raise DevError(str(error)) from None
+
+    def local_overrides(self, edge_port: int) -> dict[str, str]:
+        """The few settings that differ from the template here (launch.LOCAL_OVERRIDES)."""
+        env = resources.ENV
+        overrides = {
+            env.EDGE_PORT: str(edge_port),
+            env.EDGE_WORKERS: str(self.options.edge_workers),
+            env.DRAIN_GRACE_SECONDS: str(DEV_DRAIN_GRACE_SECONDS),
+        }
+        assert set(overrides) <= set(LOCAL_OVERRIDES)
+        return overrides
+
+    def event_sources(
+        self, deployment: LocalDeployment, env: dict[str, str], *, state: Path, with_peer: bool
+    ) -> Process:
+        """The region's Lambda functions from their assets, fed by their event sources."""
+        assert self.moto is not None
+        argv = [
+            sys.executable,
+            "-m",
+            "reportgrid.local.event_sources",
+            "--assembly",
+            str(self.state.assembly),
+            "--region",
+            deployment.region,
+            "--endpoint-url",
+            self.moto.endpoint_url,
+            "--state-dir",
+            str(state),
+            "--log-dir",
+            str(self.state.logs / "functions" / deployment.region),
+        ]
+        if not with_peer:
+            argv.append("--without-peer")
+        names = resources.ENV
+        own = {k: env[k] for k in (names.REDIS_URL, names.ID_SECRETS)}
+        return Process(argv, {**own, "PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"})
+
+    def start_workers(self, env: dict[str, str]) -> None:
+        deployment = self.deploy(env)
+        edge = deployment.container("edge", self.local_overrides(self.options.edge_port))
+        self.spawn("edge", edge.argv, edge.env)
+        lambdas = self.event_sources(deployment, env, state=self.state.kinesis, with_peer=False)
+        self.spawn("lambda", lambdas.argv, lambdas.env)
+        queue = deployment.container("worker")
+        self.spawn("queue", queue.argv, queue.env)
 
     def wait_until_serving(self) -> None:
         """Until the edge's health check says SERVING; fail fast if a child exits."""

@@ -1,0 +1,175 @@
+"""`python -m reportgrid.local.event_sources`: the Lambda service of one local region. Every
+Python function of the region's synthesized stack that has an event-source mapping runs from
+its asset (reportgrid/local/lambda_host.py), fed by a local event source configured from
+the mapping: the Kinesis runner for a stream, the SQS event source for a queue.
+
+Per function, invocations are serialized (one execution environment; Lambda's
+ParallelizationFactor is read but runs as 1 here, see docs/LOCAL_REGION.md). SIGTERM/SIGINT
+stop polling after the invocations in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from reportgrid import resources
+from reportgrid.local.bootstrap import client
+from reportgrid.local.deployed import DeploymentError, EventSourceMapping, LambdaFunction
+from reportgrid.local.kinesis_runner import KinesisRunner, MappingConfig
+from reportgrid.local.lambda_host import LambdaHost
+from reportgrid.local.launch import LocalDeployment, prepare
+from reportgrid.local.sqs_source import SqsEventSource
+
+log = logging.getLogger("reportgrid.local.event_sources")
+E = resources.ENV
+
+MIRROR_HANDLER: Final = "functions.mirror.handler.handler"
+# A stream's retention (the task stream keeps 24 h): MaximumRecordAgeInSeconds -1 means it.
+STREAM_RETENTION_SECONDS: Final = 24 * 3600
+# MaximumRetryAttempts -1 retries until the record expires; locally a large bound.
+UNBOUNDED_RETRIES: Final = 10_000
+# Locally a failed SQS message comes back after this long (in AWS: the queue's visibility
+# timeout, which the template sets for the function's timeout).
+LOCAL_VISIBILITY_SECONDS: Final = 10
+
+
+def mapping_config(mapping: EventSourceMapping, function: LambdaFunction) -> MappingConfig:
+    """The Kinesis runner's settings, from the template's mapping and function."""
+    return MappingConfig(
+        batch_size=mapping.batch_size,
+        batching_window_seconds=mapping.batching_window_seconds,
+        starting_position="LATEST" if mapping.starting_position == "LATEST" else "TRIM_HORIZON",
+        max_retry_attempts=mapping.max_retry_attempts
+        if mapping.max_retry_attempts >= 0
+        else UNBOUNDED_RETRIES,
+        max_record_age_seconds=mapping.max_record_age_seconds
+        if mapping.max_record_age_seconds >= 0
+        else STREAM_RETENTION_SECONDS,
+        bisect_batch_on_function_error=mapping.bisect_batch_on_function_error,
+        report_batch_item_failures=mapping.report_batch_item_failures,
+        function_timeout_seconds=function.timeout_seconds,
+        memory_limit_in_mb=function.memory_mib,
+    )
+
+
+class Source:
+    """A started event source: something to stop and threads to wait for."""
+
+    def __init__(self, stop: Callable[[], None], threads: list[threading.Thread]) -> None:
+        self.stop = stop
+        self.threads = threads
+
+
+def start_sources(
+    deployment: LocalDeployment,
+    *,
+    state_dir: Path,
+    log_dir: Path,
+    skip: Sequence[str] = (),
+) -> tuple[list[Source], list[LambdaHost]]:
+    """Start an event source for every mapped Python function not in `skip` (handlers)."""
+    template = deployment.template
+    sources: list[Source] = []
+    hosts: list[LambdaHost] = []
+    for function in template.functions().values():
+        if function.handler in skip:
+            continue
+        mapping = deployment.mapping(function)
+        host = deployment.lambda_host(function, log_dir)
+        hosts.append(host)
+        if mapping.source_type == "AWS::Kinesis::Stream":
+            runner = KinesisRunner(
+                host,
+                stream_name=deployment.source_url(mapping),
+                region=deployment.region,
+                endpoint_url=deployment.endpoint_url,
+                config=mapping_config(mapping, function),
+                state_dir=state_dir / function.logical_id,
+                function_name=function.logical_id,
+                failure_queue_url=deployment.on_failure_url(mapping),
+            )
+            sources.append(Source(runner.stop, runner.start()))
+        elif mapping.source_type == "AWS::SQS::Queue":
+            source = SqsEventSource(
+                host,
+                sqs=client("sqs", deployment.region, deployment.endpoint_url),
+                queue_url=deployment.source_url(mapping),
+                region=deployment.region,
+                function_name=function.logical_id,
+                batch_size=mapping.batch_size,
+                visibility_timeout=LOCAL_VISIBILITY_SECONDS,
+                function_timeout_seconds=function.timeout_seconds,
+            )
+            thread = threading.Thread(target=source.run, name=function.logical_id, daemon=True)
+            thread.start()
+            sources.append(Source(source.stop, [thread]))
+        else:
+            raise DeploymentError(f"{function.logical_id}: no local source {mapping.source_type}")
+        log.info("%s <- %s (%s)", function.handler, mapping.source, mapping.source_type)
+    return sources, hosts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--assembly", type=Path, required=True, help="the synthesized cdk.out")
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--endpoint-url", required=True, help="the moto server")
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--log-dir", type=Path, required=True)
+    parser.add_argument(
+        "--without-peer",
+        action="store_true",
+        help="the peer region is not running here: do not run the task mirror",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    # The values of the secrets the functions read (this process's own environment, never
+    # the functions': they fetch them from the local Secrets Manager, as in AWS).
+    missing = [name for name in (E.REDIS_URL, E.ID_SECRETS) if not os.environ.get(name)]
+    if missing:
+        parser.error(f"set {', '.join(missing)} (the supervisor does)")
+    try:
+        deployment = prepare(
+            args.assembly,
+            args.region,
+            endpoint_url=args.endpoint_url,
+            images={},
+            redis_url=os.environ[E.REDIS_URL],
+            id_secrets=os.environ[E.ID_SECRETS],
+        )
+        sources, hosts = start_sources(
+            deployment,
+            state_dir=args.state_dir,
+            log_dir=args.log_dir,
+            skip=(MIRROR_HANDLER,) if args.without_peer else (),
+        )
+    except DeploymentError as error:
+        log.error("cannot start the region's functions: %s", error)
+        return 2
+
+    def stop_all(*_: object) -> None:
+        for source in sources:
+            source.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop_all)
+    threads = [t for s in sources for t in s.threads]
+    while any(t.is_alive() for t in threads):
+        for thread in threads:
+            thread.join(timeout=0.5)
+    for host in hosts:
+        host.close()
+    log.info("stopped; %d cold start(s)", sum(h.cold_starts for h in hosts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Start each component of a local region as `cdk deploy` would run it (docs/LOCAL_REGION.md).
+
+- Fargate containers: the argv ECS starts (the image target's ENTRYPOINT from the Dockerfile,
+  then the task definition's Command), under the image's Python with only the image's tree
+  (/app/lib, built by cdk/artifacts.py as the Dockerfile does) on the path; the environment
+  is the container's Environment and Secrets from the template, resolved to the local
+  region (a secret's value is read from the local Secrets Manager, as the ECS agent does).
+- Lambda functions: from their synthesized asset, in their own process, under their
+  runtime's Python (reportgrid/local/lambda_host.py), with the template's environment,
+  timeout and memory, fed by an event source configured from the template's mapping.
+
+Only a few values differ from the template, each for a reason the local machine imposes:
+the AWS endpoint and credentials (moto), the edge's port and process count (ports are
+shared on one machine), and the drain grace (a developer does not wait 20 s on Ctrl-C).
+They are listed in LOCAL_OVERRIDES and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from botocore.exceptions import ClientError
+
+from reportgrid import resources
+from reportgrid.local.bootstrap import LOCAL_ACCOUNT, LOCAL_CREDENTIALS, LOCAL_INPUT_READER_ROLE
+from reportgrid.local.bootstrap import client as local_client
+from reportgrid.local.deployed import (
+    PROJECT_DIR,
+    Assembly,
+    Container,
+    DeploymentError,
+    EventSourceMapping,
+    LambdaFunction,
+    RegionalTemplate,
+    Resolver,
+    resolve_all,
+)
+from reportgrid.local.dockerfile import exec_form, last, stages
+from reportgrid.local.interpreters import find_python
+from reportgrid.local.lambda_host import LambdaHost, runtime_python
+
+E = resources.ENV
+# The settings a local process gets that differ from the template (see the docstring).
+LOCAL_OVERRIDES: Final = (
+    E.AWS_ENDPOINT_URL,
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    E.EDGE_PORT,
+    E.EDGE_WORKERS,
+    E.DRAIN_GRACE_SECONDS,
+)
+ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name
+
+
+@dataclass(frozen=True)
+class Process:
+    """A process to start: its argv and its whole environment (nothing inherited)."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+@dataclass
+class LocalDeployment:
+    """One region's stack of a synthesized assembly, tied to the local resources."""
+
+    template: RegionalTemplate
+    resolver: Resolver
+    endpoint_url: str
+    images: dict[str, Path]  # Dockerfile target -> its /app/lib tree
+
+    @property
+    def region(self) -> str:
+        return self.template.region
+
+    def base_environment(self) -> dict[str, str]:
+        return {
+            E.AWS_ENDPOINT_URL: self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+
+    # -- Fargate -------------------------------------------------------------------------
+
+    def container(self, name: str, overrides: dict[str, str] | None = None) -> Process:
+        containers = self.template.containers()
+        if name not in containers:
+            raise DeploymentError(f"{self.template.stack} runs no container {name!r}")
+        spec = containers[name]
+        argv = self._container_argv(spec)
+        env = resolve_all(self.resolver, dict(spec.environment), f"container {name}")
+        env |= self._secrets(spec)
+        unexpected = set(overrides or {}) - set(LOCAL_OVERRIDES)
+        if unexpected:
+            raise DeploymentError(f"not a local override: {sorted(unexpected)}")
+        env |= self.base_environment() | (overrides or {})
+        env["PYTHONPATH"] = str(self.images[spec.image_target])
+        return Process(argv, env)
+
+    def _container_argv(self, spec: Container) -> list[str]:
+        dockerfile = stages((PROJECT_DIR / "Dockerfile").read_text())
+        entry = spec.entry_point
+        if entry is None:
+            entry = tuple(exec_form(last(dockerfile, spec.image_target, "ENTRYPOINT"), "") or ())
+        command = spec.command
+        if command is None:
+            command = tuple(exec_form(last(dockerfile, spec.image_target, "CMD"), "CMD") or ())
+        argv = [*entry, *command]
+        if not argv or argv[0] != "python":
+            raise DeploymentError(f"{spec.name}: the image has only `python`, not {argv}")
+        # The image's python with only its tree: -S drops site-packages (PYTHONPATH stays).
+        return [str(image_python()), "-S", *argv[1:]]
+
+    def _secrets(self, spec: Container) -> dict[str, str]:
+        """Each secret's value, as the ECS agent injects it at task start."""
+        secrets = local_client("secretsmanager", self.region, self.endpoint_url)
+        values = {}
+        for name, value_from in spec.secrets:
+            secret_id = self.resolver.resolve(value_from, f"container {spec.name} secret {name}")
+            try:
+                values[name] = secrets.get_secret_value(SecretId=secret_id)["SecretString"]
+            except ClientError as error:
+                raise DeploymentError(
+                    f"container {spec.name}: secret {name} ({secret_id}): {error}"
+                ) from None
+        return values
+
+    # -- Lambda --------------------------------------------------------------------------
+
+    def function(self, handler: str) -> LambdaFunction:
+        return self.template.function_by_handler(handler)
+
+    def mapping(self, function: LambdaFunction) -> EventSourceMapping:
+        return self.template.mapping_of(function)
+
+    def lambda_host(self, function: LambdaFunction, log_dir: Path) -> LambdaHost:
+        env = resolve_all(self.resolver, dict(function.environment), function.logical_id)
+        env |= self.base_environment()
+        return LambdaHost(
+            function,
+            python=runtime_python(function.runtime, find_python),
+            environment=env,
+            function_arn=f"arn:aws:lambda:{self.region}:{LOCAL_ACCOUNT}:function:"
+            f"{function.logical_id}",
+            log_file=log_dir / f"{function.service}.log",
+            tmp_dir=log_dir / "tmp" / function.logical_id,
+        )
+
+    def source_url(self, mapping: EventSourceMapping) -> str:
+        """The queue URL (SQS) or stream name (Kinesis) a mapping reads."""
+        return self.resolver.resolve({"Ref": mapping.source}, "event source")
+
+    def on_failure_url(self, mapping: EventSourceMapping) -> str | None:
+        if mapping.on_failure is None:
+            return None
+        return self.resolver.resolve({"Ref": mapping.on_failure}, "on-failure destination")
+
+
+@functools.cache
+def image_python() -> Path:
+    """The Python the images run (the Dockerfile's ARG PYTHON_VERSION)."""
+    for line in (PROJECT_DIR / "Dockerfile").read_text().splitlines():
+        if line.startswith("ARG PYTHON_VERSION="):
+            major, minor = line.split("=", 1)[1].split(".")[:2]
+            return find_python(int(major), int(minor))
+    raise DeploymentError("the Dockerfile pins no ARG PYTHON_VERSION")
+
+
+def build_images(directory: Path) -> dict[str, Path]:
+    """Each image target's /app/lib, built by the command the Dockerfile runs
+    (`python cdk/artifacts.py <target> /app/lib`), for this machine's Python (the image's
+    version; the wheels come from uv's cache after the first run)."""
+    uv = shutil.which("uv") or str(PROJECT_DIR / ".tools" / "bin" / "uv")
+    trees = {}
+    for target in ("edge", "worker"):
+        tree = directory / target
+        result = subprocess.run(
+            [sys.executable, str(PROJECT_DIR / "cdk" / "artifacts.py"), target, str(tree)],
+            env={**os.environ, "PATH": f"{Path(uv).parent}{os.pathsep}{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        if result.returncode != 0:
+            raise DeploymentError(f"building the {target} image tree: {result.stderr.strip()}")
+        trees[target] = tree
+    return trees
+
+
+def _settings(template: RegionalTemplate) -> list[tuple[str, Any]]:
+    """(variable, template value) of every process's environment and secrets."""
+    pairs: list[tuple[str, Any]] = []
+    for spec in template.containers().values():
+        pairs += [*spec.environment, *spec.secrets]
+    for function in template.functions().values():
+        pairs += list(function.environment.items())
+    return pairs
+
+
+def _referenced(template: RegionalTemplate, value: Any) -> tuple[str, dict[str, Any]] | None:
+    if not isinstance(value, dict) or not ({"Ref", "Fn::GetAtt"} & set(value)):
+        return None
+    target = str(value.get("Ref") or value["Fn::GetAtt"][0])
+    resource = template.resources.get(target)
+    return (target, resource) if resource is not None else None
+
+
+def prepare(
+    assembly_dir: Path,
+    region: str,
+    *,
+    endpoint_url: str,
+    images: dict[str, Path],
+    redis_url: str,
+    id_secrets: str,
+) -> LocalDeployment:
+    """Read the region's stack, create the secrets its processes read (under the names the
+    template gives them, or local ones where CloudFormation would generate a name), and tie
+    the resolver to the local resources."""
+    template = Assembly.read(assembly_dir).regional(region)
+    # What each secret a process reads holds, by the variable that names it.
+    contents = {
+        E.REDIS_URL: redis_url,
+        E.REDIS_URL_ARN: redis_url,
+        E.ID_SECRETS: id_secrets,
+        E.ID_SECRETS_ARN: id_secrets,
+    }
+    names: dict[str, str] = {}
+    values = {ID_SECRETS_SECRET_NAME: id_secrets}
+    for variable, value in _settings(template):
+        found = _referenced(template, value)
+        if found is None:
+            continue
+        logical_id, resource = found
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role" and "RoleName" not in props:
+            names[logical_id] = LOCAL_INPUT_READER_ROLE
+        elif resource["Type"] == "AWS::SecretsManager::Secret":
+            if variable not in contents:
+                raise DeploymentError(f"{variable}: no local value for secret {logical_id}")
+            name = str(props.get("Name") or f"{template.stack}/{logical_id}")
+            names.setdefault(logical_id, name)
+            values[name] = contents[variable]
+    secrets = local_client("secretsmanager", region, endpoint_url)
+    for name, value in values.items():
+        _put_secret(secrets, name, value)
+
+    def secret_arn(name: str) -> str:
+        return str(secrets.describe_secret(SecretId=name)["ARN"])
+
+    resolver = Resolver(
+        template, sqs_endpoint=endpoint_url, generated_names=names, secret_arn=secret_arn
+    )
+    return LocalDeployment(template, resolver, endpoint_url, images)
+
+
+def _put_secret(secrets: Any, name: str, value: str) -> None:
+    try:
+        secrets.create_secret(Name=name, SecretString=value)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceExistsException":
+            raise
+        secrets.put_secret_value(SecretId=name, SecretString=value)
+
+
+def local_python() -> str:
+    """The dev stack's own interpreter (the event sources and the supervisor run on it)."""
+    return sys.executable
