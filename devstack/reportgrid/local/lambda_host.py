@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 PYTHON_RUNTIME: Final = re.compile(r"^python(\d+)\.(\d+)$")
 # How long a cold start (the handler's import) may take before the invocation fails.
 INIT_TIMEOUT_SECONDS: Final = 60.0
+EXIT_ERROR: Final = "Runtime.ExitError"
 
 # Runs in the host under -I -S. The fd in argv[3] carries results; stdin carries events.
 _BOOTSTRAP: Final = r"""
@@ -143,7 +144,7 @@ class LambdaHost:
                 self._process.stdin.flush()
             except BrokenPipeError:
                 self._reset()
-                raise FunctionError("Runtime.ExitError", "the runtime exited") from None
+                raise FunctionError(EXIT_ERROR, "the runtime exited") from None
             reply = self._read(timeout)
             if reply is None:
                 self._reset()
@@ -151,6 +152,8 @@ class LambdaHost:
                     "Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds"
                 )
             if not reply["ok"]:
+                if reply["errorType"] == EXIT_ERROR:
+                    self._reset()  # the environment is gone; the next one is a cold start
                 raise FunctionError(reply["errorType"], reply["errorMessage"])
             return reply["response"]
 
@@ -219,7 +222,7 @@ class LambdaHost:
             return None
         line = self._results.readline()
         if not line:
-            return {"ok": False, "errorType": "Runtime.ExitError", "errorMessage": "exited"}
+            return {"ok": False, "errorType": EXIT_ERROR, "errorMessage": "the runtime exited"}
         reply: dict[str, Any] = json.loads(line)
         return reply
 

@@ -100,12 +100,12 @@ class LocalDeployment:
         if name not in containers:
             raise DeploymentError(f"{self.template.stack} runs no container {name!r}")
         spec = containers[name]
-        argv = self._container_argv(spec)
-        env = resolve_all(self.resolver, dict(spec.environment), f"container {name}")
-        env |= self._secrets(spec)
         unexpected = set(overrides or {}) - set(LOCAL_OVERRIDES)
         if unexpected:
             raise DeploymentError(f"not a local override: {sorted(unexpected)}")
+        argv = self._container_argv(spec)
+        env = resolve_all(self.resolver, dict(spec.environment), f"container {name}")
+        env |= self._secrets(spec)
         env |= self.base_environment() | (overrides or {})
         env["PYTHONPATH"] = str(self.images[spec.image_target])
         return Process(argv, env)

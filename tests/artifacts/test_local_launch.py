@@ -1,0 +1,139 @@
+"""The local region reads every process's settings from the synthesized templates: each
+container's and function's environment resolves to local values, the event-source mappings
+become the local event sources' settings unchanged, and what cannot be resolved, or a local
+setting that is not a declared override, is an error naming it (never a silent default)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from reportgrid import resources
+from reportgrid.local.deployed import (
+    Assembly,
+    DeploymentError,
+    RegionalTemplate,
+    Resolver,
+    Unresolvable,
+    resolve_all,
+)
+from reportgrid.local.event_sources import mapping_config
+from reportgrid.local.launch import LocalDeployment
+from tests.artifacts.conftest import Bundled
+
+REGION = "eu-west-1"
+ACCOUNT = "111111111111"  # the test context's (tests/infra/conftest.py)
+E = resources.ENV
+
+
+@pytest.fixture(scope="module")
+def template(bundled: Bundled) -> RegionalTemplate:
+    return Assembly.read(bundled.outdir).regional(REGION)
+
+
+def resolver(template: RegionalTemplate) -> Resolver:
+    nameless = {
+        logical_id: f"{template.stack}/{logical_id}"
+        for logical_id, resource in template.resources.items()
+        if resource["Type"] in {"AWS::SecretsManager::Secret", "AWS::IAM::Role"}
+    }
+    return Resolver(
+        template,
+        sqs_endpoint="http://127.0.0.1:4566",
+        account=ACCOUNT,
+        generated_names=nameless,
+        secret_arn=lambda name: f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf",
+    )
+
+
+def test_every_setting_of_every_process_resolves_locally(template: RegionalTemplate) -> None:
+    local = resolver(template)
+    containers = template.containers()
+    assert set(containers) == {"edge", "worker", "standby"}
+    for name, spec in containers.items():
+        env = resolve_all(local, dict(spec.environment), name)
+        secrets = resolve_all(local, dict(spec.secrets), name)
+        assert env[E.REGION] == REGION
+        assert (
+            env[E.HEAVY_QUEUE_URL]
+            == f"http://127.0.0.1:4566/{ACCOUNT}/{resources.HEAVY_QUEUE_NAME}"
+        )
+        assert env[E.TASK_STREAM_NAME] == resources.TASK_STREAM_NAME
+        assert set(secrets) == {E.ID_SECRETS, E.REDIS_URL}
+    functions = template.functions()
+    handlers = {f.handler for f in functions.values()}
+    assert handlers == {
+        "functions.stream_worker.handler.handler",
+        "functions.mirror.handler.handler",
+        "functions.stream_failures.handler.handler",
+    }
+    for function in functions.values():
+        env = resolve_all(local, dict(function.environment), function.logical_id)
+        assert env[E.ID_SECRETS_ARN].startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}")
+        assert (function.asset_dir / "functions" / "__init__.py").is_file()
+
+
+def test_the_mappings_become_the_local_event_sources_unchanged(template: RegionalTemplate) -> None:
+    stream = template.function_by_handler("functions.stream_worker.handler.handler")
+    mapping = template.mapping_of(stream)
+    raw = next(
+        r["Properties"]
+        for r in template.of_type("AWS::Lambda::EventSourceMapping").values()
+        if r["Properties"]["FunctionName"] == {"Ref": stream.logical_id}
+    )
+    config = mapping_config(mapping, stream)
+    assert config.batch_size == raw["BatchSize"]
+    assert config.max_retry_attempts == raw["MaximumRetryAttempts"]
+    assert config.max_record_age_seconds == raw["MaximumRecordAgeInSeconds"]
+    assert config.bisect_batch_on_function_error is raw["BisectBatchOnFunctionError"]
+    assert config.batching_window_seconds == raw["MaximumBatchingWindowInSeconds"]
+    assert config.report_batch_item_failures is True
+    assert config.function_timeout_seconds == stream.timeout_seconds
+    assert mapping.on_failure is not None
+    assert template.resources[mapping.on_failure]["Properties"]["QueueName"] == (
+        resources.STREAM_FAILURE_QUEUE_NAME
+    )
+    drain = template.function_by_handler("functions.stream_failures.handler.handler")
+    assert template.mapping_of(drain).source_type == "AWS::SQS::Queue"
+
+
+def test_an_unresolvable_value_is_an_error_naming_the_variable(template: RegionalTemplate) -> None:
+    broken = copy.deepcopy(template.template)
+    for resource in broken["Resources"].values():
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            for container in resource["Properties"]["ContainerDefinitions"]:
+                container["Environment"].append(
+                    {"Name": "REPORTGRID_FROM_ELSEWHERE", "Value": {"Fn::ImportValue": "x"}}
+                )
+    mutated = RegionalTemplate(
+        template.stack, template.region, broken, template.assets, template.image_targets
+    )
+    spec = mutated.containers()["edge"]
+    with pytest.raises(Unresolvable, match="edge REPORTGRID_FROM_ELSEWHERE: Fn::ImportValue"):
+        resolve_all(resolver(mutated), dict(spec.environment), "container edge")
+    # A Ref to a resource another stack owns is not silently a name either.
+    with pytest.raises(Unresolvable, match="NotInThisStack is not a resource"):
+        resolver(template).resolve({"Ref": "NotInThisStack"}, "probe")
+
+
+def test_only_the_declared_local_overrides_are_accepted(template: RegionalTemplate) -> None:
+    deployment = LocalDeployment(template, resolver(template), "http://127.0.0.1:9", {})
+    with pytest.raises(DeploymentError, match=r"not a local override: \['REPORTGRID_TABLE_NAME'\]"):
+        deployment.container("edge", {E.TABLE_NAME: "elsewhere"})
+    with pytest.raises(DeploymentError, match="runs no container 'nope'"):
+        deployment.container("nope")
+
+
+def test_a_container_without_a_python_argv_is_refused(template: RegionalTemplate) -> None:
+    broken = copy.deepcopy(template.template)
+    for resource in broken["Resources"].values():
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            for container in resource["Properties"]["ContainerDefinitions"]:
+                container["Command"] = ["grpc_edge"]
+    mutated = RegionalTemplate(
+        template.stack, template.region, broken, template.assets, template.image_targets
+    )
+    deployment = LocalDeployment(mutated, resolver(mutated), "http://127.0.0.1:9", {})
+    with pytest.raises(DeploymentError, match="the image has only `python`"):
+        deployment.container("edge")
