@@ -27,6 +27,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from cdk.constructs.nag import arn_finding, suppress
 from reportgrid import resources as r
 
 
@@ -125,4 +126,17 @@ class ResultsBucket(Construct):
                         f"arn:{Aws.PARTITION}:s3:::{name}/*" for name in self.replica_bucket_names
                     ],
                 )
+            )
+            suppress(
+                self.bucket,
+                "AwsSolutions-IAM5",
+                "The S3 replication role reads every object version of this bucket and writes "
+                "replicas into the neighbouring regions' results buckets (bucket/* on each).",
+                findings=[
+                    arn_finding(self.bucket, "/*"),
+                    *(
+                        f"Resource::arn:<AWS::Partition>:s3:::{name}/*"
+                        for name in self.replica_bucket_names
+                    ),
+                ],
             )

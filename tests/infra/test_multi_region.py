@@ -160,6 +160,13 @@ def test_a_single_region_deploys_no_mirror_and_no_peer(tmp_path: Path) -> None:
         {"Properties": {"BucketName": r.results_bucket_name(ACCOUNT, "eu-west-1")}},
     ).values()
     assert "ReplicationConfiguration" not in bucket["Properties"]
+    # The multi-region component feeds the monitoring only where it exists; the workers'
+    # heartbeat alarm pages in every deployment.
+    alarms = template.find_resources("AWS::CloudWatch::Alarm")
+    assert not any(lid.startswith("MonitoringMirror") for lid in alarms), sorted(alarms)
+    assert any(lid.startswith("MonitoringStandbyHeartbeat") for lid in alarms)
+    (dashboard,) = template.find_resources("AWS::CloudWatch::Dashboard").values()
+    assert "Task mirror" not in json.dumps(dashboard["Properties"]["DashboardBody"])
 
 
 # ------------------------------------------------------------------------- standby worker
