@@ -1,12 +1,11 @@
 """gRPC messages as HTTP/2 bodies: the 5-byte prefix (compressed flag, big-endian length)
-and the serialized protobuf. h2load sends the request body file verbatim, so a file made
+and the serialized protobuf. h2load sends the request body file verbatim, so a body framed
 here is exactly what a gRPC client would put on the wire for one unary call.
 """
 
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from typing import Final
 
 from google.protobuf.message import Message
@@ -35,8 +34,3 @@ def unframe(data: bytes) -> bytes:
 def framed_size(message: Message) -> int:
     """Bytes of DATA a server sends for this reply (prefix + message)."""
     return PREFIX.size + message.ByteSize()
-
-
-def write_body(path: Path, message: Message) -> Path:
-    path.write_bytes(frame(message))
-    return path

@@ -12,10 +12,13 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from reportgrid import resources
 from reportgrid.ids import validate_tenant
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 KEY_PREFIX: Final = "rg_"
 _KEY_RE: Final = re.compile(r"^rg_[A-Za-z0-9_-]{43}$")
@@ -61,12 +64,12 @@ def record_from_item(item: dict[str, Any]) -> ApiKeyRecord:
     )
 
 
-def put_key(dynamodb: Any, table: str, key: str, tenant: str, *, name: str = "") -> None:
+def put_key(dynamodb: DynamoDBClient, table: str, key: str, tenant: str, *, name: str = "") -> None:
     """Store a key (sync boto3 client). Used by the local region's seeding and by ops."""
     dynamodb.put_item(TableName=table, Item=key_item(key, tenant, name=name))
 
 
-def revoke_key(dynamodb: Any, table: str, key: str) -> None:
+def revoke_key(dynamodb: DynamoDBClient, table: str, key: str) -> None:
     dynamodb.update_item(
         TableName=table,
         Key={k: {"S": v} for k, v in resources.api_key_key(key_hash(key)).items()},

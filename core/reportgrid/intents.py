@@ -15,13 +15,16 @@ and around their terminal write; the edge reads them for every view it serves
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from reportgrid import records, resources
-from reportgrid.records import Item, ReportRecord
+from reportgrid.records import Item, ReadItem, ReportRecord
 from reportgrid.states import State
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import KeysAndAttributesTypeDef
 
 # An intent outlives every task that can still name its report (the task log's retention),
 # plus a margin for queues and clocks; DynamoDB's TTL then removes it.
@@ -47,7 +50,6 @@ class Snapshot:
     record: ReportRecord | None
     cancel: CancelRequest | None = None
     deleted: bool = False
-    deleted_tenant: str = ""
 
     @property
     def cancel_requested(self) -> bool:
@@ -96,10 +98,6 @@ def intent_keys(report_id: str) -> list[Item]:
     return report_keys(report_id)[1:]
 
 
-def tombstone_key(report_id: str) -> Item:
-    return _low(resources.tombstone_key(report_id))
-
-
 def cancel_item(report_id: str, tenant: str, *, requested_ms: int, created_ms: int | None) -> Item:
     item: Item = {
         **_low(resources.cancel_key(report_id)),
@@ -123,14 +121,16 @@ def tombstone_item(report_id: str, tenant: str, *, deleted_ms: int) -> Item:
     }
 
 
-def request_items(table: str, keys: list[Item], *, consistent: bool) -> dict[str, object]:
+def request_items(
+    table: str, keys: Sequence[ReadItem], *, consistent: bool
+) -> dict[str, KeysAndAttributesTypeDef]:
     """BatchGetItem's RequestItems for `keys` (at most 100)."""
     return {table: {"Keys": keys, "ConsistentRead": consistent}}
 
 
-def snapshots(report_ids: Iterable[str], items: Iterable[Item]) -> dict[str, Snapshot]:
+def snapshots(report_ids: Iterable[str], items: Iterable[ReadItem]) -> dict[str, Snapshot]:
     """Sort the items a BatchGetItem returned into one Snapshot per report id."""
-    found: dict[str, dict[str, Item]] = {rid: {} for rid in report_ids}
+    found: dict[str, dict[str, ReadItem]] = {rid: {} for rid in report_ids}
     prefixes = (resources.REPORT_PREFIX, resources.CANCEL_PREFIX, resources.TOMBSTONE_PREFIX)
     for item in items:
         pk = item[resources.PARTITION_KEY]["S"]
@@ -140,7 +140,7 @@ def snapshots(report_ids: Iterable[str], items: Iterable[Item]) -> dict[str, Sna
     return {rid: _snapshot(rid, parts) for rid, parts in found.items()}
 
 
-def _snapshot(report_id: str, parts: dict[str, Item]) -> Snapshot:
+def _snapshot(report_id: str, parts: dict[str, ReadItem]) -> Snapshot:
     report = parts.get(resources.REPORT_PREFIX)
     cancel = parts.get(resources.CANCEL_PREFIX)
     tombstone = parts.get(resources.TOMBSTONE_PREFIX)
@@ -155,5 +155,4 @@ def _snapshot(report_id: str, parts: dict[str, Item]) -> Snapshot:
             created_ms=int(cancel[A_CREATED_MS]["N"]) if A_CREATED_MS in cancel else None,
         ),
         deleted=tombstone is not None,
-        deleted_tenant=tombstone["tenant"]["S"] if tombstone is not None else "",
     )

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reportgrid import resources, tasks
 from reportgrid.task.v1.task_pb2 import TaskRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ def chunks(bodies: Sequence[str]) -> list[list[int]]:
 def send_mirrored(
     items: Sequence[tuple[str, TaskRecord]],
     *,
-    sqs: Any,
+    sqs: SQSClient,
     queue_url: str,
     grace_seconds: int,
     now_ms: int,
@@ -70,7 +74,7 @@ def send_mirrored(
     bodies = [tasks.encode_text(mirrored_copy(task)) for _, task in items]
     failed: set[str] = set()
     for group in chunks(bodies):
-        entries = [
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {
                 "Id": str(position),
                 "MessageBody": bodies[index],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
@@ -24,6 +25,8 @@ MAX_INLINE_CONTENT_BYTES: Final = 256 * 1024
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
+# An item as read: what boto3's and aioboto3's typed replies both are (read only).
+ReadItem = Mapping[str, Mapping[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,7 @@ _KNOWN: Final = (
 )
 
 
-def _plain(value: AttributeValue) -> Any:
+def _plain(value: Mapping[str, Any]) -> Any:
     if "S" in value:
         return value["S"]
     if "N" in value:
@@ -194,7 +197,7 @@ def _plain(value: AttributeValue) -> Any:
     raise ValueError(f"unsupported attribute value {value!r}")
 
 
-def from_item(item: Item) -> ReportRecord:
+def from_item(item: ReadItem) -> ReportRecord:
     values = {k: _plain(v) for k, v in item.items() if k in _KNOWN and k not in ("extra",)}
     result_values = {
         name.removeprefix(_RESULT_PREFIX): value
@@ -205,7 +208,7 @@ def from_item(item: Item) -> ReportRecord:
     kwargs = {k: v for k, v in values.items() if k in _RECORD_FIELDS and k != "result"}
     kwargs["state"] = State(kwargs["state"])
     kwargs["expires_at"] = values.get(resources.TTL_ATTRIBUTE)
-    extra = {k: v for k, v in item.items() if k not in _KNOWN}
+    extra = {k: dict(v) for k, v in item.items() if k not in _KNOWN}
     return ReportRecord(**kwargs, result=result, extra=extra)
 
 

@@ -124,7 +124,6 @@ def cache_idempotency_key(report_id: str) -> str:
 # ---------------------------------------------------------------------------------------
 # Environment variables: the settings model reads these and the CDK sets them.
 # ---------------------------------------------------------------------------------------
-ENV_PREFIX: Final = "REPORTGRID_"
 
 
 @dataclass(frozen=True)
@@ -263,9 +262,9 @@ def tenant_input_prefix(tenant: str) -> str:
     return f"{INPUT_TENANT_PREFIX}/{tenant}/"
 
 
-# Kinesis takes at most 1 MiB per record; a task must always fit in one (reportgrid/wire.py).
+# Kinesis takes at most 1 MiB per record; a task must always fit in one (reportgrid/wire.py;
+# tests/unit/test_tasks_and_records.py checks the largest task the edge can build).
 MAX_INLINE_INPUT_BYTES: Final = wire.MAX_INLINE_INPUT_BYTES
-MAX_TASK_RECORD_BYTES: Final = 1024 * 1024
 # Results at most this large (compressed) live in the DynamoDB item; larger go to S3.
 MAX_INLINE_RESULT_BYTES: Final = 300 * 1024
 # The gRPC receive limit: inline input plus room for the rest of the request.

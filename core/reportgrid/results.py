@@ -4,15 +4,15 @@ resources.result_object_key(id). Size, content type and SHA-256 describe the unc
 bytes either way.
 
 S3 objects hold the zlib-compressed bytes too (ContentEncoding "deflate", the uncompressed
-SHA-256 in the object metadata); `open_result` and `read_result` give back the original.
+SHA-256 in the object metadata); the edge's DownloadReport inflates them as it streams.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -21,10 +21,13 @@ from reportgrid.engine.request import GenerateResult
 from reportgrid.errors import Unavailable
 from reportgrid.records import ResultInfo
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
 COMPRESSION_LEVEL: Final = 6
 CONTENT_ENCODING: Final = "deflate"  # zlib stream (RFC 1950), as HTTP's "deflate" means
 SHA256_METADATA: Final = "sha256"  # x-amz-meta-sha256 on the object
-_CHUNK: Final = 1024 * 1024
 
 
 def compress(data: bytes) -> bytes:
@@ -36,7 +39,7 @@ def store_result(
     *,
     report_id: str,
     generator_version: int,
-    s3: Any,
+    s3: S3Client,
     bucket: str | None,
     region: str,
 ) -> ResultInfo:
@@ -73,30 +76,10 @@ def _fields(info: ResultInfo) -> dict[str, Any]:
     return {name: getattr(info, name) for name in info.__slots__}
 
 
-def open_result(info: ResultInfo, *, s3: Any, bucket: str) -> Iterator[bytes]:
-    """The uncompressed result bytes, in chunks (streams an S3 object)."""
-    if info.inline_compressed is not None:
-        yield zlib.decompress(info.inline_compressed)
-        return
-    if info.s3_key is None:
-        raise ValueError("the result has neither inline bytes nor an S3 key")
-    body = s3.get_object(Bucket=bucket, Key=info.s3_key)["Body"]
-    inflate = zlib.decompressobj()
-    while chunk := body.read(_CHUNK):
-        if out := inflate.decompress(chunk):
-            yield out
-    if tail := inflate.flush():
-        yield tail
-
-
-def read_result(info: ResultInfo, *, s3: Any, bucket: str) -> bytes:
-    return b"".join(open_result(info, s3=s3, bucket=bucket))
-
-
-def versions_of(listing: Mapping[str, Any], key: str) -> list[dict[str, str]]:
-    """Every version and delete marker of exactly `key` in a ListObjectVersions reply, in
-    DeleteObjects' form. The buckets are versioned: a plain delete would only hide the data
-    behind a delete marker."""
+def versions_of(listing: Mapping[str, Any], key: str) -> list[ObjectIdentifierTypeDef]:
+    """Every version and delete marker of exactly `key` in a ListObjectVersions reply
+    (boto3's or aioboto3's), in DeleteObjects' form. The buckets are versioned: a plain
+    delete would only hide the data behind a delete marker."""
     return [
         {"Key": v["Key"], "VersionId": v["VersionId"]}
         for v in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])]

@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from reportgrid import records, resources, tasks
+from reportgrid import ids, records, resources, tasks
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
@@ -45,6 +45,55 @@ def test_undecodable_tasks_are_rejected(data: bytes) -> None:
 def test_undecodable_queue_body() -> None:
     with pytest.raises(tasks.UndecodableTask, match="base64"):
         tasks.decode_text("not base64 !!")
+
+
+# A Kinesis record's data and partition key together (PutRecords, "Each record in the request
+# can be as large as 1 MiB ... including partition keys"); an SQS message body since 2026
+# (https://aws.amazon.com/blogs/compute/more-room-to-build-serverless-services-now-support-payloads-up-to-1-mb).
+KINESIS_RECORD_BYTES = 1024 * 1024
+SQS_MESSAGE_BYTES = 1024 * 1024
+
+
+def _largest_task() -> TaskRecord:
+    """The largest task the edge can build: a request of exactly the gRPC receive limit
+    (the server refuses a larger one before any handler runs), the longest id, tenant and
+    region, every optional field set."""
+    request = pb.SubmitReportRequest(
+        kind="summary",
+        idempotency_key="k" * 128,
+        output_format=pb.OUTPUT_FORMAT_MARKDOWN,
+        priority=pb.PRIORITY_HIGH,
+        durability=pb.DURABILITY_MULTI_REGION,
+    )
+    request.params.update({"aggregates": [{"op": "count"}]})
+    request.ttl.seconds = 90 * 24 * 3600
+    request.input.format = pb.DATA_FORMAT_CSV
+    request.input.inline_data = b"x" * resources.MAX_RECEIVE_MESSAGE_BYTES
+    # Trim the input until the whole request is exactly the limit (the length prefix of the
+    # field shrinks with it, so step down one byte at a time near the end).
+    while request.ByteSize() > resources.MAX_RECEIVE_MESSAGE_BYTES:
+        excess = request.ByteSize() - resources.MAX_RECEIVE_MESSAGE_BYTES
+        request.input.inline_data = request.input.inline_data[: -max(1, excess - 8)]
+    assert request.ByteSize() == resources.MAX_RECEIVE_MESSAGE_BYTES
+    task = TaskRecord(
+        report_id=ids.PREFIX + "a" * (ids.ENCODED_LEN - len(ids.PREFIX)),
+        tenant="t" * 64,  # ids.validate_tenant's longest
+        home_region="r" * 32,  # longer than any AWS region name
+        request=request,
+        mirrored=True,
+    )
+    task.accept_time.seconds, task.accept_time.nanos = 253_402_300_799, 999_999_999
+    return task
+
+
+def test_the_largest_task_fits_in_one_kinesis_record_and_one_sqs_message() -> None:
+    # Given the largest task the submit limits allow
+    task = _largest_task()
+    # Then it fits in one Kinesis record with its partition key (the report id), and in one
+    # SQS message as the queues carry it (base64, for the heavy and standby queues)
+    assert len(tasks.encode(task)) + len(task.report_id.encode()) <= KINESIS_RECORD_BYTES
+    assert len(tasks.encode_text(task).encode()) <= SQS_MESSAGE_BYTES
+    assert tasks.decode(tasks.encode(task)) == task
 
 
 def _record(**changes: object) -> records.ReportRecord:

@@ -1,15 +1,30 @@
 """The AWS clients a worker process uses, built from its settings (endpoint included, so
 the local region's moto server works alike). Short timeouts: a stuck call fails as a
-transient error instead of eating the Lambda's or the lease's time."""
+transient error instead of eating the Lambda's or the lease's time.
+
+`client` is typed per service, as boto3-stubs types `boto3.client`. The stubs are a dev
+dependency only (neither the Lambda asset nor the worker image has them), so they are
+imported for the type checker alone."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Literal, overload
 
 import boto3
 from botocore.config import Config
 
 from reportgrid.settings import Settings
+
+if TYPE_CHECKING:
+    from boto3.session import Session
+    from botocore.client import BaseClient
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_kinesis.client import KinesisClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sts.client import STSClient
+
+Service = Literal["dynamodb", "kinesis", "s3", "sqs", "sts"]
 
 _CONFIG = Config(
     connect_timeout=3,
@@ -18,10 +33,31 @@ _CONFIG = Config(
 )
 
 
-def client(service: str, settings: Settings) -> Any:
-    return boto3.client(  # type: ignore[call-overload]
-        service,
-        region_name=settings.region,
-        endpoint_url=settings.aws_endpoint_url,
-        config=_CONFIG,
-    )
+@overload
+def client(
+    service: Literal["dynamodb"], settings: Settings, *, session: Session | None = None
+) -> DynamoDBClient: ...
+@overload
+def client(
+    service: Literal["kinesis"], settings: Settings, *, session: Session | None = None
+) -> KinesisClient: ...
+@overload
+def client(
+    service: Literal["s3"], settings: Settings, *, session: Session | None = None
+) -> S3Client: ...
+@overload
+def client(
+    service: Literal["sqs"], settings: Settings, *, session: Session | None = None
+) -> SQSClient: ...
+@overload
+def client(
+    service: Literal["sts"], settings: Settings, *, session: Session | None = None
+) -> STSClient: ...
+def client(service: Service, settings: Settings, *, session: Session | None = None) -> BaseClient:
+    """A client in the settings' region. `session`: build it from that session (its own
+    credentials; a thread that is not the main one needs a session of its own, since
+    boto3's default session is not thread-safe) instead of boto3's default session."""
+    region, endpoint = settings.region, settings.aws_endpoint_url
+    if session is None:
+        return boto3.client(service, region_name=region, endpoint_url=endpoint, config=_CONFIG)
+    return session.client(service, region_name=region, endpoint_url=endpoint, config=_CONFIG)

@@ -9,11 +9,15 @@ import logging
 import math
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.process import receive
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 # SQS's ceiling for a message's visibility timeout (12 hours).
 MAX_VISIBILITY_SECONDS: Final = 43_200
@@ -25,7 +29,7 @@ class QueueConsumer(abc.ABC):
     def __init__(
         self,
         *,
-        sqs: Any,
+        sqs: SQSClient,
         queue_url: str,
         concurrency: int,
         lease_seconds: float,
@@ -46,14 +50,14 @@ class QueueConsumer(abc.ABC):
         self._stopping.set()
 
     @abc.abstractmethod
-    def handle(self, message: dict[str, Any]) -> object:
+    def handle(self, message: MessageTypeDef) -> object:
         """Process one message on a worker thread."""
 
     def _before_poll(self) -> None:
         """Called before every poll (e.g. periodic housekeeping); nothing by default."""
         return None
 
-    def _take(self, message: dict[str, Any]) -> bool:
+    def _take(self, message: MessageTypeDef) -> bool:
         """Whether to handle a message just received; False leaves it to the queue."""
         return True
 
@@ -78,7 +82,7 @@ class QueueConsumer(abc.ABC):
         finally:
             threads.shutdown(wait=False, cancel_futures=True)
 
-    def _receive(self, count: int) -> list[dict[str, Any]]:
+    def _receive(self, count: int) -> list[MessageTypeDef]:
         return receive(
             self._sqs,
             self._queue_url,
@@ -89,7 +93,7 @@ class QueueConsumer(abc.ABC):
             log=self._log,
         )
 
-    def _delete(self, message: dict[str, Any]) -> None:
+    def _delete(self, message: MessageTypeDef) -> None:
         try:
             self._sqs.delete_message(
                 QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
@@ -101,7 +105,7 @@ class QueueConsumer(abc.ABC):
             )
 
     def _change_visibility(
-        self, message: dict[str, Any], seconds: int, *, queue_url: str | None = None
+        self, message: MessageTypeDef, seconds: int, *, queue_url: str | None = None
     ) -> None:
         try:
             self._sqs.change_message_visibility(

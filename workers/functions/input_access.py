@@ -20,10 +20,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
+import boto3
+
+from functions.clients import client
 from reportgrid import resources
 from reportgrid.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sts.client import STSClient
 
 # Renew this long before the credentials expire, so a download never starts with
 # credentials about to lapse (a heavy input may take minutes).
@@ -45,7 +52,7 @@ class Credentials:
 
 
 # Builds an S3 client from assumed credentials (tests point it at the moto server).
-S3Factory = Callable[[Credentials], Any]
+S3Factory = Callable[[Credentials], "S3Client"]
 
 
 class TenantInputs:
@@ -57,43 +64,45 @@ class TenantInputs:
         self,
         *,
         role_arn: str | None,
-        sts: Any,
+        sts: STSClient | None,
         make_s3: S3Factory,
-        fallback_s3: Any,
+        fallback_s3: S3Client,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if role_arn is not None and sts is None:
+            raise ValueError("assuming the input reader role needs an STS client")
         self._role_arn = role_arn
         self._sts = sts
         self._make_s3 = make_s3
         self._fallback = fallback_s3
         self._clock = clock
         self._lock = threading.Lock()
-        self._clients: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._clients: OrderedDict[str, tuple[float, S3Client]] = OrderedDict()
         self.assumed = 0  # AssumeRole calls made (tests, logs)
 
-    def s3_for(self, tenant: str) -> Any:
-        if self._role_arn is None:
+    def s3_for(self, tenant: str) -> S3Client:
+        if self._role_arn is None or self._sts is None:  # both or neither (__init__)
             return self._fallback
         with self._lock:
             cached = self._clients.get(tenant)
             if cached is not None and cached[0] - RENEW_BEFORE_SECONDS > self._clock():
                 self._clients.move_to_end(tenant)
                 return cached[1]
-        credentials = self._assume(tenant)
-        client = self._make_s3(credentials)
+        credentials = self._assume(self._sts, self._role_arn, tenant)
+        s3 = self._make_s3(credentials)
         with self._lock:
-            self._clients[tenant] = (credentials.expires_at, client)
+            self._clients[tenant] = (credentials.expires_at, s3)
             self._clients.move_to_end(tenant)
             while len(self._clients) > MAX_CACHED_TENANTS:
                 self._clients.popitem(last=False)
-        return client
+        return s3
 
-    def _assume(self, tenant: str) -> Credentials:
+    def _assume(self, sts: STSClient, role_arn: str, tenant: str) -> Credentials:
         # The tag becomes aws:PrincipalTag/tenant in the session's requests; passing it
         # needs sts:TagSession in the role's trust policy
         # (https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html).
-        response = self._sts.assume_role(
-            RoleArn=self._role_arn,
+        response = sts.assume_role(
+            RoleArn=role_arn,
             RoleSessionName=f"reportgrid-input-{tenant}"[:64],
             DurationSeconds=SESSION_SECONDS,
             Tags=[{"Key": resources.INPUT_TENANT_TAG, "Value": tenant}],
@@ -108,27 +117,22 @@ class TenantInputs:
         )
 
 
-def boto3_tenant_inputs(settings: Settings, fallback_s3: Any) -> TenantInputs:
+def boto3_tenant_inputs(settings: Settings, fallback_s3: S3Client) -> TenantInputs:
     """The deployed wiring: STS and S3 clients from boto3, in the worker's region."""
-    import boto3  # noqa: PLC0415 -- only workers that read S3 input pay for it
-
-    endpoint = settings.aws_endpoint_url
 
     # boto3's default session is not thread-safe and the queue worker runs reports on
     # several threads: each client comes from a session of its own (boto3 docs, "Multithreading
     # or multiprocessing with clients"); finished clients are thread-safe.
-    def make_s3(credentials: Credentials) -> Any:
-        return boto3.session.Session().client(
-            "s3",
-            region_name=settings.region,
-            endpoint_url=endpoint,
+    def make_s3(credentials: Credentials) -> S3Client:
+        session = boto3.session.Session(
             aws_access_key_id=credentials.access_key_id,
             aws_secret_access_key=credentials.secret_access_key,
             aws_session_token=credentials.session_token,
         )
+        return client("s3", settings, session=session)
 
     sts = (
-        boto3.session.Session().client("sts", region_name=settings.region, endpoint_url=endpoint)
+        client("sts", settings, session=boto3.session.Session())
         if settings.input_reader_role_arn
         else None
     )

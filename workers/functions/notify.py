@@ -7,10 +7,13 @@ never fails or delays a report by more than a moment.
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from reportgrid import records, resources
 from reportgrid.records import ReportRecord
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +27,11 @@ LIVE_CACHE_SECONDS: Final = 30
 class Notifier:
     """Writes records to Redis. With no URL it does nothing (Redis is optional)."""
 
-    def __init__(self, redis_url: str | None, *, client: Any = None) -> None:
+    def __init__(self, redis_url: str | None, *, client: redis.Redis | None = None) -> None:
         self._url = redis_url
         self._client = client
 
-    def _redis(self) -> Any:
+    def _redis(self) -> redis.Redis | None:
         if self._client is None and self._url:
             import redis  # noqa: PLC0415 - only processes with a cache need it
 

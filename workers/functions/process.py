@@ -10,13 +10,17 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reportgrid import resources
 from reportgrid.errors import SettingsError
 from reportgrid.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 RECEIVE_COUNT: Final = "ApproximateReceiveCount"
 # Each ReceiveMessage waits at most this long, so SIGTERM is noticed promptly.
@@ -57,15 +61,15 @@ def stop_on_signals(log: logging.Logger, stop: Callable[[], None], doing: str) -
 
 
 def receive(
-    sqs: Any,
+    sqs: SQSClient,
     queue_url: str,
     *,
     count: int,
-    wait_seconds: float,
+    wait_seconds: int,
     visibility_seconds: int,
     stopping: threading.Event,
     log: logging.Logger,
-) -> list[dict[str, Any]]:
+) -> list[MessageTypeDef]:
     """One short poll of a queue; a failed call is logged, waited out and returns nothing."""
     try:
         response = sqs.receive_message(
@@ -79,5 +83,4 @@ def receive(
         log.warning("ReceiveMessage on %s failed; polling again", queue_url, exc_info=True)
         stopping.wait(1.0)
         return []
-    messages: list[dict[str, Any]] = response.get("Messages", [])
-    return messages
+    return response.get("Messages", [])

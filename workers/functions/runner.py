@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -70,6 +70,9 @@ from reportgrid.settings import Settings
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +122,7 @@ class Services:
 
     settings: Settings
     store: ReportStore
-    s3: Any
+    s3: S3Client
     notifier: Notifier
     registry: Registry = field(default=REGISTRY)
     # Reads S3 inputs as the task's tenant (functions/input_access.py); by default from
@@ -195,7 +198,7 @@ def _check_input_size(uri: str, content_length: int, cap: int) -> None:
         )
 
 
-def download_capped(s3: Any, bucket: str, key: str, path: str, run: RunLimits) -> None:
+def download_capped(s3: S3Client, bucket: str, key: str, path: str, run: RunLimits) -> None:
     """GetObject into `path`, refusing an object over the cap from its ContentLength before
     any byte is written, and counting while it streams (ContentLength is the size of this
     very response, so a replaced object cannot slip past a separate HeadObject). The
@@ -233,7 +236,7 @@ def is_transient_error(err: BaseException) -> bool:
     return is_transient(err) or isinstance(err, BrokenProcessPool)
 
 
-def delete_result_object(s3: Any, bucket: str, key: str) -> None:
+def delete_result_object(s3: S3Client, bucket: str, key: str) -> None:
     """Delete every version of a result object (the buckets are versioned, and a plain
     delete would only hide the data behind a delete marker)."""
     versions = versions_of(s3.list_object_versions(Bucket=bucket, Prefix=key), key)

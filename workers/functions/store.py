@@ -18,20 +18,24 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from reportgrid import intents, records, resources
 from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded
 from reportgrid.intents import Snapshot
-from reportgrid.records import ReportRecord, ResultInfo
+from reportgrid.records import ReadItem, ReportRecord, ResultInfo
 from reportgrid.states import Condition, State, check_transition, transition_condition
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.validation import DEFAULT_TTL_SECONDS
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import PutItemInputTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,7 @@ class ClaimResult:
 class ReportStore:
     def __init__(
         self,
-        ddb: Any,
+        ddb: DynamoDBClient,
         table_name: str = resources.TABLE_NAME,
         *,
         clock: Callable[[], int] = now_ms,
@@ -136,8 +140,8 @@ class ReportStore:
     def read(self, report_id: str) -> Snapshot:
         """The report item with its cancel request and tombstone, strongly consistent, in
         one BatchGetItem (one round trip; paid per run start and lease renewal)."""
-        keys = intents.report_keys(report_id)
-        items: list[dict[str, Any]] = []
+        keys: Sequence[ReadItem] = intents.report_keys(report_id)
+        items: list[ReadItem] = []
         for attempt in range(_BATCH_GET_ATTEMPTS):
             try:
                 response = self._ddb.batch_get_item(
@@ -149,7 +153,8 @@ class ReportStore:
                 time.sleep(0.05 * 2**attempt)
                 continue
             items += response.get("Responses", {}).get(self._table, [])
-            keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+            unprocessed = response.get("UnprocessedKeys", {}).get(self._table)
+            keys = unprocessed["Keys"] if unprocessed else []
             if not keys:
                 return intents.snapshots([report_id], items)[report_id]
             time.sleep(0.05 * 2**attempt)  # unprocessed: the table is throttling
@@ -169,7 +174,7 @@ class ReportStore:
         except (ClientError, BotoCoreError) as err:
             raise _unavailable(err, "removing a deleted report") from None
 
-    def _get_item(self, key: dict[str, str]) -> dict[str, Any] | None:
+    def _get_item(self, key: dict[str, str]) -> ReadItem | None:
         try:
             response = self._ddb.get_item(
                 TableName=self._table,
@@ -178,8 +183,7 @@ class ReportStore:
             )
         except (ClientError, BotoCoreError) as err:
             raise _unavailable(err, "reading a report") from None
-        item: dict[str, Any] | None = response.get("Item")
-        return item
+        return response.get("Item")
 
     # --- the one write primitive -----------------------------------------------------
 
@@ -200,15 +204,17 @@ class ReportStore:
                     "#rev = :rev", {"#rev": records.A_REVISION}, {":rev": {"N": str(old.revision)}}
                 )
             )
+        put: PutItemInputTypeDef = {
+            "TableName": self._table,
+            "Item": records.to_item(new),
+            "ConditionExpression": condition.expression,
+            "ExpressionAttributeNames": condition.names,
+        }
+        if condition.values:  # DynamoDB refuses an empty ExpressionAttributeValues
+            put["ExpressionAttributeValues"] = condition.values
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                self._ddb.put_item(
-                    TableName=self._table,
-                    Item=records.to_item(new),
-                    ConditionExpression=condition.expression,
-                    ExpressionAttributeNames=condition.names,
-                    **({"ExpressionAttributeValues": condition.values} if condition.values else {}),
-                )
+                self._ddb.put_item(**put)
                 return new
             except ClientError as err:
                 if err.response.get("Error", {}).get("Code") == CONDITION_FAILED:

@@ -7,12 +7,24 @@ import csv
 import io
 import json
 import math
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow.parquet as pq
 
+from reportgrid.records import ResultInfo
 from reportgrid.v1 import reports_pb2 as pb
+
+
+def result_bytes(info: ResultInfo, *, s3: Any, bucket: str | None) -> bytes:
+    """A stored result's bytes: inline in the record, or the zlib-compressed S3 object the
+    worker wrote (reportgrid/results.py)."""
+    if info.inline_compressed is not None:
+        return zlib.decompress(info.inline_compressed)
+    assert info.s3_key is not None
+    assert bucket
+    return zlib.decompress(s3.get_object(Bucket=bucket, Key=info.s3_key)["Body"].read())
 
 
 def rows_of(data: bytes, output_format: int) -> list[dict[str, Any]]:

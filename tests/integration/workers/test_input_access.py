@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import pytest
 
 from functions.input_access import RENEW_BEFORE_SECONDS, Credentials, TenantInputs
 from reportgrid import resources
@@ -79,3 +80,10 @@ def test_without_a_role_the_workers_own_client_is_used() -> None:
     reader = TenantInputs(role_arn=None, sts=None, make_s3=lambda c: None, fallback_s3=own)
     assert reader.s3_for("acme") is own
     assert reader.assumed == 0
+
+
+def test_a_role_without_an_sts_client_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match="STS client"):
+        TenantInputs(
+            role_arn="arn:aws:iam::1:role/r", sts=None, make_s3=lambda c: None, fallback_s3=None
+        )

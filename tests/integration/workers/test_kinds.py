@@ -17,10 +17,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from functions.runner import Outcome
-from reportgrid.results import read_result
 from reportgrid.v1 import reports_pb2 as pb
 from tests.integration.workers.conftest import Region, make_task, put_input
-from tests.integration.workers.outputs import ALL_FORMATS, close, percentile, rows_of
+from tests.integration.workers.outputs import (
+    ALL_FORMATS,
+    close,
+    percentile,
+    result_bytes,
+    rows_of,
+)
 
 FORMAT_IDS = [pb.OutputFormat.Name(f) for f in ALL_FORMATS]
 
@@ -54,7 +59,7 @@ def _run(region: Region, task: Any) -> tuple[list[dict[str, Any]], Any]:
     record = region.get(task.report_id)
     assert record is not None
     assert record.result is not None
-    data = read_result(record.result, s3=region.services.s3, bucket=region.settings.results_bucket)
+    data = result_bytes(record.result, s3=region.services.s3, bucket=region.settings.results_bucket)
     assert hashlib.sha256(data).hexdigest() == record.result.sha256
     assert record.result.size_bytes == len(data)
     return rows_of(data, task.request.output_format), record
@@ -203,6 +208,7 @@ def test_synthetic_rows_follow_the_seed(region: Region, output_format: int, kind
     task = make_task(region.settings, kind, params, output_format=output_format)
     rows, record = _run(region, task)
     assert record.result.row_count == 25
+    assert len(rows) == 25
     for i, row in enumerate(rows):
         payload = "".join(hashlib.md5(f"42:{i}:{j}".encode()).hexdigest() for j in range(3))[:70]
         assert int(row["row"]) == i

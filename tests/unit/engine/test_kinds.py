@@ -15,6 +15,7 @@ from reportgrid.engine.schemas import aggregate_alias
 from reportgrid.engine.sql import quote
 from reportgrid.errors import InvalidArgument
 from reportgrid.v1 import reports_pb2 as pb
+from reportgrid.validation import DEFAULT_TTL_SECONDS, InputPolicy, validate_submit
 
 
 def test_registry_lists_the_built_in_kinds() -> None:
@@ -97,19 +98,43 @@ def test_bad_params_name_their_field(kind: str, params: dict[str, Any], field: s
     assert field in [v.field for v in err.value.violations]
 
 
-def test_good_params_pass() -> None:
-    REGISTRY.get("summary").validate_params(
-        {
-            "group_by": ["region"],
-            "aggregates": [{"op": "percentile", "column": "x", "value": 97.5}, {"op": "count"}],
-            "filters": [{"column": "region", "op": "in", "value": ["eu", "us"]}],
-            "sort": [{"column": "p97_5_x", "descending": True}],
-            "top_n": 10,
-        }
+_SUMMARY = {
+    "group_by": ["region"],
+    "aggregates": [{"op": "percentile", "column": "x", "value": 97.5}, {"op": "count"}],
+    "filters": [{"column": "region", "op": "in", "value": ["eu", "us"]}],
+    "sort": [{"column": "p97_5_x", "descending": True}],
+    "top_n": 10,
+}
+_SYNTHETIC = {"cpu_ms": 100, "output_rows": 10, "output_bytes": 100}
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "expected"),
+    [
+        ("summary", _SUMMARY, _SUMMARY),
+        # The schema's defaults are filled in for what the request left out.
+        ("synthetic", _SYNTHETIC, {**_SYNTHETIC, "seed": 0}),
+        ("synthetic", {}, {"cpu_ms": 0, "output_rows": 100, "output_bytes": 0, "seed": 0}),
+    ],
+    ids=["summary", "synthetic", "synthetic-defaults"],
+)
+def test_good_params_pass(kind: str, params: dict[str, Any], expected: dict[str, Any]) -> None:
+    # Given a request as a client sends it (params in a Struct, no format or ttl)
+    request = pb.SubmitReportRequest(kind=kind)
+    request.params.update(params)
+    if REGISTRY.get(kind).reads_input:
+        request.input.format = pb.DATA_FORMAT_CSV
+        request.input.inline_data = b"region,x\neu,1\n"
+    # When it is validated on the edge's fast path (slow validation would raise)
+    valid = validate_submit(
+        request, REGISTRY, tenant="acme", inputs=InputPolicy.of([]), defer_slow=True
     )
-    REGISTRY.get("synthetic").validate_params(
-        {"cpu_ms": 100, "output_rows": 10, "output_bytes": 100}
-    )
+    # Then the run gets the params as sent with the defaults filled in (Struct numbers are
+    # floats: 10.0 == 10)
+    assert valid.kind is REGISTRY.get(kind)
+    assert valid.params == expected
+    assert valid.output_format == pb.OUTPUT_FORMAT_CSV
+    assert valid.ttl_seconds == DEFAULT_TTL_SECONDS
 
 
 def test_aliases_and_quoting() -> None:

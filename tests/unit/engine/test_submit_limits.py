@@ -18,7 +18,7 @@ from reportgrid.engine.kinds import REGISTRY
 from reportgrid.engine.registry import CostClass, KindSpec, UnboundedSchema
 from reportgrid.errors import InvalidArgument
 from reportgrid.v1 import reports_pb2 as pb
-from reportgrid.validation import InputPolicy, validate_submit
+from reportgrid.validation import InputPolicy, tenant_input_location, validate_submit
 
 TENANT = "tenant-b"
 BUCKET = "tenant-inputs"
@@ -137,7 +137,8 @@ def test_the_largest_valid_document_is_accepted_and_a_bad_one_names_its_fields()
         for _ in range(limits.MAX_FILTERS)
     ]
     valid = _csv(b"a\n1\n", {"aggregates": [{"op": "count"}], "filters": filters})
-    validate_submit(valid, REGISTRY, tenant=TENANT, inputs=INPUTS)
+    accepted = validate_submit(valid, REGISTRY, tenant=TENANT, inputs=INPUTS)
+    assert accepted.params["filters"] == filters
     filters[3]["value"][7] = {}
     started = time.perf_counter()
     found = _violations(_csv(b"a\n1\n", {"aggregates": [{"op": "count"}], "filters": filters}))
@@ -170,15 +171,22 @@ def test_synthetic_limits_per_path(kind: str, params: dict[str, Any], field: str
 
 
 def test_the_heavy_path_keeps_its_larger_bounds() -> None:
+    # Each path's maxima pass as sent; the heavy ones are above the light ones.
     heavy = {
         "cpu_ms": limits.MAX_HEAVY_CPU_MS,
         "output_bytes": limits.MAX_HEAVY_OUTPUT_BYTES,
         "output_rows": limits.MAX_HEAVY_OUTPUT_ROWS,
     }
-    validate_submit(_request("synthetic_heavy", heavy), REGISTRY, tenant=TENANT, inputs=INPUTS)
-    light = {"cpu_ms": limits.MAX_LIGHT_CPU_MS, "output_bytes": limits.MAX_LIGHT_OUTPUT_BYTES}
-    light["output_rows"] = limits.MAX_LIGHT_OUTPUT_ROWS
-    validate_submit(_request("synthetic", light), REGISTRY, tenant=TENANT, inputs=INPUTS)
+    light = {
+        "cpu_ms": limits.MAX_LIGHT_CPU_MS,
+        "output_bytes": limits.MAX_LIGHT_OUTPUT_BYTES,
+        "output_rows": limits.MAX_LIGHT_OUTPUT_ROWS,
+    }
+    assert all(heavy[name] > light[name] for name in heavy)
+    for kind, params in (("synthetic_heavy", heavy), ("synthetic", light)):
+        valid = validate_submit(_request(kind, params), REGISTRY, tenant=TENANT, inputs=INPUTS)
+        assert valid.kind.name == kind
+        assert {name: valid.params[name] for name in params} == params
 
 
 @pytest.mark.parametrize(
@@ -229,19 +237,23 @@ def test_inline_json_shape_limits() -> None:
     assert "empty column names" in _violations(empty)["input.inline_data"]
 
 
-def test_ordinary_inline_input_passes() -> None:
-    validate_submit(_csv(b"region,amount\neu,10\nus,7\n"), REGISTRY, tenant=TENANT, inputs=INPUTS)
-    validate_submit(
+@pytest.mark.parametrize(
+    "request_",
+    [
+        _csv(b"region,amount\neu,10\nus,7\n"),
         _request(
             "summary",
             {"aggregates": [{"op": "count"}]},
             inline_data=b'{"a": 1}\n{"a": 2, "b": 3}\n',
             format=pb.DATA_FORMAT_JSON,
         ),
-        REGISTRY,
-        tenant=TENANT,
-        inputs=INPUTS,
-    )
+    ],
+    ids=["csv", "json-lines"],
+)
+def test_ordinary_inline_input_passes(request_: pb.SubmitReportRequest) -> None:
+    valid = validate_submit(request_, REGISTRY, tenant=TENANT, inputs=INPUTS)
+    assert valid.kind.name == "summary"
+    assert valid.params == {"aggregates": [{"op": "count"}]}
 
 
 def _s3(uri: str) -> pb.SubmitReportRequest:
@@ -250,9 +262,13 @@ def _s3(uri: str) -> pb.SubmitReportRequest:
     )
 
 
-def test_an_input_in_the_tenants_own_prefix_is_accepted() -> None:
-    for key in ("sales.csv", "2024/q1/sales.csv", "date=2024-01-01/part-0.csv"):
-        validate_submit(_s3(f"s3://{BUCKET}/{PREFIX}{key}"), REGISTRY, tenant=TENANT, inputs=INPUTS)
+@pytest.mark.parametrize("key", ["sales.csv", "2024/q1/sales.csv", "date=2024-01-01/part-0.csv"])
+def test_an_input_in_the_tenants_own_prefix_is_accepted(key: str) -> None:
+    uri = f"s3://{BUCKET}/{PREFIX}{key}"
+    valid = validate_submit(_s3(uri), REGISTRY, tenant=TENANT, inputs=INPUTS)
+    assert valid.kind.name == "summary"
+    # The worker reads exactly that object, checked again against the task's tenant.
+    assert tenant_input_location(uri, tenant=TENANT, inputs=INPUTS) == (BUCKET, PREFIX + key)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -34,6 +34,9 @@ from reportgrid.settings import get_settings
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
 SERVICE = "reportgrid-mirror"
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace="Reportgrid", service=SERVICE)
@@ -48,7 +51,7 @@ class RetryRecord(Exception):
 
 @dataclass
 class Dependencies:
-    sqs: Any
+    sqs: SQSClient
     peer_queue_url: str
     grace_seconds: int
 

@@ -26,7 +26,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -43,6 +43,10 @@ from functions.runner import (
 from reportgrid import resources, tasks
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
@@ -57,7 +61,7 @@ class QueueWorker(QueueConsumer):
         self,
         runner: Runner,
         *,
-        sqs: Any,
+        sqs: SQSClient,
         queue_url: str,
         concurrency: int,
         lease_seconds: float,
@@ -82,7 +86,7 @@ class QueueWorker(QueueConsumer):
         self._dlq_url = dlq_url
         self._dlq_interval = dlq_interval_seconds
         self._next_drain = 0.0  # time.monotonic(): drain at once on start
-        self._held: dict[str, dict[str, Any]] = {}  # message id -> message, while running
+        self._held: dict[str, MessageTypeDef] = {}  # message id -> message, while running
         self._lock = threading.Lock()
 
     def run(self, *, stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS) -> int:
@@ -93,7 +97,7 @@ class QueueWorker(QueueConsumer):
     def _before_poll(self) -> None:
         self._maybe_drain_dlq()
 
-    def _take(self, message: dict[str, Any]) -> bool:
+    def _take(self, message: MessageTypeDef) -> bool:
         if self._stopping.is_set():
             self._change_visibility(message, 0)  # received while stopping: give it back
             return False
@@ -109,7 +113,7 @@ class QueueWorker(QueueConsumer):
         log.warning("released %d unfinished messages at shutdown", len(held))
         return len(held)
 
-    def handle(self, message: dict[str, Any]) -> None:
+    def handle(self, message: MessageTypeDef) -> None:
         try:
             self._process(message)
         except Exception:
@@ -118,7 +122,7 @@ class QueueWorker(QueueConsumer):
             with self._lock:
                 self._held.pop(message["MessageId"], None)
 
-    def _process(self, message: dict[str, Any]) -> None:
+    def _process(self, message: MessageTypeDef) -> None:
         receives = int(message.get("Attributes", {}).get(RECEIVE_COUNT, "1"))
         try:
             task = tasks.decode_text(message["Body"])
@@ -149,7 +153,7 @@ class QueueWorker(QueueConsumer):
         self._delete(message)
 
     def _after_error(
-        self, message: dict[str, Any], task: TaskRecord, receives: int, err: Exception
+        self, message: MessageTypeDef, task: TaskRecord, receives: int, err: Exception
     ) -> None:
         if is_transient_error(err) and receives < self._max_receives:
             log.warning("report %s: transient failure (receive %d)", task.report_id, receives)
@@ -245,7 +249,7 @@ class QueueWorker(QueueConsumer):
                 self._change_visibility(message, hide_for, queue_url=dlq_url)
         return ended
 
-    def _dead_letter(self, message: dict[str, Any]) -> int | None:
+    def _dead_letter(self, message: MessageTypeDef) -> int | None:
         """None if this call ended the report FAILED; else the seconds to hide the message
         (long when there is nothing to do, a lease when another worker still holds it)."""
         try:

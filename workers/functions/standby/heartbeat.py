@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.store import now_ms
 from reportgrid import resources
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ def _key(region: str) -> dict[str, dict[str, str]]:
 class RegionHeartbeat:
     def __init__(
         self,
-        ddb: Any,
+        ddb: DynamoDBClient,
         table: str,
         region: str,
         *,
@@ -76,7 +79,7 @@ class RegionHeartbeat:
             self._thread.join(timeout=5)
 
 
-def last_beat_ms(ddb: Any, table: str, region: str) -> int | None:
+def last_beat_ms(ddb: DynamoDBClient, table: str, region: str) -> int | None:
     """When `region` last beat, as this region's replica shows it; None if never."""
     item = ddb.get_item(TableName=table, Key=_key(region), ConsistentRead=True).get("Item")
     if not item or BEAT_ATTRIBUTE not in item:

@@ -20,7 +20,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -34,6 +34,10 @@ from reportgrid.records import ReportRecord
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
@@ -44,7 +48,7 @@ class StandbyWorker(QueueConsumer):
         self,
         runner: Runner,
         *,
-        sqs: Any,
+        sqs: SQSClient,
         queue_url: str,
         concurrency: int,
         lease_seconds: float,
@@ -75,7 +79,7 @@ class StandbyWorker(QueueConsumer):
 
     # -- one message -------------------------------------------------------------------
 
-    def handle(self, message: dict[str, Any]) -> str:
+    def handle(self, message: MessageTypeDef) -> str:
         """Process one message; returns what happened (counted in `outcomes`)."""
         try:
             outcome = self._process(message)
@@ -86,7 +90,7 @@ class StandbyWorker(QueueConsumer):
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         return outcome
 
-    def _process(self, message: dict[str, Any]) -> str:
+    def _process(self, message: MessageTypeDef) -> str:
         try:
             task = tasks.decode_text(message["Body"])
         except tasks.UndecodableTask as err:
@@ -159,7 +163,7 @@ class StandbyWorker(QueueConsumer):
     # -- queue operations ----------------------------------------------------------------
 
     def _back_off(
-        self, message: dict[str, Any], task: TaskRecord, receives: int, err: Exception
+        self, message: MessageTypeDef, task: TaskRecord, receives: int, err: Exception
     ) -> str:
         if is_transient_error(err):
             log.warning("report %s: transient failure on the standby", task.report_id)
@@ -169,7 +173,7 @@ class StandbyWorker(QueueConsumer):
         self._change_visibility(message, min(2**receives, RETRY_BACKOFF_CAP_SECONDS))
         return "retry"
 
-    def _later(self, message: dict[str, Any], task: TaskRecord, seconds: float) -> None:
+    def _later(self, message: MessageTypeDef, task: TaskRecord, seconds: float) -> None:
         """Look at the task again in `seconds`: a fresh delayed copy (receive count 0)
         when SQS can delay that long, else a longer visibility timeout."""
         delay = max(1, math.ceil(seconds))

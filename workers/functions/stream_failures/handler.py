@@ -15,7 +15,7 @@ Each SQS message is one on-failure destination record and succeeds or fails alon
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -34,6 +34,10 @@ from reportgrid import resources
 from reportgrid.errors import SettingsError
 from reportgrid.settings import get_settings
 
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis.client import KinesisClient
+    from mypy_boto3_sqs.client import SQSClient
+
 logger = Logger(service=resources.SERVICE_STREAM_FAILURES)
 metrics = Metrics(namespace=resources.METRICS_NAMESPACE, service=resources.SERVICE_STREAM_FAILURES)
 tracer = Tracer(service=resources.SERVICE_STREAM_FAILURES)
@@ -42,8 +46,8 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @dataclass
 class Dependencies:
-    kinesis: Any
-    sqs: Any
+    kinesis: KinesisClient
+    sqs: SQSClient
     store: ReportStore
     heavy_queue_url: str
 

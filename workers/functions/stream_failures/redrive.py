@@ -16,13 +16,18 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.store import ReportStore
 from reportgrid import tasks
 from reportgrid.task.v1.task_pb2 import TaskRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis.client import KinesisClient
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +108,7 @@ def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
 
 
-def read_range(kinesis: Any, info: BatchInfo) -> RangeRead:
+def read_range(kinesis: KinesisClient, info: BatchInfo) -> RangeRead:
     """Read the batch's records back: from its first sequence number (AT_SEQUENCE_NUMBER)
     until past its last. Raises RetryMessage on transient trouble."""
     start, end = int(info.start_sequence_number), int(info.end_sequence_number)
@@ -196,13 +201,15 @@ def _batches(bodies: Sequence[str]) -> Iterator[list[tuple[int, str]]]:
         yield batch
 
 
-def send(chosen: Sequence[TaskRecord], *, sqs: Any, queue_url: str) -> None:
+def send(chosen: Sequence[TaskRecord], *, sqs: SQSClient, queue_url: str) -> None:
     """Send the tasks to the heavy queue; RetryMessage if any was not taken (sending the
     others again on the retry is harmless)."""
     bodies = [tasks.encode_text(task) for task in chosen]
     failed: list[str] = []
     for batch in _batches(bodies):
-        entries = [{"Id": str(index), "MessageBody": body} for index, body in batch]
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(index), "MessageBody": body} for index, body in batch
+        ]
         try:
             response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         except (ClientError, BotoCoreError) as err:
@@ -213,7 +220,7 @@ def send(chosen: Sequence[TaskRecord], *, sqs: Any, queue_url: str) -> None:
 
 
 def redrive(
-    info: BatchInfo, *, kinesis: Any, store: ReportStore, sqs: Any, queue_url: str
+    info: BatchInfo, *, kinesis: KinesisClient, store: ReportStore, sqs: SQSClient, queue_url: str
 ) -> Redrive:
     """Read the batch back and re-drive its unfinished tasks."""
     outcome = Redrive()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -15,13 +15,17 @@ from reportgrid import tasks
 from reportgrid.errors import Unavailable
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
 log = logging.getLogger(__name__)
 
 SQS_BATCH: Final = 10
 
 
 def forward(
-    heavy: Iterable[tuple[str, TaskRecord]], *, store: ReportStore, sqs: Any, queue_url: str
+    heavy: Iterable[tuple[str, TaskRecord]], *, store: ReportStore, sqs: SQSClient, queue_url: str
 ) -> set[str]:
     """Forward (sequence number, task) pairs; return the sequence numbers that failed
     transiently (their records must be retried)."""
@@ -38,7 +42,7 @@ def forward(
             failed.add(seq)
     for start in range(0, len(to_send), SQS_BATCH):
         chunk = to_send[start : start + SQS_BATCH]
-        entries = [
+        entries: list[SendMessageBatchRequestEntryTypeDef] = [
             {"Id": str(i), "MessageBody": tasks.encode_text(task)}
             for i, (_, task) in enumerate(chunk)
         ]

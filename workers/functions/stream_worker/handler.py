@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -50,6 +50,9 @@ from reportgrid.errors import InvalidArgument
 from reportgrid.settings import get_settings
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
 logger = Logger(service=resources.SERVICE_STREAM_WORKER)
 metrics = Metrics(namespace=resources.METRICS_NAMESPACE, service=resources.SERVICE_STREAM_WORKER)
 tracer = Tracer(service=resources.SERVICE_STREAM_WORKER)
@@ -70,7 +73,7 @@ class RetryRecord(Exception):
 @dataclass
 class Dependencies:
     runner: Runner
-    sqs: Any
+    sqs: SQSClient
     heavy_queue_url: str | None
 
 
