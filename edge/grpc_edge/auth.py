@@ -25,11 +25,14 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from grpc_edge.store import bounded
 from reportgrid import apikeys, resources
 from reportgrid.errors import ResourceExhausted, Unauthenticated, Unavailable
+
+if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
 
 POSITIVE_TTL_SECONDS: Final = 30.0
 NEGATIVE_TTL_SECONDS: Final = 5.0
@@ -89,7 +92,7 @@ class _Lru:
 class ApiKeyResolver:
     def __init__(
         self,
-        dynamodb: Any,
+        dynamodb: DynamoDBClient,
         table_name: str,
         *,
         positive_ttl_seconds: float = POSITIVE_TTL_SECONDS,

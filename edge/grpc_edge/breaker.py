@@ -38,7 +38,6 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._trial_running = False
         self.opened_count = 0  # how often it opened (metrics, tests)
-        self.rejected_count = 0  # calls refused while open
 
     @property
     def is_open(self) -> bool:
@@ -58,7 +57,6 @@ class CircuitBreaker:
         """Run `operation` within min(timeout, budget) seconds, or raise BreakerOpen /
         TimeoutError / the operation's own error."""
         if not self._admit():
-            self.rejected_count += 1
             raise BreakerOpen(self.name)
         timeout = self.timeout if budget is None else max(0.001, min(self.timeout, budget))
         try:

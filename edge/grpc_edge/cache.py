@@ -110,10 +110,6 @@ class RedisTier:
         self.breaker = breaker
         self.errors = 0
 
-    @property
-    def available(self) -> bool:
-        return self.client is not None and not self.breaker.is_open
-
     async def get_record(self, report_id: str, budget: float | None) -> ReportRecord | None:
         client = self.client
         if client is None:

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import aioboto3
 import redis.asyncio as aioredis
 from aiobotocore.config import AioConfig
 
 from reportgrid.settings import Settings
+
+if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
+    from types_aiobotocore_kinesis.client import KinesisClient
+    from types_aiobotocore_s3.client import S3Client
 
 # One connection pool per client; large enough for thousands of concurrent requests.
 _POOL = 256
@@ -22,60 +27,64 @@ _REDIS_POOL = 1024
 REDIS_SOCKET_TIMEOUT_SECONDS = 0.25
 
 
+def _config(attempts: int, read_timeout: float, *, validate: bool = True) -> AioConfig:
+    return AioConfig(
+        retries={"max_attempts": attempts, "mode": "standard"},
+        connect_timeout=2,
+        read_timeout=read_timeout,
+        max_pool_connections=_POOL,
+        tcp_keepalive=True,
+        parameter_validation=validate,
+    )
+
+
 @dataclass
 class Clients:
-    dynamodb: Any
-    kinesis: Any
-    s3: Any
+    dynamodb: DynamoDBClient
+    kinesis: KinesisClient
+    s3: S3Client
     redis: aioredis.Redis | None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     # S3 in the peer region, for the replica results bucket (None without one). A read of
     # the replica must not depend on the home region: a home-region client would send it
     # to the home endpoint and rely on a redirect from there, the region that may be down.
-    replica_s3: Any = None
+    replica_s3: S3Client | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
         stack = contextlib.AsyncExitStack()
         session = aioboto3.Session()
-
-        # The stubs type session.client per literal service name; these clients are Any here.
-        new_client: Any = session.client
-
-        async def open_client(
-            service: str,
-            attempts: int,
-            read_timeout: float,
-            *,
-            region: str = settings.region,
-            validate: bool = True,
-        ) -> Any:
-            config = AioConfig(
-                retries={"max_attempts": attempts, "mode": "standard"},
-                connect_timeout=2,
-                read_timeout=read_timeout,
-                max_pool_connections=_POOL,
-                tcp_keepalive=True,
-                parameter_validation=validate,
+        # A literal service name per call: the stubs type each client by it.
+        home, endpoint = settings.region, settings.aws_endpoint_url
+        dynamodb = await stack.enter_async_context(
+            session.client(
+                "dynamodb", config=_config(3, 5), region_name=home, endpoint_url=endpoint
             )
-            return await stack.enter_async_context(
-                new_client(
-                    service,
-                    config=config,
-                    region_name=region,
-                    endpoint_url=settings.aws_endpoint_url,
-                )
-            )
-
-        dynamodb = await open_client("dynamodb", 3, 5)
+        )
         # The producer retries records itself, within each caller's deadline. It builds every
         # PutRecords itself, so botocore's per-record parameter validation (a walk over up
         # to 500 records per call, on the hot path) checks nothing the code does not fix.
-        kinesis = await open_client("kinesis", 1, 10, validate=False)
-        s3 = await open_client("s3", 3, 30)
+        kinesis = await stack.enter_async_context(
+            session.client(
+                "kinesis",
+                config=_config(1, 10, validate=False),
+                region_name=home,
+                endpoint_url=endpoint,
+            )
+        )
+        s3 = await stack.enter_async_context(
+            session.client("s3", config=_config(3, 30), region_name=home, endpoint_url=endpoint)
+        )
         replica_s3 = None
         if settings.replica_results_bucket and settings.peer_region:
-            replica_s3 = await open_client("s3", 3, 30, region=settings.peer_region)
+            replica_s3 = await stack.enter_async_context(
+                session.client(
+                    "s3",
+                    config=_config(3, 30),
+                    region_name=settings.peer_region,
+                    endpoint_url=endpoint,
+                )
+            )
         redis_client: aioredis.Redis | None = None
         if settings.redis_url:
             redis_client = aioredis.Redis.from_url(

@@ -36,8 +36,8 @@ from aws_lambda_powertools import Logger
 from google.protobuf.message import DecodeError, Message
 
 from grpc_edge.auth import ApiKeyResolver, TenantRateLimiter
+from grpc_edge.call import Call, CallBudget
 from grpc_edge.metrics import EdgeMetrics, MethodMetrics
-from grpc_edge.service import Call
 from reportgrid import status
 from reportgrid.errors import InvalidArgument, ReportgridError, ResourceExhausted
 from reportgrid.settings import Settings
@@ -139,8 +139,7 @@ class Chain:
         self.auth = auth
         self.limiter = limiter
         self.metrics = metrics
-        self.call_budget = settings.call_budget_seconds
-        self.watch_budget = settings.max_watch_seconds
+        self.budget = CallBudget.of(settings)
         self.calls = Pool(
             "calls",
             limit=settings.max_concurrent_rpcs,
@@ -202,13 +201,8 @@ class Chain:
             raise InvalidArgument.field(
                 "", f"the request is not a valid {request_type.DESCRIPTOR.full_name} message"
             ) from None
-        remaining = context.time_remaining()
-        if pool is self.watches:
-            # A watch's own budget: the client's deadline, or at most max_watch_seconds.
-            budget = self.watch_budget if remaining is None else min(remaining, self.watch_budget)
-        else:
-            budget = self.call_budget if remaining is None else min(remaining, 24 * 3600)
-        return request, Call(tenant, time.monotonic() + budget)
+        deadline = self.budget.deadline(context.time_remaining(), long_lived=pool is self.watches)
+        return request, Call(tenant, deadline)
 
     async def _fail(
         self,

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -26,6 +26,9 @@ from reportgrid.errors import Unavailable
 from reportgrid.mirroring import SQS_BATCH_BYTES, SQS_BATCH_ENTRIES, delay_for, mirrored_copy
 from reportgrid.settings import Settings
 from reportgrid.task.v1.task_pb2 import TaskRecord
+
+if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
+    from types_aiobotocore_sqs.client import SQSClient
 
 _RETRY_MAX_SECONDS: Final = 0.5
 # What the caller is told to wait before retrying when the peer did not accept in time.
@@ -38,7 +41,7 @@ class PeerSender(Batcher):
 
     def __init__(
         self,
-        sqs: Any,
+        sqs: SQSClient,
         queue_url: str,
         *,
         grace_seconds: int,

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 from aws_lambda_powertools import Logger
 
 from grpc_edge.batcher import Batcher, BatchStats, CallOutcomes, Entry
 from reportgrid.errors import Unavailable
+
+if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
+    from types_aiobotocore_kinesis.client import KinesisClient
 
 logger = Logger(service="reportgrid-edge", child=True)
 
@@ -43,7 +46,7 @@ class KinesisProducer(Batcher):
 
     def __init__(
         self,
-        client: Any,
+        client: KinesisClient,
         stream_name: str,
         *,
         linger_seconds: float = 0.002,
@@ -91,7 +94,7 @@ class NaiveProducer:
     benchmark can show what the batching producer buys, with the rest of the edge unchanged.
     A rejected record is not retried: the caller gets Unavailable (nothing acknowledged)."""
 
-    def __init__(self, client: Any, stream_name: str) -> None:
+    def __init__(self, client: KinesisClient, stream_name: str) -> None:
         self._client = client
         self._stream = stream_name
         self._closing = False
@@ -140,7 +143,7 @@ ProducerKind = Literal["batching", "naive"]
 
 def make_producer(
     kind: ProducerKind,
-    client: Any,
+    client: KinesisClient,
     stream_name: str,
     *,
     linger_seconds: float = 0.002,

@@ -29,12 +29,15 @@ from grpc_edge.cache import RedisTier, TerminalLru
 from grpc_edge.clients import Clients
 from grpc_edge.dependency_health import DependencyHealth, HealthTiming, KinesisSignal
 from grpc_edge.interceptors import Chain
+from grpc_edge.listing import ReportLister
 from grpc_edge.metrics import FLUSH_SECONDS, EdgeMetrics
 from grpc_edge.peer import PeerSender
 from grpc_edge.producer import TaskProducer, make_producer
 from grpc_edge.reads import ReportReader
+from grpc_edge.result_storage import ResultStorage
 from grpc_edge.service import ReportService
 from grpc_edge.store import ReportStore
+from grpc_edge.tokens import PageTokens
 from grpc_edge.watch import EventHub
 from reportgrid import resources
 from reportgrid.engine.registry import Registry
@@ -256,10 +259,11 @@ async def build_server(
         redis=redis_tier,
         hub=hub,
         producer=producer,
-        s3=clients.s3,
-        replica_s3=clients.replica_s3,
+        # Page tokens are signed with the first id secret, under their own context string.
+        lister=ReportLister(store, PageTokens(settings.id_secrets[0].get_secret_value().encode())),
+        results=ResultStorage.of(settings, clients.s3, clients.replica_s3),
+        peer=await PeerSender.open(settings),  # None without a peer region
     )
-    service.peer = await PeerSender.open(settings)  # None without a peer region
     metrics = EdgeMetrics()
     auth = ApiKeyResolver(clients.dynamodb, settings.table_name)
     limiter = TenantRateLimiter(settings.tenant_rate_limit)

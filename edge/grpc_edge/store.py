@@ -13,14 +13,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from botocore.exceptions import ClientError
 
 from reportgrid import intents, resources
 from reportgrid.errors import Unavailable
 from reportgrid.intents import Snapshot
-from reportgrid.records import Item
+from reportgrid.records import Item, ReadItem
+
+if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
+    from types_aiobotocore_dynamodb.client import DynamoDBClient
+    from types_aiobotocore_dynamodb.type_defs import AttributeValueTypeDef, QueryInputTypeDef
+
+    # Where a query page ended: handed back unchanged to start the next one.
+    StartKey = dict[str, AttributeValueTypeDef]
 
 T = TypeVar("T")
 
@@ -55,7 +62,7 @@ def _unavailable(err: ClientError, what: str) -> Unavailable:
 
 
 class ReportStore:
-    def __init__(self, dynamodb: Any, table_name: str) -> None:
+    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
         self._ddb = dynamodb
         self._table = table_name
 
@@ -83,9 +90,9 @@ class ReportStore:
         return intents.snapshots(report_ids, [item for page in pages for item in page])
 
     async def _batch_get(
-        self, keys: list[Item], consistent: bool, deadline: float | None, doing: str
-    ) -> list[Item]:
-        items: list[Item] = []
+        self, keys: Sequence[ReadItem], consistent: bool, deadline: float | None, doing: str
+    ) -> list[ReadItem]:
+        items: list[ReadItem] = []
         for attempt in range(_BATCH_ATTEMPTS):
             try:
                 response = await bounded(
@@ -98,7 +105,8 @@ class ReportStore:
             except ClientError as err:
                 raise _unavailable(err, doing) from None
             items += response.get("Responses", {}).get(self._table, [])
-            keys = response.get("UnprocessedKeys", {}).get(self._table, {}).get("Keys", [])
+            unprocessed = response.get("UnprocessedKeys", {}).get(self._table)
+            keys = [] if unprocessed is None else unprocessed.get("Keys", [])
             if not keys:
                 return items
             await asyncio.sleep(0.02 * 2**attempt)  # unprocessed keys: the table throttles
@@ -112,11 +120,11 @@ class ReportStore:
         low: str,
         high: str,
         limit: int,
-        start_key: Item | None,
+        start_key: StartKey | None,
         deadline: float | None,
-    ) -> tuple[list[Item], Item | None]:
+    ) -> tuple[Sequence[ReadItem], StartKey | None]:
         """One page of a tenant-index shard, newest first, sort keys in [low, high]."""
-        kwargs: dict[str, Any] = {
+        kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": resources.TENANT_INDEX_NAME,
             "KeyConditionExpression": "#p = :p AND #s BETWEEN :lo AND :hi",

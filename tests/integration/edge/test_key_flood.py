@@ -18,7 +18,7 @@ from tests.faults.conftest import rpc_details
 from tests.integration.edge.conftest import TENANT, Edge, running_edge
 
 FLOOD = 300
-TTL = 2.0  # longer than the flood takes, shorter than the test
+TTL = 8.0  # longer than the flood takes even on a loaded 2-core machine, shorter than the test
 RATE, BURST = 5.0, 10.0
 
 

@@ -1,0 +1,165 @@
+"""Stored results as the edge reads and deletes them: this region's results bucket, and the
+replica bucket through the peer region's own S3 client (grpc_edge/clients.py).
+
+Reads yield the result's bytes, decompressed and checked against the recorded SHA-256 on
+the way, so a damaged object ends the stream with an error instead of wrong bytes. Deletes
+remove every version of the object in both buckets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Final
+
+from aws_lambda_powertools import Logger
+from botocore.exceptions import BotoCoreError, ClientError
+
+from grpc_edge.store import bounded
+from reportgrid import results
+from reportgrid.errors import Internal, NotFound, Unavailable
+from reportgrid.records import ResultInfo
+from reportgrid.settings import Settings
+
+if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
+    from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import GetObjectOutputTypeDef
+
+logger = Logger(service="reportgrid-edge", child=True)
+
+READ_BYTES: Final = 1024 * 1024  # per read of an S3 body
+_WHAT: Final = "result storage"
+
+
+class ResultStorage:
+    def __init__(
+        self,
+        s3: S3Client,
+        *,
+        bucket: str | None,
+        replica_bucket: str | None = None,
+        replica_s3: S3Client | None = None,
+    ) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.replica_bucket = replica_bucket
+        # The home client only when no peer client exists (the replica then is reached
+        # through the home endpoint).
+        self.replica_s3 = replica_s3 if replica_s3 is not None else s3
+
+    @classmethod
+    def of(cls, settings: Settings, s3: S3Client, replica_s3: S3Client | None) -> ResultStorage:
+        return cls(
+            s3,
+            bucket=settings.results_bucket,
+            replica_bucket=settings.replica_results_bucket,
+            replica_s3=replica_s3,
+        )
+
+    def _home_bucket(self) -> str:
+        if not self.bucket:
+            raise Internal("REPORTGRID_RESULTS_BUCKET is not set but a result lives in S3")
+        return self.bucket
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def read(
+        self, result: ResultInfo, report_id: str, deadline: float
+    ) -> AsyncIterator[bytes]:
+        """The result's bytes, inline or from S3, verified; NotFound when the object is
+        gone, Unavailable when storage cannot be read, Internal when it is damaged."""
+        if result.inline_compressed is not None:
+            yield zlib.decompress(result.inline_compressed)
+            return
+        if not result.s3_key:
+            raise Internal("a SUCCEEDED report has neither inline nor S3 result")
+        # Workers store S3 results zlib-compressed (reportgrid.results); one GET streamed
+        # through an incremental decompressor.
+        inflate = zlib.decompressobj()
+        digest = hashlib.sha256()
+        try:
+            response = await self._get_object(result.s3_key, deadline)
+            body = response["Body"]
+            try:
+                while packed := await body.read(READ_BYTES):
+                    if piece := inflate.decompress(packed):
+                        digest.update(piece)
+                        yield piece
+            finally:
+                body.close()
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "error")
+            if code in ("NoSuchKey", "404"):
+                raise NotFound("report", report_id) from None
+            raise Unavailable(f"the stored result could not be read ({code}); retry") from None
+        except zlib.error:
+            raise Internal(f"stored result of {report_id} is not a zlib stream") from None
+        if tail := inflate.flush():
+            digest.update(tail)
+            yield tail
+        if digest.hexdigest() != result.sha256:
+            raise Internal(f"stored result of {report_id} does not match its recorded sha256")
+
+    async def _get_object(self, key: str, deadline: float) -> GetObjectOutputTypeDef:
+        """GetObject from this region's bucket; when that fails (the bucket unreachable, or
+        the object written by the peer region and not replicated yet), from the replica
+        bucket, through the peer region's client. The last failure is raised."""
+        sources = [(self._home_bucket(), self.s3)]
+        if self.replica_bucket:
+            sources.append((self.replica_bucket, self.replica_s3))
+        for index, (bucket, s3) in enumerate(sources):
+            last = index == len(sources) - 1
+            # The home bucket gets half the time left, so a hung region leaves the rest.
+            until = deadline if last else time.monotonic() + (deadline - time.monotonic()) / 2
+            try:
+                return await bounded(s3.get_object(Bucket=bucket, Key=key), until, _WHAT)
+            except (ClientError, Unavailable):
+                if last:
+                    raise
+            except BotoCoreError:  # no answer at all (connection refused, endpoint down)
+                if last:
+                    raise Unavailable("result storage could not be reached; retry") from None
+        raise AssertionError("unreachable")
+
+    # -- deleting ------------------------------------------------------------------------
+
+    async def delete(self, key: str, deadline: float) -> None:
+        """Delete every version of the object, in this region's bucket and the replica: the
+        buckets are versioned (a plain delete would only hide the data behind a delete
+        marker), and S3 replication does not carry version deletes."""
+        await self._delete_versions(self._home_bucket(), key, deadline, self.s3)
+        if self.replica_bucket:
+            # Best effort: with the peer region lost, Delete must still work here (its copy
+            # then stays; docs/MULTI_REGION.md, "what remains").
+            try:
+                await self._delete_versions(self.replica_bucket, key, deadline, self.replica_s3)
+            except Unavailable:
+                logger.warning("could not delete the replica of a deleted report's result")
+
+    @staticmethod
+    async def _delete_versions(bucket: str, key: str, deadline: float, s3: S3Client) -> None:
+        try:
+            listing = await bounded(
+                s3.list_object_versions(Bucket=bucket, Prefix=key), deadline, _WHAT
+            )
+            versions = results.versions_of(listing, key)
+            if versions:
+                await bounded(
+                    s3.delete_objects(Bucket=bucket, Delete={"Objects": versions, "Quiet": True}),
+                    deadline,
+                    _WHAT,
+                )
+        except (ClientError, BotoCoreError) as err:
+            logger.warning(
+                "result delete failed", extra={"code": _error_code(err), "bucket": bucket}
+            )
+            raise Unavailable("the stored result could not be deleted; retry") from None
+
+
+def _error_code(err: ClientError | BotoCoreError) -> str:
+    """AWS's error code for the logs; a connection failure has none, only its class."""
+    if isinstance(err, ClientError):
+        return str(err.response.get("Error", {}).get("Code", ""))
+    return type(err).__name__
