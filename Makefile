@@ -38,12 +38,14 @@ proto: $(SYNCED) ## regenerate client/reportgrid/v1 and core/reportgrid/task fro
 	$(BIN)/python proto/generate.py --clean
 
 .PHONY: lint
-lint: $(SYNCED) ## ruff lint + format check
+lint: $(SYNCED) ## ruff lint + format check, and the generated sync SDK is current
 	$(BIN)/ruff check $(CHECKED)
 	$(BIN)/ruff format --check $(CHECKED)
+	$(BIN)/python client/unasync.py --check
 
 .PHONY: fmt
-fmt: $(SYNCED) ## apply ruff fixes and formatting
+fmt: $(SYNCED) ## regenerate the sync SDK, apply ruff fixes and formatting
+	$(BIN)/python client/unasync.py
 	$(BIN)/ruff check --fix $(CHECKED)
 	$(BIN)/ruff format $(CHECKED)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The API part of the client distribution (client/reportgrid/): the generated v1 messages,
 # the error classes and their gRPC status mapping, and the wire constants. The SDK
-# (reportgrid/client.py) and the CLI are not runtime code of any service.
+# (reportgrid/client/) and the CLI are not runtime code of any service.
 API_PATHS: tuple[str, ...] = (
     "client/reportgrid/v1",
     "client/reportgrid/errors.py",

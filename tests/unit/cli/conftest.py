@@ -19,6 +19,7 @@ from reportgrid import errors
 from reportgrid.status import to_rpc_status
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.v1 import reports_pb2_grpc as pb_grpc
+from tests.unit.cli.flavours import FLAVOURS, Connect, connector
 
 API_KEY = "rg_" + "k" * 43
 RESULT = b"region,total\neu,10\nus,32\n"
@@ -29,6 +30,8 @@ class Script:
     reports: dict[str, pb.Report] = field(default_factory=dict)
     submits: list[tuple[pb.SubmitReportRequest, dict[str, str]]] = field(default_factory=list)
     watch_unavailable: bool = False
+    watch_ends_unavailable: bool = False  # each watch: one report, then UNAVAILABLE
+    watches: int = 0
     corrupt_download: bool = False
     gets: int = 0
     result: bytes = RESULT
@@ -78,9 +81,16 @@ class ScriptedService(pb_grpc.ReportServiceServicer):
 
     def WatchReport(self, request: pb.WatchReportRequest, context: Any) -> Any:
         self._auth(context)
+        with self.lock:
+            self.s.watches += 1
         if self.s.watch_unavailable:
             context.abort_with_status(to_rpc_status(errors.Unavailable("cache down")))
         final = self._report(request.report_id, context)
+        if self.s.watch_ends_unavailable:  # as the edge ends a watch at its longest duration
+            yield pb.WatchReportResponse(
+                report=pb.Report(report_id=final.report_id, state=pb.REPORT_STATE_RUNNING)
+            )
+            context.abort_with_status(to_rpc_status(errors.Unavailable("watch again")))
         yield pb.WatchReportResponse(
             report=pb.Report(report_id=final.report_id, state=pb.REPORT_STATE_PENDING)
         )
@@ -168,7 +178,21 @@ def service() -> Iterator[Server]:
 
 
 @pytest.fixture
+def other_service() -> Iterator[Server]:
+    """A second serving endpoint (with its own script)."""
+    server, handle = _start()
+    yield handle
+    server.stop(None)
+
+
+@pytest.fixture
 def not_serving() -> Iterator[Server]:
     server, handle = _start(serving=False)
     yield handle
     server.stop(None)
+
+
+@pytest.fixture(params=FLAVOURS)
+def connect(request: pytest.FixtureRequest) -> Connect:
+    """Each SDK test runs once with ReportClient and once with AsyncReportClient."""
+    return connector(request.param)

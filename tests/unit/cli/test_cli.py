@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from reportgrid import errors
-from reportgrid.cli import Exit, app, describe_error, describe_params, parse_params
+from reportgrid.cli.commands import app, describe_error, describe_params, parse_params
+from reportgrid.cli.exit_codes import Exit
 from reportgrid.local.servers import free_port
 from reportgrid.resources import ENV
 from tests.unit.cli.conftest import API_KEY, RESULT, Server

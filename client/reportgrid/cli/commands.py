@@ -1,8 +1,8 @@
-"""`reportgrid`: the command line for Reportgrid.
+"""The `reportgrid` commands (typer, rich: the `cli` extra).
 
 Data goes to stdout (ids, JSON, tables); progress and errors go to stderr. Every command
 takes `--json`. Errors are one line with the status and what to fix, and the exit code says
-what kind of failure it was (see EXIT_CODES and docs/USAGE.md).
+what kind of failure it was (see reportgrid.cli.exit_codes and docs/USAGE.md).
 """
 
 # ruff: noqa: PLR0917 -- typer maps each CLI option to one parameter of the command
@@ -14,7 +14,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -25,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reportgrid import errors
+from reportgrid.cli.exit_codes import Exit
 from reportgrid.client import (
     OUTPUT_FORMATS,
     PRIORITIES,
@@ -37,22 +37,6 @@ from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.wire import CLIENT_API_KEY_ENV, CLIENT_ENDPOINT_ENV, EDGE_PORT
 
 DEFAULT_ENDPOINT = f"127.0.0.1:{EDGE_PORT}"
-
-
-class Exit(IntEnum):
-    """The exit codes of every command."""
-
-    OK = 0
-    REPORT_NOT_SUCCEEDED = 1  # the report ended FAILED, CANCELLED or EXPIRED
-    USAGE = 2  # bad options or an invalid argument (INVALID_ARGUMENT)
-    NOT_FOUND = 3
-    UNAUTHENTICATED = 4
-    UNAVAILABLE = 5  # the server could not be reached, or a deadline ran out
-    PRECONDITION = 6  # FAILED_PRECONDITION or ABORTED: the report's state does not allow it
-    RESOURCE_EXHAUSTED = 7  # rate limited; retry later
-    CHECKSUM = 8  # downloaded bytes did not match the result's SHA-256
-    INTERNAL = 9  # a defect on the server (or in this tool)
-    INTERRUPTED = 130  # Ctrl-C
 
 
 app = typer.Typer(
@@ -588,8 +572,3 @@ def kinds(
         for name, type_, needed, notes in describe_params(json.loads(k.params_schema or "{}")):
             table.add_row(name, type_, "yes" if needed else "", notes)
         out.print(table)
-
-
-def main() -> None:
-    """The `reportgrid` console script."""
-    app()
