@@ -1,0 +1,159 @@
+"""Every metric of ours that an alarm or a dashboard reads is emitted by some component.
+
+The synthesized templates say what the alarms and dashboards read (namespace, name, exact
+dimensions). A local region (`reportgrid-dev`) then serves a short, ordinary workload
+through the `reportgrid` CLI: light and heavy reports that succeed, one of each that fails
+on its input, and repeated reads. It is stopped with Ctrl-C, so the edge flushes its last
+metrics, and the EMF documents in the logs under <state>/logs (each process's, and each
+Lambda function's under functions/<region>/) are what CloudWatch would extract metrics
+from. Metrics of AWS namespaces (AWS/Lambda, AWS/SQS, ...) are AWS's to publish.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reportgrid.local import emf
+from reportgrid.local.bootstrap import client, local_input_bucket
+from reportgrid.local.dev import DEV_TENANT
+from reportgrid.resources import tenant_input_prefix
+from tests.e2e import test_local_region as local_region
+from tests.e2e.test_local_region import REGION, DevRegion
+from tests.infra import conftest as infra
+from tests.infra.conftest import Synthesized
+
+pytestmark = pytest.mark.slow
+
+# Fixtures of other modules, used here: a local region of this module's own, and the
+# synthesized app (Lambda bundling skipped).
+dev = local_region.dev
+synth = infra.synth
+
+# Metrics the alarms read that only a fault makes a component emit, each with why, and
+# the fault-suite test that asserts the emission. None today: the edge emits RequestFaults
+# (0 when nothing failed) with every latency rollup, and a report failing on its input
+# makes each worker emit ReportsFailed.
+FAULT_ONLY: dict[emf.MetricKey, str] = {}
+
+SUMMARY = [
+    "--param",
+    'aggregates=[{"op": "sum", "column": "amount"}]',
+    "--param",
+    'group_by=["region"]',
+]
+
+
+@dataclass(frozen=True)
+class Emitted:
+    by_log: dict[emf.MetricKey, set[str]]
+    logs: dict[str, int]  # log name -> EMF documents in it
+
+
+def _state_dir(region: DevRegion) -> Path:
+    args = [str(arg) for arg in region.process.args]  # the fixture's argv list
+    return Path(args[args.index("--state-dir") + 1])
+
+
+def _final_state(region: DevRegion, *argv: str) -> dict[str, object]:
+    result = region.cli("submit", *argv, "--wait", "--json")
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr
+    final: dict[str, object] = json.loads(lines[-1])
+    return final
+
+
+@pytest.fixture(scope="module")
+def emitted(dev: DevRegion, tmp_path_factory: pytest.TempPathFactory) -> Emitted:
+    data = tmp_path_factory.mktemp("inputs") / "sales.csv"
+    data.write_text("region,amount\neu,1\nus,2\neu,3\n")
+    s3 = client("s3", REGION, dev.moto_url)
+    key = tenant_input_prefix(DEV_TENANT) + "sales.csv"
+    s3.put_object(Bucket=local_input_bucket(REGION), Key=key, Body=data.read_bytes())
+    bucket = f"s3://{local_input_bucket(REGION)}/"
+    # Light (stream worker) and heavy (queue worker: S3 input, or a heavy kind) reports
+    # that succeed, and one of each that fails on its input.
+    outcomes = {
+        "light": _final_state(dev, "summary", "--input", str(data), *SUMMARY),
+        "light, no such column": _final_state(
+            dev, "summary", "--input", str(data), "--param", 'group_by=["nope"]', *SUMMARY[:2]
+        ),
+        "heavy": _final_state(dev, "synthetic_heavy", "--param", "output_rows=5"),
+        "heavy over S3": _final_state(
+            dev, "summary", "--input-s3", bucket + key, "--format", "csv", *SUMMARY
+        ),
+        "heavy, no such input": _final_state(
+            dev,
+            "summary",
+            "--input-s3",
+            f"{bucket}{tenant_input_prefix(DEV_TENANT)}missing.csv",
+            "--format",
+            "csv",
+            *SUMMARY,
+        ),
+    }
+    states = {what: final["state"] for what, final in outcomes.items()}
+    assert states == {
+        "light": "REPORT_STATE_SUCCEEDED",
+        "light, no such column": "REPORT_STATE_FAILED",
+        "heavy": "REPORT_STATE_SUCCEEDED",
+        "heavy over S3": "REPORT_STATE_SUCCEEDED",
+        "heavy, no such input": "REPORT_STATE_FAILED",
+    }, outcomes
+    report_id = str(outcomes["light"]["report_id"])
+    for _ in range(2):  # the second read is answered from the edge's cache
+        assert dev.cli("get", report_id).returncode == 0
+    # Ctrl-C: the edge drains and flushes what it gathered since its last minute.
+    dev.process.send_signal(signal.SIGINT)
+    assert dev.process.wait(60) == 0, "\n".join(dev.lines[-30:])
+    logs = _state_dir(dev) / "logs"
+    counts = {}
+    for name, path in emf.log_files(logs).items():
+        with path.open(errors="replace") as lines:
+            counts[name] = sum(1 for _ in emf.emf_documents(lines))
+    return Emitted(emf.emitted_by_log(logs), counts)
+
+
+def _reads(synth: Synthesized) -> list[emf.MetricRead]:
+    reads = emf.assembly_metrics(synth.outdir)
+    assert reads, "the templates read no metric at all"
+    return reads
+
+
+def test_every_metric_read_is_ours_or_an_aws_services(synth: Synthesized) -> None:
+    # A namespace that is neither (a typo of ours) names a metric nothing ever emits.
+    strays = [str(r) for r in _reads(synth) if not (r.key.ours or r.key.aws)]
+    assert not strays, "\n".join(strays)
+
+
+def test_every_alarm_and_dashboard_metric_of_ours_was_emitted(
+    synth: Synthesized, emitted: Emitted
+) -> None:
+    reads = [r for r in _reads(synth) if r.key.ours]
+    # The alarms page on our metrics too, not only on AWS's.
+    assert any(r.reader.startswith("alarm ") for r in reads)
+    missing: dict[emf.MetricKey, list[str]] = {}
+    for read in reads:
+        if read.key not in emitted.by_log and read.key not in FAULT_ONLY:
+            missing.setdefault(read.key, []).append(f"{read.stack} {read.reader}")
+    lines = []
+    for key, readers in sorted(missing.items()):
+        # The same name under other dimensions is a different metric to CloudWatch.
+        near = sorted(
+            str(k) for k in emitted.by_log if (k.namespace, k.name) == (key.namespace, key.name)
+        )
+        lines.append(
+            f"{key} is read by {', '.join(sorted(set(readers)))}; never emitted"
+            + (f" (emitted only as {', '.join(near)})" if near else "")
+        )
+    assert not lines, "\n".join([*lines, f"EMF documents per log: {emitted.logs}"])
+
+
+def test_fault_only_metrics_are_read_by_the_templates(synth: Synthesized) -> None:
+    # An entry for a metric nothing reads any more would excuse nothing; drop it.
+    read = {r.key for r in _reads(synth)}
+    assert set(FAULT_ONLY) <= read, set(FAULT_ONLY) - read
