@@ -326,6 +326,7 @@ SERVICE_EDGE: Final = "reportgrid-edge"
 SERVICE_STREAM_WORKER: Final = "reportgrid-stream-worker"
 SERVICE_QUEUE_WORKER: Final = "reportgrid-queue-worker"
 SERVICE_STREAM_FAILURES: Final = "reportgrid-stream-failures"
+SERVICE_MIRROR: Final = "reportgrid-mirror"
 METRIC_SERVICE_DIMENSION: Final = "service"
 
 

@@ -6,6 +6,7 @@ setting that is not a declared override, is an error naming it (never a silent d
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -118,7 +119,7 @@ def test_an_unresolvable_value_is_an_error_naming_the_variable(template: Regiona
 
 
 def test_only_the_declared_local_overrides_are_accepted(template: RegionalTemplate) -> None:
-    deployment = LocalDeployment(template, resolver(template), "http://127.0.0.1:9", {})
+    deployment = LocalDeployment(Path(), template, resolver(template), "http://127.0.0.1:9", {})
     with pytest.raises(DeploymentError, match=r"not a local override: \['REPORTGRID_TABLE_NAME'\]"):
         deployment.container("edge", {E.TABLE_NAME: "elsewhere"})
     with pytest.raises(DeploymentError, match="runs no container 'nope'"):
@@ -134,6 +135,6 @@ def test_a_container_without_a_python_argv_is_refused(template: RegionalTemplate
     mutated = RegionalTemplate(
         template.stack, template.region, broken, template.assets, template.image_targets
     )
-    deployment = LocalDeployment(mutated, resolver(mutated), "http://127.0.0.1:9", {})
+    deployment = LocalDeployment(Path(), mutated, resolver(mutated), "http://127.0.0.1:9", {})
     with pytest.raises(DeploymentError, match="the image has only `python`"):
         deployment.container("edge")

@@ -11,12 +11,16 @@ value that cannot be resolved is an error naming the variable, never a guess.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -39,13 +43,62 @@ class Unresolvable(DeploymentError):
     """A template value that does not resolve to a local value."""
 
 
-def synthesize(outdir: Path, regions: tuple[str, ...]) -> Path:
-    """`python app.py` with the local context, bundling the Lambda assets (uv, no Docker).
-    The CDK skips re-bundling an asset whose source hash is already staged in `outdir`."""
-    context = json.loads((PROJECT_DIR / "cdk.json").read_text())["context"]
+# Everything a synthesized assembly (and an image tree) is made from: a change to any of
+# these is a new cache entry; nothing else can change what the app synthesizes.
+SYNTH_INPUTS: Final = ("app.py", "cdk.json", "pyproject.toml", "uv.lock", "Dockerfile")
+SYNTH_INPUT_DIRS: Final = ("cdk", "client", "core", "edge", "workers")
+CACHE_DIR: Final = PROJECT_DIR / ".reportgrid" / "cache"
+
+
+def inputs_digest(extra: str = "") -> str:
+    """A digest of every file the deployment is built from (and `extra`, e.g. the context)."""
+    digest = hashlib.sha256(extra.encode())
+    paths = [PROJECT_DIR / name for name in SYNTH_INPUTS]
+    for folder in SYNTH_INPUT_DIRS:
+        paths += sorted(
+            p
+            for p in (PROJECT_DIR / folder).rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+        )
+    for path in paths:
+        digest.update(str(path.relative_to(PROJECT_DIR)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One builder at a time per cache entry (parallel test workers, two terminals)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def cached(kind: str, key: str, build: Callable[[Path], object]) -> Path:
+    """The cache entry `kind-key`, built by `build(directory)` into a scratch directory and
+    renamed into place only when complete, so a reader never sees half of one."""
+    entry = CACHE_DIR / f"{kind}-{key}"
+    with _locked(CACHE_DIR / f".{kind}-{key}.lock"):
+        if not (entry / ".complete").is_file():
+            scratch = CACHE_DIR / f".{kind}-{key}.building"
+            shutil.rmtree(scratch, ignore_errors=True)
+            build(scratch)
+            (scratch / ".complete").write_text(key)
+            shutil.rmtree(entry, ignore_errors=True)
+            scratch.rename(entry)
+    return entry
+
+
+def local_context(regions: tuple[str, ...]) -> dict[str, Any]:
+    """cdk.json's context with the local account, regions and input buckets."""
+    context: dict[str, Any] = json.loads((PROJECT_DIR / "cdk.json").read_text())["context"]
     if len(regions) == 1:
         regions = (regions[0], DEFAULT_PEER.get(regions[0], "us-east-1"))
-    context |= {
+    return context | {
         "reportgrid:account": LOCAL_ACCOUNT,
         "reportgrid:regions": list(regions),
         "reportgrid:inputBuckets": [local_input_bucket(r) for r in regions],
@@ -53,6 +106,17 @@ def synthesize(outdir: Path, regions: tuple[str, ...]) -> Path:
             r: f"arn:aws:acm:{r}:{LOCAL_ACCOUNT}:certificate/local" for r in regions
         },
     }
+
+
+def synthesize(regions: tuple[str, ...]) -> Path:
+    """The app synthesized with the local context, Lambda assets bundled (uv, no Docker),
+    from the cache when nothing it is made from changed."""
+    context = local_context(regions)
+    text = json.dumps(context, sort_keys=True)
+    return cached("cdk.out", inputs_digest(text), lambda outdir: _synth(outdir, context))
+
+
+def _synth(outdir: Path, context: dict[str, Any]) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -73,7 +137,6 @@ def synthesize(outdir: Path, regions: tuple[str, ...]) -> Path:
     )
     if result.returncode != 0:
         raise DeploymentError(f"cdk synth failed:\n{result.stderr.strip()[-3000:]}")
-    return outdir
 
 
 @dataclass(frozen=True, slots=True)

@@ -254,10 +254,10 @@ class Supervisor:
         """Synthesize the deployment for this region and tie it to the local resources."""
         assert self.moto is not None
         opts = self.options
-        self.say(f"synthesizing the deployment into {self.state.assembly} ...")
+        self.say("synthesizing the deployment (cached while its sources do not change) ...")
         try:
-            assembly = synthesize(self.state.assembly, (opts.region,))
-            images = build_images(self.state.images)
+            assembly = synthesize((opts.region,))
+            images = build_images()
             return prepare(
                 assembly,
                 opts.region,
@@ -281,7 +281,12 @@ class Supervisor:
         return overrides
 
     def event_sources(
-        self, deployment: LocalDeployment, env: dict[str, str], *, state: Path, with_peer: bool
+        self,
+        deployment: LocalDeployment,
+        env: dict[str, str],
+        *,
+        state: Path,
+        with_peer: bool,
     ) -> Process:
         """The region's Lambda functions from their assets, fed by their event sources."""
         assert self.moto is not None
@@ -290,7 +295,7 @@ class Supervisor:
             "-m",
             "reportgrid.local.event_sources",
             "--assembly",
-            str(self.state.assembly),
+            str(deployment.assembly),
             "--region",
             deployment.region,
             "--endpoint-url",
@@ -476,8 +481,6 @@ def run(options: DevOptions) -> int:
 
 # -- two regions on one machine (`reportgrid-dev --regions a,b`) ----------------------------
 
-MIRROR_FUNCTION: Final = "reportgrid-mirror"
-MIRROR_HANDLER: Final = "functions.mirror.handler:handler"
 REGION_LETTERS: Final = "ab"
 
 
@@ -491,6 +494,7 @@ class RegionRun:
     resources: RegionResources
     redis: RedisServer
     env: dict[str, str]
+    deployment: LocalDeployment
     children: list[Child] = field(default_factory=list)
 
     @property
@@ -534,32 +538,32 @@ class MultiRegionSupervisor(Supervisor):
         secret = self.state.id_secret(persist=False)
         self.api_key = self.state.api_key(persist=False)
         env_names = resources.ENV
+        self.say("synthesizing the deployment (cached while its sources do not change) ...")
+        try:
+            assembly = synthesize(opts.regions)
+            images = build_images()
+        except DeploymentError as error:
+            raise DevError(str(error)) from None
         for index, region in enumerate(opts.regions):
             letter = REGION_LETTERS[index]
-            peer = made[opts.regions[1 - index]]
             redis = RedisServer(None, self.state.logs / f"redis-{letter}.log").start()
             ddb = client("dynamodb", region, endpoint)
             # Each replica gets the key: the replicator only carries later changes.
             apikeys.put_key(ddb, made[region].table_name, self.api_key, DEV_TENANT, name="dev")
-            env = {
-                **os.environ,
-                **made[region].environ(),
-                env_names.REDIS_URL: redis.url,
-                env_names.ID_SECRETS: secret,
-                env_names.EDGE_PORT: str(opts.edge_port + index),
-                env_names.EDGE_WORKERS: str(opts.edge_workers),
-                env_names.DRAIN_GRACE_SECONDS: str(DEV_DRAIN_GRACE_SECONDS),
-                env_names.PEER_REGION: peer.region,
-                env_names.PEER_STANDBY_QUEUE_URL: peer.standby_queue_url,
-                env_names.REPLICA_RESULTS_BUCKET: peer.results_bucket,
-                env_names.METRICS_NAMESPACE: resources.METRICS_NAMESPACE,
-                env_names.LOG_LEVEL: os.environ.get(env_names.LOG_LEVEL, "INFO"),
-                "POWERTOOLS_METRICS_DISABLED": "true",
-                "PYTHONUNBUFFERED": "1",
-                **dict(opts.extra_env),
-            }
+            env = {env_names.REDIS_URL: redis.url, env_names.ID_SECRETS: secret}
+            try:
+                deployment = prepare(
+                    assembly,
+                    region,
+                    endpoint_url=endpoint,
+                    images=images,
+                    redis_url=redis.url,
+                    id_secrets=secret,
+                )
+            except DeploymentError as error:
+                raise DevError(str(error)) from None
             self.runs[region] = RegionRun(
-                region, letter, opts.edge_port + index, made[region], redis, env
+                region, letter, opts.edge_port + index, made[region], redis, env, deployment
             )
             self.say(f"region {region}: redis-server on {redis.url}")
         self.replicator = GlobalTableReplicator(
@@ -571,32 +575,25 @@ class MultiRegionSupervisor(Supervisor):
             self.wait_for_edge(run.edge_port, f"edge-{run.letter}")
 
     def start_region(self, run: RegionRun) -> None:
-        py = sys.executable
         n = run.letter
+        tuning = dict(self.options.extra_env)
+        deployment = run.deployment
+        try:
+            edge = deployment.container("edge", self.local_overrides(run.edge_port) | tuning)
+            worker = deployment.container("worker", tuning)
+            standby = deployment.container("standby", tuning)
+        except DeploymentError as error:
+            raise DevError(str(error)) from None
+        lambdas = self.event_sources(
+            deployment, run.env, state=self.state.kinesis / run.region, with_peer=True
+        )
         programs = {
-            f"edge-{n}": [
-                py,
-                "-m",
-                "grpc_edge",
-                "--workers",
-                str(self.options.edge_workers),
-                "--port",
-                str(run.edge_port),
-            ],
-            f"stream-{n}": [
-                py,
-                "-m",
-                "reportgrid.local.kinesis_runner",
-                "--state-dir",
-                str(self.state.kinesis / run.region),
-                "--also",
-                f"{MIRROR_FUNCTION}={MIRROR_HANDLER}",
-            ],
-            f"queue-{n}": [py, "-m", "functions.queue_worker"],
-            f"standby-{n}": [py, "-m", "functions.standby"],
-            f"failed-{n}": [py, "-m", "reportgrid.local.stream_failure_drain"],
+            f"edge-{n}": edge,
+            f"lambda-{n}": lambdas,
+            f"queue-{n}": worker,
+            f"standby-{n}": standby,
         }
-        run.children = [self.spawn(name, argv, run.env) for name, argv in programs.items()]
+        run.children = [self.spawn(name, p.argv, p.env) for name, p in programs.items()]
 
     def kill_region(self, region: str) -> None:
         """Lose the region: SIGKILL every one of its processes (each whole process group)

@@ -31,6 +31,7 @@ from reportgrid import resources
 from reportgrid.client import ReportClient
 from reportgrid.local.bootstrap import client
 from reportgrid.local.dev import DevError, DevOptions, MultiRegionSupervisor
+from reportgrid.local.event_sources import checkpoint_dir
 from reportgrid.local.kinesis_runner import CHECKPOINT_FILE
 from reportgrid.local.servers import free_port, port_is_free
 from reportgrid.v1 import reports_pb2 as pb
@@ -308,12 +309,13 @@ class RegionLossDrill:
     def _drill(self, sup: MultiRegionSupervisor) -> None:
         opts = self.options
         home = opts.regions[0]
+        stream_dir = checkpoint_dir(sup.state.kinesis / home, resources.SERVICE_STREAM_WORKER)
         self._measure_latency(sup.runs[home].endpoint, sup.api_key)
         # Start the loss from a region that keeps up: the timed submits left a backlog.
         endpoint = sup.moto.endpoint_url if sup.moto else ""
         tail = stream_tail(endpoint, home)
         wait_until(
-            lambda: not behind(tail, checkpoints(sup.state.kinesis / home)),
+            lambda: not behind(tail, checkpoints(stream_dir)),
             opts.settle_timeout_seconds,
         )
 
@@ -325,7 +327,7 @@ class RegionLossDrill:
         )
         submitter.start()
         time.sleep(opts.before_kill_seconds)
-        done_at_kill = checkpoints(sup.state.kinesis / home)
+        done_at_kill = checkpoints(stream_dir)
         killed = time.monotonic()
         sup.kill_region(home)
         self.say(f"SIGKILLed every process of {home}")
@@ -394,11 +396,11 @@ class RegionLossDrill:
         f.backlog_records = count_after(endpoint, home, done_at_kill)
         self.say(f"restarting {home} (backlog: {f.backlog_records} task-log records) ...")
         sup.restart_region(home)
-        kinesis_dir = sup.state.kinesis / home
-        mirror_dir = kinesis_dir / "reportgrid-mirror"
+        stream_dir = checkpoint_dir(sup.state.kinesis / home, resources.SERVICE_STREAM_WORKER)
+        mirror_dir = checkpoint_dir(sup.state.kinesis / home, resources.SERVICE_MIRROR)
         f.backlog_reconciled = wait_until(
             lambda: (
-                not behind(tail, checkpoints(kinesis_dir))
+                not behind(tail, checkpoints(stream_dir))
                 and not behind(tail, checkpoints(mirror_dir))
             ),
             opts.settle_timeout_seconds,

@@ -60,6 +60,12 @@ def mapping_config(mapping: EventSourceMapping, function: LambdaFunction) -> Map
     )
 
 
+def checkpoint_dir(state_dir: Path, service: str) -> Path:
+    """Where a Kinesis consumer keeps its shard checkpoints, by its service name (the
+    template's POWERTOOLS_SERVICE_NAME), so a restarted region resumes its backlog."""
+    return state_dir / service
+
+
 class Source:
     """A started event source: something to stop and threads to wait for."""
 
@@ -92,7 +98,7 @@ def start_sources(
                 region=deployment.region,
                 endpoint_url=deployment.endpoint_url,
                 config=mapping_config(mapping, function),
-                state_dir=state_dir / function.logical_id,
+                state_dir=checkpoint_dir(state_dir, function.service),
                 function_name=function.logical_id,
                 failure_queue_url=deployment.on_failure_url(mapping),
             )

@@ -80,7 +80,10 @@ for line in sys.stdin:
         reply = error(exc)
     sys.stdout.flush()
     sys.stderr.flush()
-    results.write(json.dumps(reply, default=str) + "\n")
+    try:
+        results.write(json.dumps(reply, default=str) + "\n")
+    except BrokenPipeError:  # the host stopped (or lost) this environment
+        sys.exit(0)
 """
 
 

@@ -12,7 +12,8 @@
 Only a few values differ from the template, each for a reason the local machine imposes:
 the AWS endpoint and credentials (moto), the edge's port and process count (ports are
 shared on one machine), and the drain grace (a developer does not wait 20 s on Ctrl-C).
-They are listed in LOCAL_OVERRIDES and nowhere else.
+They are listed in LOCAL_OVERRIDES and nowhere else; a drill may also shorten the few
+timings in TUNING_OVERRIDES.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from reportgrid.local.deployed import (
     LambdaFunction,
     RegionalTemplate,
     Resolver,
+    cached,
+    inputs_digest,
     resolve_all,
 )
 from reportgrid.local.dockerfile import exec_form, last, stages
@@ -58,7 +61,17 @@ LOCAL_OVERRIDES: Final = (
     E.EDGE_WORKERS,
     E.DRAIN_GRACE_SECONDS,
 )
+# Settings a drill or a test shortens on top of the template, to see a lost worker's task
+# come back in seconds rather than minutes (reportgrid-drill; tests/multiregion).
+TUNING_OVERRIDES: Final = (
+    E.WORKER_LEASE_SECONDS,
+    E.MIRROR_GRACE_SECONDS,
+    E.STANDBY_MARGIN_SECONDS,
+    E.QUEUE_WAIT_SECONDS,
+    E.LOG_LEVEL,
+)
 ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name
+IMAGE_TARGETS: Final = ("edge", "worker")
 
 
 @dataclass(frozen=True)
@@ -73,6 +86,7 @@ class Process:
 class LocalDeployment:
     """One region's stack of a synthesized assembly, tied to the local resources."""
 
+    assembly: Path  # the synthesized cdk.out
     template: RegionalTemplate
     resolver: Resolver
     endpoint_url: str
@@ -100,7 +114,7 @@ class LocalDeployment:
         if name not in containers:
             raise DeploymentError(f"{self.template.stack} runs no container {name!r}")
         spec = containers[name]
-        unexpected = set(overrides or {}) - set(LOCAL_OVERRIDES)
+        unexpected = set(overrides or {}) - set(LOCAL_OVERRIDES) - set(TUNING_OVERRIDES)
         if unexpected:
             raise DeploymentError(f"not a local override: {sorted(unexpected)}")
         argv = self._container_argv(spec)
@@ -179,26 +193,33 @@ def image_python() -> Path:
     raise DeploymentError("the Dockerfile pins no ARG PYTHON_VERSION")
 
 
-def build_images(directory: Path) -> dict[str, Path]:
+def build_images() -> dict[str, Path]:
     """Each image target's /app/lib, built by the command the Dockerfile runs
-    (`python cdk/artifacts.py <target> /app/lib`), for this machine's Python (the image's
-    version; the wheels come from uv's cache after the first run)."""
+    (`python cdk/artifacts.py <target> /app/lib`) for this machine's Python (the image's
+    version), from the cache when nothing it is made from changed."""
     uv = shutil.which("uv") or str(PROJECT_DIR / ".tools" / "bin" / "uv")
-    trees = {}
-    for target in ("edge", "worker"):
-        tree = directory / target
-        result = subprocess.run(
-            [sys.executable, str(PROJECT_DIR / "cdk" / "artifacts.py"), target, str(tree)],
-            env={**os.environ, "PATH": f"{Path(uv).parent}{os.pathsep}{os.environ['PATH']}"},
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            raise DeploymentError(f"building the {target} image tree: {result.stderr.strip()}")
-        trees[target] = tree
-    return trees
+    key = inputs_digest(sys.version)
+
+    def build(directory: Path) -> None:
+        for target in IMAGE_TARGETS:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    str(PROJECT_DIR / "cdk" / "artifacts.py"),
+                    target,
+                    str(directory / target),
+                ],
+                env={**os.environ, "PATH": f"{Path(uv).parent}{os.pathsep}{os.environ['PATH']}"},
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=600,
+            )
+            if result.returncode != 0:
+                raise DeploymentError(f"building the {target} image tree: {result.stderr.strip()}")
+
+    entry = cached("images", key, build)
+    return {target: entry / target for target in IMAGE_TARGETS}
 
 
 def _settings(template: RegionalTemplate) -> list[tuple[str, Any]]:
@@ -265,7 +286,7 @@ def prepare(
     resolver = Resolver(
         template, sqs_endpoint=endpoint_url, generated_names=names, secret_arn=secret_arn
     )
-    return LocalDeployment(template, resolver, endpoint_url, images)
+    return LocalDeployment(assembly_dir, template, resolver, endpoint_url, images)
 
 
 def _put_secret(secrets: Any, name: str, value: str) -> None:

@@ -65,17 +65,6 @@ class StateDir:
     def snapshot(self) -> Path:
         return self.root / "snapshot"
 
-    @property
-    def assembly(self) -> Path:
-        """The synthesized deployment the region runs (kept: the CDK re-bundles an asset
-        only when its source changed)."""
-        return self.root / "cdk.out"
-
-    @property
-    def images(self) -> Path:
-        """The image trees (/app/lib of each Dockerfile target)."""
-        return self.root / "images"
-
     def prepare(self, *, persist: bool) -> None:
         """Create the layout; without `persist`, forget what an earlier run left."""
         self.root.mkdir(parents=True, exist_ok=True)
