@@ -37,12 +37,22 @@ PYTHON_RUNTIME: Final = re.compile(r"^python(\d+)\.(\d+)$")
 # How long a cold start (the handler's import) may take before the invocation fails.
 INIT_TIMEOUT_SECONDS: Final = 60.0
 EXIT_ERROR: Final = "Runtime.ExitError"
+# The IAM enforcement spec the bootstrap installs (reportgrid.local.iam.enforce.spec).
+IAM_SPEC_VARIABLE: Final = "REPORTGRID_LOCAL_IAM"
 
 # Runs in the host under -I -S. The fd in argv[3] carries results; stdin carries events.
 _BOOTSTRAP: Final = r"""
 import importlib, json, os, sys, time, traceback
 asset, handler_name, results_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.path.insert(0, asset)
+# Under the function's execution role (reportgrid/local/iam): the hook goes in, then the
+# dev stack leaves sys.path again, before the handler is imported.
+iam = os.environ.pop("REPORTGRID_LOCAL_IAM", "")
+if iam:
+    sys.path.append(json.loads(iam)["source"])
+    import reportgrid.local.iam.enforce as enforce
+    enforce.install_from_spec(iam)
+    enforce.hide_self()
 results = os.fdopen(results_fd, "w", buffering=1)
 module_name, _, attribute = handler_name.rpartition(".")
 

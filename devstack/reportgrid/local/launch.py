@@ -46,8 +46,9 @@ from reportgrid.local.deployed import (
     resolve_all,
 )
 from reportgrid.local.dockerfile import exec_form, last, stages
+from reportgrid.local.iam import enforce as iam_enforce
 from reportgrid.local.interpreters import find_python
-from reportgrid.local.lambda_host import LambdaHost, runtime_python
+from reportgrid.local.lambda_host import IAM_SPEC_VARIABLE, LambdaHost, runtime_python
 
 E = resources.ENV
 # The settings a local process gets that differ from the template (see the docstring).
@@ -91,6 +92,8 @@ class LocalDeployment:
     resolver: Resolver
     endpoint_url: str
     images: dict[str, Path]  # Dockerfile target -> its /app/lib tree
+    # Every AWS call judged against the component's role (reportgrid/local/iam).
+    enforce_iam: bool = True
 
     @property
     def region(self) -> str:
@@ -122,7 +125,41 @@ class LocalDeployment:
         env |= self._secrets(spec)
         env |= self.base_environment() | (overrides or {})
         env["PYTHONPATH"] = str(self.images[spec.image_target])
+        if self.enforce_iam:
+            # Under the task role: the enforcer installs the IAM hook, takes the dev stack
+            # off the path again (--hide-self) and runs the image's program, argv intact.
+            argv = [
+                argv[0],
+                "-S",
+                "-m",
+                "reportgrid.local.iam.enforce",
+                *self._iam_arguments(),
+                "--container",
+                name,
+                "--hide-self",
+                "--",
+                *argv[2:],
+            ]
+            env["PYTHONPATH"] += os.pathsep + str(iam_enforce.SOURCE_ROOT)
         return Process(argv, env)
+
+    def _iam_arguments(self) -> list[str]:
+        arguments = ["--template", str(self.assembly), "--region", self.region]
+        for key, value in self.physical().items():
+            arguments += ["--physical", f"{key}={value}"]
+        return arguments
+
+    def physical(self) -> dict[str, str]:
+        """The local values of the resources the template leaves unnamed, as the IAM
+        evaluator takes them (LogicalId for Ref, LogicalId.Arn for Fn::GetAtt)."""
+        found = {}
+        for logical_id in self.resolver.generated_names:
+            found[logical_id] = self.resolver.resolve({"Ref": logical_id}, logical_id)
+            if self.template.resources[logical_id]["Type"] == "AWS::IAM::Role":
+                found[f"{logical_id}.Arn"] = self.resolver.resolve(
+                    {"Fn::GetAtt": [logical_id, "Arn"]}, logical_id
+                )
+        return found
 
     def _container_argv(self, spec: Container) -> list[str]:
         dockerfile = stages((PROJECT_DIR / "Dockerfile").read_text())
@@ -163,6 +200,14 @@ class LocalDeployment:
     def lambda_host(self, function: LambdaFunction, log_dir: Path) -> LambdaHost:
         env = resolve_all(self.resolver, dict(function.environment), function.logical_id)
         env |= self.base_environment()
+        if self.enforce_iam:
+            # Under the execution role: the host's bootstrap installs the hook from this.
+            env[IAM_SPEC_VARIABLE] = iam_enforce.spec(
+                self.assembly,
+                region=self.region,
+                function=function.handler,
+                physical=self.physical(),
+            )
         return LambdaHost(
             function,
             python=runtime_python(function.runtime, find_python),

@@ -341,11 +341,22 @@ def test_a_secret_the_evaluator_cannot_name_is_denied(assembly: Path) -> None:
         call("secretsmanager", "GetSecretValue", SecretId=redis_secret),
         "secretsmanager:GetSecretValue",
     )
-    # A secret given by name: its ARN is unknown, fail-closed
+    # A secret given by name or by a partial ARN (no random suffix), as the template's
+    # REPORTGRID_ID_SECRETS_ARN does, is judged by its full ARN: the grant allows any
+    # suffix of the name (`reportgrid/id-secrets-??????`), so both are allowed...
+    partial = f"arn:aws:secretsmanager:{REGION}:{LOCAL_ACCOUNT}:secret:{r.ID_SECRETS_SECRET_NAME}"
+    assert_allowed(
+        worker,
+        [
+            call("secretsmanager", "GetSecretValue", SecretId=r.ID_SECRETS_SECRET_NAME),
+            call("secretsmanager", "GetSecretValue", SecretId=partial),
+        ],
+    )
+    # ...and a secret the role is not granted is not, however it is named.
     assert_denied(
         worker,
-        call("secretsmanager", "GetSecretValue", SecretId=r.ID_SECRETS_SECRET_NAME),
-        "cannot tell the resource",
+        call("secretsmanager", "GetSecretValue", SecretId="reportgrid/other"),
+        "secretsmanager:GetSecretValue",
     )
 
 

@@ -16,6 +16,7 @@ bucket, stream or queue encrypted with a customer-managed KMS key needs the key
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -268,16 +269,29 @@ def _sts_assume_role(call: Call, _: StreamIterators) -> list[Need]:
     return found
 
 
+# A secret's ARN ends in "-" and six random characters. A call may name the secret by its
+# name or by a partial ARN without them (GetSecretValue: "You can specify a partial ARN
+# too ... as long as it uniquely matches only one secret"), but IAM judges the request
+# against the secret's full ARN; a policy granting a secret by name must therefore allow
+# any suffix (`name-??????`, as CDK's fromSecretNameV2 grants do). Locally the suffix is
+# moto's, unknown here: this stand-in matches exactly what any real suffix would.
+_SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
+_SUFFIX_STAND_IN = "-LOCALx"
+
+
 def _secret(call: Call, _: StreamIterators) -> list[Need]:
     secret = call.params.get("SecretId")
-    resource: str | Unresolved = (
+    if not isinstance(secret, str) or not secret:
+        return [Need(f"secretsmanager:{call.operation}", _missing(call, "SecretId"))]
+    arn = (
         secret
-        if isinstance(secret, str) and secret.startswith("arn:")
-        else Unresolved(
-            f"secret {secret!r} is named, not given by ARN: its ARN's random suffix is unknown"
-        )
+        if secret.startswith("arn:")
+        else f"arn:aws:secretsmanager:{call.region}:{call.account}:secret:{secret}"
     )
-    return [Need(f"secretsmanager:{call.operation}", resource)]
+    name = arn.split(":secret:", 1)[-1]
+    if not _SECRET_SUFFIX.search(name):
+        arn += _SUFFIX_STAND_IN
+    return [Need(f"secretsmanager:{call.operation}", arn)]
 
 
 def _key_arn(call: Call, key: object) -> str | Unresolved:
