@@ -34,18 +34,15 @@ def template(bundled: Bundled) -> RegionalTemplate:
 
 
 def resolver(template: RegionalTemplate) -> Resolver:
+    # The local ARN of each secret the template leaves unnamed (prepare() reads them from
+    # the local Secrets Manager; here a made-up suffix).
     nameless = {
-        logical_id: f"{template.stack}/{logical_id}"
+        logical_id: f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{logical_id}-AbCdEf"
         for logical_id, resource in template.resources.items()
-        if resource["Type"] in {"AWS::SecretsManager::Secret", "AWS::IAM::Role"}
+        if resource["Type"] == "AWS::SecretsManager::Secret"
+        and "Name" not in resource.get("Properties", {})
     }
-    return Resolver(
-        template,
-        sqs_endpoint="http://127.0.0.1:4566",
-        account=ACCOUNT,
-        generated_names=nameless,
-        secret_arn=lambda name: f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf",
-    )
+    return Resolver(template, account=ACCOUNT, physical=nameless)
 
 
 def test_every_setting_of_every_process_resolves_locally(template: RegionalTemplate) -> None:
@@ -56,9 +53,9 @@ def test_every_setting_of_every_process_resolves_locally(template: RegionalTempl
         env = resolve_all(local, dict(spec.environment), name)
         secrets = resolve_all(local, dict(spec.secrets), name)
         assert env[E.REGION] == REGION
-        assert (
-            env[E.HEAVY_QUEUE_URL]
-            == f"http://127.0.0.1:4566/{ACCOUNT}/{resources.HEAVY_QUEUE_NAME}"
+        # Queue URLs keep AWS's form: the SDK sends them to the local endpoint all the same.
+        assert env[E.HEAVY_QUEUE_URL] == (
+            f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{resources.HEAVY_QUEUE_NAME}"
         )
         assert env[E.TASK_STREAM_NAME] == resources.TASK_STREAM_NAME
         assert set(secrets) == {E.ID_SECRETS, E.REDIS_URL}
@@ -111,10 +108,10 @@ def test_an_unresolvable_value_is_an_error_naming_the_variable(template: Regiona
         template.stack, template.region, broken, template.assets, template.image_targets
     )
     spec = mutated.containers()["edge"]
-    with pytest.raises(Unresolvable, match="edge REPORTGRID_FROM_ELSEWHERE: Fn::ImportValue"):
+    with pytest.raises(Unresolvable, match="edge REPORTGRID_FROM_ELSEWHERE: Fn::ImportValue x"):
         resolve_all(resolver(mutated), dict(spec.environment), "container edge")
     # A Ref to a resource another stack owns is not silently a name either.
-    with pytest.raises(Unresolvable, match="NotInThisStack is not a resource"):
+    with pytest.raises(Unresolvable, match="Ref NotInThisStack has no local value"):
         resolver(template).resolve({"Ref": "NotInThisStack"}, "probe")
 
 

@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -26,10 +25,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from reportgrid.local.bootstrap import LOCAL_ACCOUNT, local_input_bucket
+from reportgrid.local.iam.patterns import Unresolved
+from reportgrid.local.iam.resolve import Localization, Stack, StackResolver
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[3]
-PARTITION: Final = "aws"
-URL_SUFFIX: Final = "amazonaws.com"
 # A second region for the synth when the local region runs alone: the app is multi-region
 # by construction (the data stack and the peers), the local region runs only its own stack.
 DEFAULT_PEER: Final = {"us-east-1": "eu-west-1"}
@@ -348,175 +347,39 @@ class Assembly:
 # ---------------------------------------------------------------------------------------
 # Template values -> local values
 # ---------------------------------------------------------------------------------------
-# What Ref and each Fn::GetAtt attribute return, per resource type (CloudFormation's
-# "Return values" of each resource), from the resource's physical name.
-NameFn = Callable[[str], str]
 
 
 @dataclass(frozen=True)
 class Resolver:
-    """Resolves a template value in one regional stack to the local region's value."""
+    """Resolves a template value of one regional stack to the local region's value, with
+    the same intrinsic walker the IAM evaluator uses (reportgrid/local/iam/resolve.py), so
+    a process's settings and its permissions are read from the template alike."""
 
     template: RegionalTemplate
-    sqs_endpoint: str  # the queue URL prefix locally (moto: the server's URL)
     account: str = LOCAL_ACCOUNT
-    # Physical names of resources whose template sets none (CloudFormation would generate
-    # one); the local bootstrap created them under these names.
-    generated_names: Mapping[str, str] = field(default_factory=dict)
-    secret_arn: Callable[[str], str] | None = None  # secret name -> its local ARN
+    # "LogicalId" (its Ref) or "LogicalId.Attribute" -> the local value, for resources the
+    # template leaves unnamed (CloudFormation would generate a name) or whose local value
+    # differs (a secret's ARN carries moto's random suffix).
+    physical: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def region(self) -> str:
         return self.template.region
 
+    def _walker(self) -> StackResolver:
+        stack = Stack(self.template.stack, self.template.template, self.region, self.account)
+        local = Localization(region=self.region, account=self.account, physical=self.physical)
+        return StackResolver(stack, local, lambda name: Unresolved(f"Fn::ImportValue {name}"))
+
     def resolve(self, value: Any, where: str) -> str:
-        try:
-            return self._resolve(value)
-        except Unresolvable as error:
-            raise Unresolvable(f"{where}: {error}") from None
-
-    def _resolve(self, value: Any) -> str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, int | float):
-            return str(value)
-        if not isinstance(value, dict) or len(value) != 1:
-            raise Unresolvable(f"not a template value: {value!r}")
-        ((function, argument),) = value.items()
-        if function == "Ref":
-            return self._ref(str(argument))
-        if function == "Fn::GetAtt":
-            return self._get_att(str(argument[0]), str(argument[1]))
-        if function == "Fn::Join":
-            separator, parts = argument
-            return str(separator).join(self._resolve(p) for p in parts)
-        if function == "Fn::Select":
-            index, items = argument
-            resolved = self._list(items)
-            return resolved[int(self._resolve(index))]
-        if function == "Fn::Sub":
-            return self._sub(argument)
-        raise Unresolvable(f"{function} is not resolved locally: {value!r}")
-
-    def _list(self, value: Any) -> list[str]:
-        if isinstance(value, list):
-            return [self._resolve(v) for v in value]
-        if isinstance(value, dict) and "Fn::Split" in value:
-            separator, text = value["Fn::Split"]
-            return self._resolve(text).split(str(separator))
-        raise Unresolvable(f"not a list: {value!r}")
-
-    def _sub(self, argument: Any) -> str:
-        text, variables = (argument, {}) if isinstance(argument, str) else argument
-
-        def one(match: re.Match[str]) -> str:
-            name = match[1]
-            if name in variables:
-                return self._resolve(variables[name])
-            if "." in name:
-                logical_id, attribute = name.split(".", 1)
-                return self._get_att(logical_id, attribute)
-            return self._ref(name)
-
-        return re.sub(r"\$\{([^}!]+)\}", one, str(text))
-
-    def _pseudo(self, name: str) -> str:
-        values = {
-            "AWS::Region": self.region,
-            "AWS::AccountId": self.account,
-            "AWS::Partition": PARTITION,
-            "AWS::URLSuffix": URL_SUFFIX,
-            "AWS::StackName": self.template.stack,
-        }
-        if name not in values:
-            raise Unresolvable(f"pseudo parameter {name} has no local value")
-        return values[name]
-
-    def physical_name(self, logical_id: str) -> str:
-        resource = self._resource(logical_id)
-        props = resource.get("Properties", {})
-        key = _NAME_PROPERTY.get(resource["Type"])
-        if key and key in props:
-            return self._resolve(props[key])
-        if logical_id in self.generated_names:
-            return self.generated_names[logical_id]
-        raise Unresolvable(
-            f"{logical_id} ({resource['Type']}) has no name in the template and none locally"
-        )
-
-    def _resource(self, logical_id: str) -> dict[str, Any]:
-        if logical_id not in self.template.resources:
-            raise Unresolvable(f"{logical_id} is not a resource of {self.template.stack}")
-        resource: dict[str, Any] = self.template.resources[logical_id]
-        return resource
-
-    def _ref(self, name: str) -> str:
-        if name.startswith("AWS::"):
-            return self._pseudo(name)
-        type_ = self._resource(name)["Type"]
-        physical = self.physical_name(name)
-        if type_ == "AWS::SQS::Queue":
-            return f"{self.sqs_endpoint.rstrip('/')}/{self.account}/{physical}"
-        if type_ == "AWS::SecretsManager::Secret":
-            return self._secret_arn(physical)
-        if type_ in _REF_IS_NAME:
-            return physical
-        raise Unresolvable(f"Ref of a {type_} ({name}) is not resolved locally")
-
-    def _secret_arn(self, name: str) -> str:
-        if self.secret_arn is None:
-            raise Unresolvable(f"secret {name}: no local secrets to resolve against")
-        return self.secret_arn(name)
-
-    def _get_att(self, logical_id: str, attribute: str) -> str:
-        type_ = self._resource(logical_id)["Type"]
-        name = self.physical_name(logical_id)
-        arns = {
-            "AWS::SQS::Queue": f"arn:{PARTITION}:sqs:{self.region}:{self.account}:{name}",
-            "AWS::Kinesis::Stream": (
-                f"arn:{PARTITION}:kinesis:{self.region}:{self.account}:stream/{name}"
-            ),
-            "AWS::S3::Bucket": f"arn:{PARTITION}:s3:::{name}",
-            "AWS::DynamoDB::Table": (
-                f"arn:{PARTITION}:dynamodb:{self.region}:{self.account}:table/{name}"
-            ),
-            "AWS::DynamoDB::GlobalTable": (
-                f"arn:{PARTITION}:dynamodb:{self.region}:{self.account}:table/{name}"
-            ),
-            "AWS::IAM::Role": f"arn:{PARTITION}:iam::{self.account}:role/{name}",
-            "AWS::SNS::Topic": f"arn:{PARTITION}:sns:{self.region}:{self.account}:{name}",
-        }
-        if attribute == "Arn" and type_ in arns:
-            return arns[type_]
-        if type_ == "AWS::SQS::Queue" and attribute == "QueueName":
-            return name
-        if type_ == "AWS::SQS::Queue" and attribute == "QueueUrl":
-            return self._ref(logical_id)
-        raise Unresolvable(f"Fn::GetAtt {logical_id}.{attribute} ({type_}) is not resolved")
-
-
-# The property that carries each type's physical name.
-_NAME_PROPERTY: Final = {
-    "AWS::SQS::Queue": "QueueName",
-    "AWS::Kinesis::Stream": "Name",
-    "AWS::S3::Bucket": "BucketName",
-    "AWS::DynamoDB::Table": "TableName",
-    "AWS::DynamoDB::GlobalTable": "TableName",
-    "AWS::SecretsManager::Secret": "Name",
-    "AWS::IAM::Role": "RoleName",
-    "AWS::SNS::Topic": "TopicName",
-}
-_REF_IS_NAME: Final = frozenset(
-    {
-        "AWS::Kinesis::Stream",
-        "AWS::S3::Bucket",
-        "AWS::DynamoDB::Table",
-        "AWS::DynamoDB::GlobalTable",
-        "AWS::IAM::Role",
-    }
-)
+        resolved = self._walker().resolve(value)
+        if isinstance(resolved, Unresolved):
+            raise Unresolvable(f"{where}: {resolved.reason}")
+        if not isinstance(resolved, str | int | float | bool):
+            raise Unresolvable(f"{where}: not a single value: {resolved!r}")
+        if isinstance(resolved, bool):
+            return "true" if resolved else "false"
+        return str(resolved)
 
 
 def resolve_all(resolver: Resolver, values: Mapping[str, Any], where: str) -> dict[str, str]:

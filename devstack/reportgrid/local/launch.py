@@ -30,7 +30,7 @@ from typing import Any, Final
 from botocore.exceptions import ClientError
 
 from reportgrid import resources
-from reportgrid.local.bootstrap import LOCAL_ACCOUNT, LOCAL_CREDENTIALS, LOCAL_INPUT_READER_ROLE
+from reportgrid.local.bootstrap import LOCAL_ACCOUNT, LOCAL_CREDENTIALS
 from reportgrid.local.bootstrap import client as local_client
 from reportgrid.local.deployed import (
     PROJECT_DIR,
@@ -70,6 +70,13 @@ TUNING_OVERRIDES: Final = (
     E.STANDBY_MARGIN_SECONDS,
     E.QUEUE_WAIT_SECONDS,
     E.LOG_LEVEL,
+    # tests/faults/test_fuzz.py lifts it: the fuzzer is one tenant calling as fast as it can.
+    E.TENANT_RATE_LIMIT,
+    # tests/faults/test_rapid_reset.py lifts it for its figure of the edge without the cap.
+    E.MAX_STREAMS_PER_CONNECTION,
+    # tests/faults/test_tenant_isolation_worker.py (19.7) shrinks the task to reach its cap.
+    E.WORKER_MEMORY_MIB,
+    E.WORKER_DISK_MIB,
 )
 ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name
 IMAGE_TARGETS: Final = ("edge", "worker")
@@ -150,16 +157,9 @@ class LocalDeployment:
         return arguments
 
     def physical(self) -> dict[str, str]:
-        """The local values of the resources the template leaves unnamed, as the IAM
-        evaluator takes them (LogicalId for Ref, LogicalId.Arn for Fn::GetAtt)."""
-        found = {}
-        for logical_id in self.resolver.generated_names:
-            found[logical_id] = self.resolver.resolve({"Ref": logical_id}, logical_id)
-            if self.template.resources[logical_id]["Type"] == "AWS::IAM::Role":
-                found[f"{logical_id}.Arn"] = self.resolver.resolve(
-                    {"Fn::GetAtt": [logical_id, "Arn"]}, logical_id
-                )
-        return found
+        """The local values the template cannot give (LogicalId for Ref), the same for the
+        processes' settings and their IAM evaluation."""
+        return dict(self.resolver.physical)
 
     def _container_argv(self, spec: Container) -> list[str]:
         dockerfile = stages((PROJECT_DIR / "Dockerfile").read_text())
@@ -295,8 +295,8 @@ def prepare(
     id_secrets: str,
 ) -> LocalDeployment:
     """Read the region's stack, create the secrets its processes read (under the names the
-    template gives them, or local ones where CloudFormation would generate a name), and tie
-    the resolver to the local resources."""
+    template gives them, or `<stack>/<logical id>` where CloudFormation would generate a
+    name), and tie the resolver to them (a secret's local ARN has moto's random suffix)."""
     template = Assembly.read(assembly_dir).regional(region)
     # What each secret a process reads holds, by the variable that names it.
     contents = {
@@ -305,32 +305,26 @@ def prepare(
         E.ID_SECRETS: id_secrets,
         E.ID_SECRETS_ARN: id_secrets,
     }
-    names: dict[str, str] = {}
+    referenced: dict[str, str] = {}  # logical id -> local secret name
     values = {ID_SECRETS_SECRET_NAME: id_secrets}
     for variable, value in _settings(template):
         found = _referenced(template, value)
-        if found is None:
+        if found is None or found[1]["Type"] != "AWS::SecretsManager::Secret":
             continue
         logical_id, resource = found
-        props = resource.get("Properties", {})
-        if resource["Type"] == "AWS::IAM::Role" and "RoleName" not in props:
-            names[logical_id] = LOCAL_INPUT_READER_ROLE
-        elif resource["Type"] == "AWS::SecretsManager::Secret":
-            if variable not in contents:
-                raise DeploymentError(f"{variable}: no local value for secret {logical_id}")
-            name = str(props.get("Name") or f"{template.stack}/{logical_id}")
-            names.setdefault(logical_id, name)
-            values[name] = contents[variable]
+        if variable not in contents:
+            raise DeploymentError(f"{variable}: no local value for secret {logical_id}")
+        name = str(resource.get("Properties", {}).get("Name") or f"{template.stack}/{logical_id}")
+        referenced[logical_id] = name
+        values[name] = contents[variable]
     secrets = local_client("secretsmanager", region, endpoint_url)
     for name, value in values.items():
         _put_secret(secrets, name, value)
-
-    def secret_arn(name: str) -> str:
-        return str(secrets.describe_secret(SecretId=name)["ARN"])
-
-    resolver = Resolver(
-        template, sqs_endpoint=endpoint_url, generated_names=names, secret_arn=secret_arn
-    )
+    physical = {
+        logical_id: str(secrets.describe_secret(SecretId=name)["ARN"])
+        for logical_id, name in referenced.items()
+    }
+    resolver = Resolver(template, physical=physical)
     return LocalDeployment(assembly_dir, template, resolver, endpoint_url, images)
 
 
