@@ -222,13 +222,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 # A value that may come as a Secrets Manager ARN instead (the Lambda gets ARNs; ECS injects
 # the values itself).
-_SECRET_VARIABLES: Final = ((E.ID_SECRETS, E.ID_SECRETS_ARN), (E.REDIS_URL, E.REDIS_URL_ARN))
+SECRET_VARIABLES: Final = ((E.ID_SECRETS, E.ID_SECRETS_ARN), (E.REDIS_URL, E.REDIS_URL_ARN))
 
 
 def _resolve_secret_arns(values: Mapping[str, str]) -> dict[str, str]:
     """Fetch each value that is given only by its secret's ARN, once, at start-up."""
     resolved: dict[str, str] = {}
-    for variable, arn_variable in _SECRET_VARIABLES:
+    for variable, arn_variable in SECRET_VARIABLES:
         arn = values.get(arn_variable)
         if variable in values or not arn:
             continue

@@ -135,3 +135,25 @@ def test_a_container_without_a_python_argv_is_refused(template: RegionalTemplate
     deployment = LocalDeployment(Path(), mutated, resolver(mutated), "http://127.0.0.1:9", {})
     with pytest.raises(DeploymentError, match="the image has only `python`"):
         deployment.container("edge")
+
+
+def test_a_variable_no_setting_reads_stops_the_start(template: RegionalTemplate) -> None:
+    # A renamed setting in the CDK (REPORTGRID_TABLE for REPORTGRID_TABLE_NAME) would leave
+    # the code on its default in AWS: the local start refuses it, naming the likely one.
+    broken = copy.deepcopy(template.template)
+    for resource in broken["Resources"].values():
+        if resource["Type"] == "AWS::ECS::TaskDefinition":
+            for container in resource["Properties"]["ContainerDefinitions"]:
+                for variable in container["Environment"]:
+                    if variable["Name"] == E.TABLE_NAME:
+                        variable["Name"] = "REPORTGRID_TABLE"
+    mutated = RegionalTemplate(
+        template.stack, template.region, broken, template.assets, template.image_targets
+    )
+    deployment = LocalDeployment(Path(), mutated, resolver(mutated), "http://127.0.0.1:9", {})
+    with pytest.raises(
+        DeploymentError,
+        match=r"container edge: the template sets REPORTGRID_TABLE \(did you mean "
+        r"REPORTGRID_TABLE_NAME",
+    ):
+        deployment.container("edge")

@@ -112,6 +112,38 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRegion]:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         process.wait(60)
+    # Results alone do not prove the region worked as deployed: a light path whose every
+    # invocation fails is re-driven to the heavy workers and still gives the right numbers.
+    problems = component_failures(state / "logs")
+    assert not problems, "components failed while the results looked right:\n" + "\n".join(
+        problems[:20]
+    )
+
+
+# A line in a component's log that means the deployment is broken even when a report
+# succeeded: a call its role does not allow, a function that failed to load, timed out,
+# died or raised (a dead light path is re-driven to the heavy workers, which still give
+# the right numbers), and a task the stream gave up on.
+FAILURE_MARKERS = (
+    "iam: denied",
+    "Runtime.ImportModuleError",
+    "Sandbox.Timedout",
+    "Runtime.ExitError",
+    "handler raised on",
+    "RetryAttemptsExhausted",
+)
+
+
+def component_failures(logs: Path) -> list[str]:
+    """Each failure line in the region's logs, with its file."""
+    found = []
+    for log in sorted(logs.rglob("*.log")):
+        found += [
+            f"{log.relative_to(logs)}: {line[:300]}"
+            for line in log.read_text(errors="replace").splitlines()
+            if any(marker in line for marker in FAILURE_MARKERS)
+        ]
+    return found
 
 
 def _sales_csv(rows: int, seed: int) -> str:

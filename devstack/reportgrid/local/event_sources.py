@@ -85,8 +85,13 @@ def start_sources(
     template = deployment.template
     sources: list[Source] = []
     hosts: list[LambdaHost] = []
+    mapped = {m.function for m in template.mappings()}
     for function in template.functions().values():
         if function.handler in skip:
+            continue
+        if function.logical_id not in mapped:
+            # Invoked by a schedule or by hand, not by an event source (the canary).
+            log.info("%s has no event-source mapping; not started", function.handler)
             continue
         mapping = deployment.mapping(function)
         host = deployment.lambda_host(function, log_dir)

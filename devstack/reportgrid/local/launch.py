@@ -18,16 +18,19 @@ timings in TUNING_OVERRIDES.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
+from pydantic import AliasChoices
 
 from reportgrid import resources
 from reportgrid.local.bootstrap import LOCAL_ACCOUNT, LOCAL_CREDENTIALS
@@ -49,6 +52,7 @@ from reportgrid.local.dockerfile import exec_form, last, stages
 from reportgrid.local.iam import enforce as iam_enforce
 from reportgrid.local.interpreters import find_python
 from reportgrid.local.lambda_host import IAM_SPEC_VARIABLE, LambdaHost, runtime_python
+from reportgrid.settings import SECRET_VARIABLES, Settings
 
 E = resources.ENV
 # The settings a local process gets that differ from the template (see the docstring).
@@ -128,6 +132,7 @@ class LocalDeployment:
         if unexpected:
             raise DeploymentError(f"not a local override: {sorted(unexpected)}")
         argv = self._container_argv(spec)
+        check_variables([n for n, _ in (*spec.environment, *spec.secrets)], f"container {name}")
         env = resolve_all(self.resolver, dict(spec.environment), f"container {name}")
         env |= self._secrets(spec)
         env |= self.base_environment() | (overrides or {})
@@ -198,6 +203,7 @@ class LocalDeployment:
         return self.template.mapping_of(function)
 
     def lambda_host(self, function: LambdaFunction, log_dir: Path) -> LambdaHost:
+        check_variables(function.environment, function.logical_id)
         env = resolve_all(self.resolver, dict(function.environment), function.logical_id)
         env |= self.base_environment()
         if self.enforce_iam:
@@ -236,6 +242,43 @@ def image_python() -> Path:
             major, minor = line.split("=", 1)[1].split(".")[:2]
             return find_python(int(major), int(minor))
     raise DeploymentError("the Dockerfile pins no ARG PYTHON_VERSION")
+
+
+# Variables the code reads besides the settings model's: Powertools' and the AWS SDK's own.
+FOREIGN_VARIABLES: Final = frozenset(
+    {E.LOG_LEVEL, E.METRICS_NAMESPACE, E.SERVICE_NAME, "POWERTOOLS_TRACE_DISABLED"}
+)
+
+
+def settings_variables() -> frozenset[str]:
+    """Every variable the settings model reads: its fields' aliases, and the variables that
+    name a secret holding a field's value instead (the Lambda's *_ARN)."""
+    names: set[str] = {arn for _, arn in SECRET_VARIABLES}
+    for info in Settings.model_fields.values():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {c for c in alias.choices if isinstance(c, str)}
+        elif isinstance(alias, str):
+            names.add(alias)
+    return frozenset(names)
+
+
+def check_variables(names: Iterable[str], where: str) -> None:
+    """A variable the template sets that no code reads is a renamed or misspelt setting:
+    the setting it meant falls back to its default (or is missing) in AWS. Refuse to start
+    rather than run on that default."""
+    known = settings_variables() | FOREIGN_VARIABLES
+    unknown = sorted(set(names) - known)
+    if unknown:
+        hints = [
+            f"{name} (did you mean {', '.join(close)}?)"
+            if (close := difflib.get_close_matches(name, known, n=2))
+            else name
+            for name in unknown
+        ]
+        raise DeploymentError(
+            f"{where}: the template sets {', '.join(hints)}, which no setting reads"
+        )
 
 
 def build_images() -> dict[str, Path]:
