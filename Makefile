@@ -69,6 +69,10 @@ dev: $(SYNCED) ## run a whole region locally (moto server, redis, edge, workers)
 synth: $(SYNCED) ## synthesize the CDK app into cdk.out/ (no AWS credentials needed)
 	$(BIN)/python app.py
 
+.PHONY: drift
+drift: $(SYNCED) ## compare every deployed stack with this checkout (cdk diff; needs AWS credentials)
+	npx aws-cdk@2 diff --fail $(if $(STACKS),$(STACKS),'**')
+
 .PHONY: bench
 bench: $(SYNCED) ## the load harness; writes bench/results and docs/PERFORMANCE.md
 	$(BIN)/python -m bench $(ARGS)

@@ -7,9 +7,13 @@ client distribution, and the locked third-party wheels of its own distribution o
 - `edge`: the edge containers' image (the Dockerfile's `edge` target runs this script);
 - `worker`: the queue worker's and the standby's image (the Dockerfile's `worker` target).
 
-The dev stack (devstack/), the SDK and the CLI are in none of them (tests/artifacts checks
-the built trees). This file is run as a script inside the Docker build, so it uses the
-standard library only:
+A fourth runs with the pipeline (`reportgrid:pipeline`): `canary`, the synthetic canary's
+Lambda zip, a client of the service like any other: its handler, the SDK and the API part
+of the client distribution, no core.
+
+The dev stack (devstack/) and the CLI are in none of them, the SDK only in the canary's
+(tests/artifacts checks the built trees). This file is run as a script inside the Docker
+build, so it uses the standard library only:
 
     python cdk/artifacts.py edge /app/lib --step deps    # the cached layer: wheels only
     python cdk/artifacts.py edge /app/lib --step code    # then the repository's code
@@ -67,6 +71,18 @@ ARTIFACTS: dict[str, Artifact] = {
         "worker", "reportgrid-workers", ("workers/functions", *CORE_PATHS, *API_PATHS)
     ),
     "edge": Artifact("edge", "reportgrid-edge", ("edge/grpc_edge", *CORE_PATHS, *API_PATHS)),
+    # Its handler is a function of the workers' distribution (whose locked wheels include
+    # the client's: grpcio, protobuf); only the canary package of it is copied.
+    "canary": Artifact(
+        "canary",
+        "reportgrid-workers",
+        (
+            "workers/functions/__init__.py",
+            "workers/functions/canary",
+            "client/reportgrid/client",
+            *API_PATHS,
+        ),
+    ),
 }
 # What the dependency export must read: the lock and every workspace member's metadata.
 WORKSPACE_FILES: tuple[str, ...] = (

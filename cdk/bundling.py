@@ -1,7 +1,8 @@
 """Bundle the Lambda code on this machine, without Docker.
 
-The asset is the `lambda` artifact of cdk/artifacts.py: the workers' code, the core and the
-client's API modules, plus the locked third-party wheels of the workers' distribution,
+An asset is an artifact of cdk/artifacts.py: `lambda` (the workers' code, the core and the
+client's API modules) or `canary` (the synthetic canary and the SDK it drives), plus the
+locked third-party wheels of the workers' distribution,
 installed as manylinux wheels for the Lambda's Python and CPU (never built here, so a Mac or
 an arm laptop produces the same zip). `uv export` reads uv.lock, so the Lambda runs exactly
 the versions the tests ran.
@@ -19,7 +20,7 @@ import aws_cdk as cdk
 import jsii
 
 from cdk import artifacts
-from cdk.artifacts import ARTIFACTS, BundlingError, Target, find_uv
+from cdk.artifacts import ARTIFACTS, Artifact, BundlingError, Target, find_uv
 
 __all__ = ["BundlingError", "find_uv"]
 
@@ -32,8 +33,10 @@ LAMBDA_TARGET = Target(python_version=LAMBDA_PYTHON_VERSION, platform=WHEEL_PLAT
 LAMBDA_ARTIFACT = ARTIFACTS["lambda"]
 
 
-def bundle_lambda(output_dir: Path, *, uv: str, project_dir: Path) -> None:
-    artifacts.build(LAMBDA_ARTIFACT, output_dir, LAMBDA_TARGET, uv=uv, project_dir=project_dir)
+def bundle_lambda(
+    output_dir: Path, *, uv: str, project_dir: Path, artifact: Artifact = LAMBDA_ARTIFACT
+) -> None:
+    artifacts.build(artifact, output_dir, LAMBDA_TARGET, uv=uv, project_dir=project_dir)
 
 
 @jsii.implements(cdk.ILocalBundling)
@@ -41,23 +44,26 @@ class LocalPythonBundling:
     """CDK's local-bundling hook: bundle here when uv is available, else say no (the CDK
     then falls back to the Docker command of the asset's BundlingOptions)."""
 
-    def __init__(self, project_dir: Path) -> None:
+    def __init__(self, project_dir: Path, artifact: Artifact = LAMBDA_ARTIFACT) -> None:
         self._project_dir = project_dir
+        self._artifact = artifact
 
     def try_bundle(self, output_dir: str, *, image: cdk.DockerImage, **_options: object) -> bool:
         uv = find_uv()
         if uv is None:
             return False
-        bundle_lambda(Path(output_dir), uv=uv, project_dir=self._project_dir)
+        bundle_lambda(
+            Path(output_dir), uv=uv, project_dir=self._project_dir, artifact=self._artifact
+        )
         return True
 
 
-def docker_fallback_command() -> list[str]:
+def docker_fallback_command(artifact: Artifact = LAMBDA_ARTIFACT) -> list[str]:
     """Runs in the Lambda build image when uv is not installed: the same script, with uv
     installed from PyPI first (the image has Python 3.12 and pip)."""
     return [
         "bash",
         "-c",
-        "pip install --no-cache-dir uv && python /asset-input/cdk/artifacts.py lambda"
+        f"pip install --no-cache-dir uv && python /asset-input/cdk/artifacts.py {artifact.name}"
         " /asset-output --project-dir /asset-input",
     ]

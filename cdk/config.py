@@ -20,6 +20,14 @@ PREFIX = "reportgrid:"
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# A CodeStar Connections / CodeConnections connection (the service was renamed; both ARN
+# forms are accepted by CodePipeline's CodeStarSourceConnection action).
+_CONNECTION = re.compile(
+    r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z]{2}(-gov)?-[a-z]+-\d:"
+    r"\d{12}:connection/[0-9a-f-]{36}$"
+)
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
 
 
 class ConfigError(ValueError):
@@ -151,6 +159,25 @@ class Capacity:
         )
 
 
+# How long the pipeline watches a region's alarms after deploying it, in minutes (0: one
+# look right after the deploy); a CodeBuild action may run at most 8 hours.
+BAKE_MINUTES = (0, 420)
+DEFAULT_BAKE_MINUTES = 15
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """`reportgrid:pipeline`: the repository the pipeline deploys from (through a
+    CodeConnections connection), how long it bakes each region, and whether a person
+    approves before production."""
+
+    connection_arn: str
+    repository: str  # owner/name
+    branch: str = "main"
+    bake_minutes: int = DEFAULT_BAKE_MINUTES
+    manual_approval: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class DeployConfig:
     """Where and how big: the regions, the account, TLS, alarms and the traffic dials."""
@@ -173,6 +200,15 @@ class DeployConfig:
     standby_margin_seconds: float = r.STANDBY_MARGIN_SECONDS
     # Buckets the workers may read report inputs from (SubmitReport's input.s3_uri).
     input_buckets: tuple[str, ...] = ()
+    # The self-deploying pipeline (cdk/stacks/pipeline.py). With it the regions also roll
+    # back by themselves and run a synthetic canary (cdk/stacks/region/rollout.py).
+    pipeline: PipelineConfig | None = None
+
+    @property
+    def guarded_rollouts(self) -> bool:
+        """Deployment alarms with rollback, the Lambda canary deployment and the synthetic
+        canary: what a region carries when the pipeline deploys it."""
+        return self.pipeline is not None
 
     @property
     def primary_region(self) -> str:
@@ -332,6 +368,66 @@ def _optional_str(key: str, value: Any) -> str | None:
     return value
 
 
+_PIPELINE_KEYS = {
+    "connectionArn": "connection_arn",
+    "repository": "repository",
+    "branch": "branch",
+    "bakeMinutes": "bake_minutes",
+    "manualApproval": "manual_approval",
+}
+
+
+def _pipeline(value: Any, domain: str | None) -> PipelineConfig | None:
+    key = f"{PREFIX}pipeline"
+    value = _as_json("pipeline", value)
+    if not value:  # absent, "" or {}: no pipeline
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{key}: give a map with connectionArn, repository (owner/name) and optionally "
+            "branch, bakeMinutes, manualApproval"
+        )
+    unknown = sorted(set(value) - set(_PIPELINE_KEYS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown setting(s) {', '.join(unknown)}")
+    for name in ("connectionArn", "repository"):
+        if name not in value:
+            raise ConfigError(f"{key}.{name}: missing")
+    connection = value["connectionArn"]
+    if not isinstance(connection, str) or not _CONNECTION.match(connection):
+        raise ConfigError(
+            f"{key}.connectionArn: {connection!r} is not a CodeConnections connection ARN "
+            "(arn:aws:codeconnections:<region>:<account>:connection/<id>)"
+        )
+    repository = value["repository"]
+    if not isinstance(repository, str) or not _REPOSITORY.match(repository):
+        raise ConfigError(f"{key}.repository: {repository!r} is not owner/name")
+    branch = value.get("branch", "main")
+    if not isinstance(branch, str) or not _BRANCH.match(branch) or ".." in branch:
+        raise ConfigError(f"{key}.branch: {branch!r} is not a branch name")
+    bake = value.get("bakeMinutes", DEFAULT_BAKE_MINUTES)
+    low, high = BAKE_MINUTES
+    if not isinstance(bake, int) or isinstance(bake, bool) or not low <= bake <= high:
+        raise ConfigError(f"{key}.bakeMinutes: {bake!r} must be whole minutes {low}..{high}")
+    approval = value.get("manualApproval", False)
+    if not isinstance(approval, bool):
+        raise ConfigError(f"{key}.manualApproval: {approval!r} must be true or false")
+    if domain is None:
+        # The synthetic canary calls each region's listener by the name its certificate is
+        # for; without it TLS cannot be verified.
+        raise ConfigError(
+            f"{key}: also give {PREFIX}domainName, the name the certificates are for (the "
+            "synthetic canary checks each region's TLS certificate against it)"
+        )
+    return PipelineConfig(
+        connection_arn=connection,
+        repository=repository,
+        branch=branch,
+        bake_minutes=bake,
+        manual_approval=approval,
+    )
+
+
 def parse_config(get: Callable[[str], Any]) -> DeployConfig:
     """Build the config from a context getter (`node.try_get_context` or a dict's `get`)."""
 
@@ -369,6 +465,9 @@ def parse_config(get: Callable[[str], Any]) -> DeployConfig:
     for region in certificates:
         if f":acm:{region}:" not in certificates[region]:
             raise ConfigError(f"{PREFIX}certificateArns.{region}: the ARN is for another region")
+    pipeline = _pipeline(ctx("pipeline"), domain)
+    if pipeline is not None and f":{account}:" not in pipeline.connection_arn:
+        raise ConfigError(f"{PREFIX}pipeline.connectionArn: the connection is in another account")
     return DeployConfig(
         account=account,
         regions=regions,
@@ -391,4 +490,5 @@ def parse_config(get: Callable[[str], Any]) -> DeployConfig:
             2,
             600,
         ),
+        pipeline=pipeline,
     )

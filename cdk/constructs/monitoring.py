@@ -65,8 +65,23 @@ class Signals:
     rows: Sequence[Sequence[cw.IWidget]] = ()  # dashboard rows, in order
 
 
+def alarm_name(region: str, name: str) -> str:
+    return f"reportgrid-{region}-{name}"
+
+
+def region_unhealthy_alarm_name(region: str) -> str:
+    return alarm_name(region, "unhealthy")
+
+
 class RegionMonitoring(Construct):
-    """Exposes `topic`, `alarms` (name -> alarm), `region_unhealthy` and `dashboard`."""
+    """Exposes `topic`, `alarms` (name -> alarm), `region_unhealthy`, `dashboard` and, with
+    `named_alarms`, `page_alarm_names` (every alarm's name, the composite's last).
+
+    `named_alarms` names each alarm `reportgrid-<region>-<name>` (as the composite always
+    is), so that something deployed before the region can name them: the pipeline's bake
+    step (cdk/stacks/pipeline.py). Without it CloudFormation generates the names, as it did
+    before the pipeline; an alarm whose name changes is replaced (its history starts over),
+    so a deployment moved to the pipeline replaces its alarms once."""
 
     def __init__(
         self,
@@ -76,6 +91,7 @@ class RegionMonitoring(Construct):
         region: str,
         signals: Sequence[Signals],
         alarm_email: str | None,
+        named_alarms: bool = False,
     ) -> None:
         super().__init__(scope, id_)
         self.topic = self._topic(alarm_email)
@@ -86,6 +102,7 @@ class RegionMonitoring(Construct):
             self.alarms[spec.name] = alarm = cw.Alarm(
                 self,
                 spec.name,
+                alarm_name=alarm_name(region, spec.name) if named_alarms else None,
                 alarm_description=f"Reportgrid {region}: {spec.what}",
                 metric=spec.metric,
                 threshold=spec.threshold,
@@ -105,7 +122,7 @@ class RegionMonitoring(Construct):
         self.region_unhealthy = cw.CompositeAlarm(
             self,
             "RegionUnhealthy",
-            composite_alarm_name=f"reportgrid-{region}-unhealthy",
+            composite_alarm_name=region_unhealthy_alarm_name(region),
             alarm_description=(
                 f"Reportgrid {region} cannot serve: no healthy edge, edge failing, or tasks "
                 "not processed. Consider setting this region's GA traffic dial to 0."
@@ -119,6 +136,14 @@ class RegionMonitoring(Construct):
             ),
         )
         self.region_unhealthy.add_alarm_action(action)
+        self.page_alarm_names: tuple[str, ...] = (
+            (
+                *(alarm_name(region, name) for name in self.alarms),
+                region_unhealthy_alarm_name(region),
+            )
+            if named_alarms
+            else ()
+        )
 
         self.dashboard = cw.Dashboard(
             self,

@@ -1,9 +1,11 @@
-"""The region's Python Lambdas (stream worker, task mirror, stream-failure drain): one code
-asset bundled locally without Docker, one way to build a function from it.
+"""The region's Python Lambdas (stream worker, task mirror, stream-failure drain, and with
+the pipeline the synthetic canary): code assets bundled locally without Docker, one way to
+build a function from them.
 
-`bundled_code` is built once per stack and shared, so the asset is bundled (and uploaded)
-once however many functions run from it; `python_function` creates the function and its log
-group in the caller's scope (the caller's construct ids stay the logical-id prefix).
+`bundled_code` is built once per stack and artifact and shared, so an asset is bundled (and
+uploaded) once however many functions run from it; `python_function` creates the function
+and its log group in the caller's scope (the caller's construct ids stay the logical-id
+prefix).
 """
 
 from __future__ import annotations
@@ -17,35 +19,41 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk.artifacts import WORKSPACE_FILES
+from cdk.artifacts import WORKSPACE_FILES, Artifact
 from cdk.bundling import LAMBDA_ARTIFACT, LocalPythonBundling, docker_fallback_command
 from cdk.constructs.nag import suppress
 from reportgrid import resources as r
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12  # matches cdk.bundling.LAMBDA_PYTHON_VERSION
 ARCHITECTURE = lambda_.Architecture.X86_64  # matches cdk.bundling.WHEEL_PLATFORM
-# Only these reach the bundler (and the asset fingerprint); .venv and the rest are never read.
-# The Docker fallback runs cdk/artifacts.py, so it is staged too.
-ASSET_EXCLUDES: tuple[str, ...] = (
-    "*",
-    *(f"!{source}" for source in LAMBDA_ARTIFACT.sources),
-    *(f"!{path}" for path in WORKSPACE_FILES),
-    "!cdk/artifacts.py",
-    "**/__pycache__",
-)
 
 
-def bundled_code(project_dir: Path) -> lambda_.Code:
-    """The `lambda` artifact: the workers' code, the core, the API modules and the locked
-    runtime wheels (cdk.bundling, cdk.artifacts)."""
+def asset_excludes(artifact: Artifact) -> tuple[str, ...]:
+    """Only these reach the bundler (and the asset fingerprint); .venv and the rest are
+    never read. The Docker fallback runs cdk/artifacts.py, so it is staged too."""
+    return (
+        "*",
+        *(f"!{source}" for source in artifact.sources),
+        *(f"!{path}" for path in WORKSPACE_FILES),
+        "!cdk/artifacts.py",
+        "**/__pycache__",
+    )
+
+
+ASSET_EXCLUDES: tuple[str, ...] = asset_excludes(LAMBDA_ARTIFACT)
+
+
+def bundled_code(project_dir: Path, artifact: Artifact = LAMBDA_ARTIFACT) -> lambda_.Code:
+    """An artifact's code and locked runtime wheels (cdk.bundling, cdk.artifacts): by
+    default `lambda`, the workers' code, the core and the API modules."""
     return lambda_.Code.from_asset(
         str(project_dir),
-        exclude=list(ASSET_EXCLUDES),
+        exclude=list(asset_excludes(artifact)),
         ignore_mode=IgnoreMode.DOCKER,  # Docker semantics make "!dir" re-include a tree
         bundling=BundlingOptions(
             image=RUNTIME.bundling_image,
-            local=LocalPythonBundling(project_dir),
-            command=docker_fallback_command(),
+            local=LocalPythonBundling(project_dir, artifact),
+            command=docker_fallback_command(artifact),
         ),
     )
 

@@ -1,11 +1,26 @@
 """The stream worker: the Lambda on the Kinesis task stream (light kinds run here, heavy
-ones are forwarded to the heavy queue)."""
+ones are forwarded to the heavy queue).
+
+With `live_alias` the stream is read through the alias `live`, which points at the version
+published by this deploy (CodeDeploy shifts it, cdk/stacks/region/rollout.py); without it,
+through the function itself ($LATEST).
+
+The event-source mapping keeps its construct path (and so its logical id) either way. A
+mapping built by `alias.add_event_source` would sit under the alias: a new logical id, so
+CloudFormation would create a new mapping and delete the old one, and a new Kinesis mapping
+starts at its StartingPosition (TRIM_HORIZON: every task still in the stream, run again)
+instead of the old mapping's checkpoints. Moving the same mapping to the alias is an update
+in place: FunctionName is not a create-only property of AWS::Lambda::EventSourceMapping
+(EventSourceArn and StartingPosition are), and UpdateEventSourceMapping changes "which
+function will receive the stream records" without "losing your position in the stream"
+(docs.aws.amazon.com/lambda/latest/dg/API_UpdateEventSourceMapping.html).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Duration
+from aws_cdk import Duration, Names
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_lambda as lambda_
@@ -26,7 +41,8 @@ HANDLER = "functions.stream_worker.handler.handler"
 
 
 class StreamWorker(Construct):
-    """Exposes `function` and `event_source` for the stack's grants and alarms."""
+    """Exposes `function`, `alias` (None without `live_alias`) and `event_source_mapping`
+    for the stack's grants, alarms and rollout."""
 
     def __init__(
         self,
@@ -39,6 +55,7 @@ class StreamWorker(Construct):
         vpc: ec2.IVpc,
         environment: Mapping[str, str],
         capacity: Capacity,
+        live_alias: bool = False,
     ) -> None:
         super().__init__(scope, id_)
         self.function = python_function(
@@ -58,8 +75,18 @@ class StreamWorker(Construct):
             # In the VPC to reach Valkey (publishes state changes); AWS APIs via endpoints.
             vpc=vpc,
         )
-        self.event_source = sources.KinesisEventSource(
-            stream,
+        self.alias = (
+            lambda_.Alias(self, "Live", alias_name="live", version=self.function.current_version)
+            if live_alias
+            else None
+        )
+        # What KinesisEventSource.bind does (aws-lambda-event-sources kinesis.ts), under the
+        # id it uses, on the function's scope (see the module docstring).
+        self.event_source_mapping = lambda_.EventSourceMapping(
+            self.function,
+            f"KinesisEventSource:{Names.node_unique_id(stream.node)}",
+            target=self.alias or self.function,
+            event_source_arn=stream.stream_arn,
             # Tasks are a log: never skip what was written before the mapping existed.
             starting_position=lambda_.StartingPosition.TRIM_HORIZON,
             batch_size=capacity.lambda_batch_size,
@@ -74,4 +101,4 @@ class StreamWorker(Construct):
             report_batch_item_failures=True,
             on_failure=sources.SqsDlq(failure_queue),
         )
-        self.function.add_event_source(self.event_source)
+        stream.grant_read(self.function)

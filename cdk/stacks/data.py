@@ -1,5 +1,6 @@
 """The data stack, in the primary region: the global table and the id secret, replicated to
-every other region. Deployed first; the regional stacks find both by name."""
+every other region (with the pipeline also the synthetic canary's key). Deployed first; the
+regional stacks find them by name."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from aws_cdk import Stack
 from constructs import Construct
 
 from cdk.config import DeployConfig
+from cdk.constructs.canary_key_secret import CanaryKeySecret
 from cdk.constructs.id_secret import IdSecret
 from cdk.constructs.report_table import ReportTable
 
@@ -19,3 +21,8 @@ class DataStack(Stack):
         others = [region for region in config.regions if region != config.primary_region]
         self.table = ReportTable(self, "Reports", replica_regions=others).table
         self.id_secret = IdSecret(self, "IdSecrets", replica_regions=others).secret
+        self.canary_key = (
+            CanaryKeySecret(self, "CanaryKey", replica_regions=others).secret
+            if config.guarded_rollouts
+            else None
+        )

@@ -1,6 +1,8 @@
 """One region: the network, then its components (cdk/stacks/region/): storage and ingest,
 the edge, the workers and, with a peer region, the multi-region half; each grants what its
-own code uses and feeds the region's monitoring its alarms and dashboard rows."""
+own code uses and feeds the region's monitoring its alarms and dashboard rows. With the
+pipeline (config.guarded_rollouts) also the synthetic canary, and the rollout wiring that
+makes a deploy roll itself back on the region's alarms."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 from aws_cdk import Stack
 from constructs import Construct
 
+from cdk.artifacts import ARTIFACTS
 from cdk.config import DeployConfig
 from cdk.constructs.monitoring import RegionMonitoring
 from cdk.constructs.network import Network
@@ -17,15 +20,18 @@ from cdk.constructs.python_function import bundled_code
 from cdk.constructs.results_bucket import ResultsBucket
 from cdk.constructs.service_cluster import ServiceCluster
 from cdk.constructs.task_mirror import TaskMirror
+from cdk.stacks.region.canary import SyntheticCanary
 from cdk.stacks.region.edge import Edge
 from cdk.stacks.region.multi_region import MultiRegion, Peer
+from cdk.stacks.region.rollout import Rollout
 from cdk.stacks.region.storage import RegionalStorage
 from cdk.stacks.region.workers import Workers
 
 
 class RegionalStack(Stack):
     """Exposes the components (`storage`, `edge` — its ALB is Global Accelerator's endpoint —,
-    `workers`, `multi_region`), `network` and `monitoring`."""
+    `workers`, `multi_region`, and with the pipeline `canary` and `rollout`), `network` and
+    `monitoring`."""
 
     def __init__(
         self,
@@ -76,17 +82,36 @@ class RegionalStack(Stack):
             if peer is not None
             else None
         )
+        self.canary = (
+            SyntheticCanary(
+                self,
+                edge=self.edge,
+                storage=storage,
+                vpc=self.network.vpc,
+                code=bundled_code(project_dir, ARTIFACTS["canary"]),
+                domain_name=config.domain_name or "",
+            )
+            if config.guarded_rollouts
+            else None
+        )
         self.monitoring = RegionMonitoring(
             self,
             "Monitoring",
             region=region,
             alarm_email=config.alarm_email,
+            named_alarms=config.guarded_rollouts,
             signals=[
                 self.edge.signals,
                 self.workers.signals,
                 storage.signals,
                 *([self.multi_region.signals] if self.multi_region else []),
+                *([self.canary.signals] if self.canary else []),
             ],
+        )
+        self.rollout = (
+            Rollout(self, edge=self.edge, workers=self.workers, alarms=self.monitoring.alarms)
+            if config.guarded_rollouts
+            else None
         )
 
     @property

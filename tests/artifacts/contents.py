@@ -41,6 +41,17 @@ NOT_RUNTIME_CODE: tuple[str, ...] = (
 )
 
 
+# The synthetic canary is a client of the service: its asset, and no other, carries the SDK.
+CANARY_SDK: tuple[str, ...] = ("reportgrid/client",)
+
+
+def _is_canary_asset(tree: Path) -> bool:
+    functions = tree / "functions"
+    if not functions.is_dir():
+        return False
+    return {p.name for p in functions.iterdir()} - {"__pycache__"} == {"__init__.py", "canary"}
+
+
 @dataclass(frozen=True)
 class Footprint:
     files: int
@@ -71,7 +82,12 @@ def forbidden(tree: Path) -> list[str]:
         name.split("-")[0].lower().replace("-", "_") for name in top if name.endswith(".dist-info")
     }
     found = [f"package {name}" for name in DEV_ONLY if name in top or name in distributions]
-    found += [f"code {path}" for path in NOT_RUNTIME_CODE if (tree / path).exists()]
+    allowed = CANARY_SDK if _is_canary_asset(tree) else ()
+    found += [
+        f"code {path}"
+        for path in NOT_RUNTIME_CODE
+        if path not in allowed and (tree / path).exists()
+    ]
     found += [
         f"tests {p.relative_to(tree)}"
         for p in tree.rglob("tests")

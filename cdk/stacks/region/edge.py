@@ -26,6 +26,10 @@ from reportgrid import resources as r
 E = r.ENV
 # Results are the only objects the edge may delete, and only under their own prefix.
 RESULT_OBJECTS = r.RESULTS_KEY_PREFIX + "*"
+# With guarded rollouts: SubmitReport's p99 (its target is 25 ms at half saturation,
+# docs/PERFORMANCE.md) above this for 3 minutes fails a deployment of the edge. Per method:
+# the service-wide latency includes WatchReport streams, which stay open for minutes.
+SUBMIT_P99_LIMIT_MS = 500
 
 
 class Edge:
@@ -77,7 +81,7 @@ class Edge:
         self._grant(storage, peer)
         # Reads cached reports and publishes/receives report state changes.
         storage.cache.connections.allow_default_port_from(self.service.service)
-        self.signals = self._signals()
+        self.signals = self._signals(latency_alarm=config.guarded_rollouts)
 
     def _grant(self, storage: RegionalStorage, peer: Peer | None) -> None:
         role = self.service.task_role
@@ -125,7 +129,7 @@ class Edge:
             findings=findings,
         )
 
-    def _signals(self) -> Signals:
+    def _signals(self, *, latency_alarm: bool) -> Signals:
         edge = r.SERVICE_EDGE
         balancer = self.load_balancer
         targets = self.service.target_group
@@ -167,6 +171,28 @@ class Edge:
                     3,
                     "edge RPCs ending in server faults",
                     region_unhealthy=True,
+                ),
+                *(
+                    [
+                        AlarmSpec(
+                            "EdgeLatency",
+                            cw.Metric(
+                                namespace=r.METRICS_NAMESPACE,
+                                metric_name=r.METRIC.REQUEST_LATENCY,
+                                dimensions_map={
+                                    r.METRIC_SERVICE_DIMENSION: edge,
+                                    "Method": "SubmitReport",
+                                },
+                                statistic="p99",
+                                period=ONE_MINUTE,
+                            ),
+                            SUBMIT_P99_LIMIT_MS,
+                            3,
+                            f"SubmitReport p99 above {SUBMIT_P99_LIMIT_MS} ms",
+                        )
+                    ]
+                    if latency_alarm
+                    else []
                 ),
             ],
             rows=[

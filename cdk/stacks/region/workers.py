@@ -27,6 +27,12 @@ from cdk.stacks.region.storage import RegionalStorage
 from reportgrid import resources as r
 
 E = r.ENV
+# With guarded rollouts: the share of the queue worker's reports that fail, over at least
+# this many reports a minute, above FAILURE_RATE_LIMIT_PERCENT for 3 minutes fails a
+# deployment of it. A rate, not a count: the tenants' own failures (bad input) are a small
+# share, while a broken worker fails nearly everything.
+FAILURE_RATE_MIN_REPORTS = 5
+FAILURE_RATE_LIMIT_PERCENT = 50
 
 
 class Workers:
@@ -54,6 +60,7 @@ class Workers:
             stream=ingest.stream,
             failure_queue=ingest.failure_queue,
             vpc=vpc,
+            live_alias=config.guarded_rollouts,
             environment={
                 **storage.environment,
                 # The Lambda has no ECS-style secret injection: it reads these at cold start.
@@ -109,7 +116,7 @@ class Workers:
         )
         self.input_reader = self._grant_report_runners(scope, storage, config.input_buckets)
         self._grant_drain(storage)
-        self.signals = self._signals(storage)
+        self.signals = self._signals(storage, failure_rate_alarm=config.guarded_rollouts)
 
     def _grant_report_runners(
         self, scope: Construct, storage: RegionalStorage, input_buckets: tuple[str, ...]
@@ -199,7 +206,7 @@ class Workers:
             findings=[storage.table_indexes_finding],
         )
 
-    def _signals(self, storage: RegionalStorage) -> Signals:
+    def _signals(self, storage: RegionalStorage, *, failure_rate_alarm: bool) -> Signals:
         ingest = storage.ingest
         function = self.stream_worker.function
         drain = self.failure_drain.function
@@ -281,6 +288,7 @@ class Workers:
                     "peer region will presume it lost",
                     too_few=True,
                 ),
+                *([_queue_worker_failure_rate()] if failure_rate_alarm else []),
             ],
             rows=[
                 [
@@ -344,3 +352,25 @@ class Workers:
                 ],
             ],
         )
+
+
+def _queue_worker_failure_rate() -> AlarmSpec:
+    service = r.SERVICE_QUEUE_WORKER
+    rate = cw.MathExpression(
+        expression=(
+            f"IF(done + failed >= {FAILURE_RATE_MIN_REPORTS}, 100 * failed / (done + failed), 0)"
+        ),
+        using_metrics={
+            "done": custom_metric(r.METRIC.REPORTS_COMPLETED, service),
+            "failed": custom_metric(r.METRIC.REPORTS_FAILED, service),
+        },
+        label=f"{service} reports failing (%)",
+        period=ONE_MINUTE,
+    )
+    return AlarmSpec(
+        "QueueWorkerFailureRate",
+        rate,
+        FAILURE_RATE_LIMIT_PERCENT,
+        3,
+        f"over {FAILURE_RATE_LIMIT_PERCENT} % of the queue worker's reports failing",
+    )
