@@ -33,6 +33,11 @@ def build_stage_of(all_stages: dict[str, Stage], target: str) -> str:
     return sources[0]
 
 
+def run_argv(rest: str) -> list[str]:
+    """A RUN's first command as argv, without its --mount options (a cache for uv)."""
+    return shlex.split(re.sub(r"--mount=\S+\s*", "", rest).split("&&")[0])
+
+
 def artifact_steps(all_stages: dict[str, Stage], build_stage: str) -> list[list[str]]:
     """The `python cdk/artifacts.py ...` commands of a build stage's chain, as argv."""
     found = []
@@ -40,8 +45,7 @@ def artifact_steps(all_stages: dict[str, Stage], build_stage: str) -> list[list[
         for keyword, rest in stage.steps:
             if keyword != "RUN" or ARTIFACT_SCRIPT not in rest:
                 continue
-            command = re.sub(r"--mount=\S+\s*", "", rest).split("&&")[0]
-            found.append(shlex.split(command))
+            found.append(run_argv(rest))
     return found
 
 
@@ -85,7 +89,7 @@ def emulate_build(
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copy2(origin, target)
             elif keyword == "RUN" and ARTIFACT_SCRIPT in rest:
-                command = shlex.split(re.sub(r"--mount=\S+\s*", "", rest).split("&&")[0])
+                command = run_argv(rest)
                 assert command[:2] == ["python", ARTIFACT_SCRIPT], command
                 assert command[3] == "/app/lib", command
                 argv = [

@@ -74,13 +74,6 @@ TUNING_OVERRIDES: Final = (
     E.STANDBY_MARGIN_SECONDS,
     E.QUEUE_WAIT_SECONDS,
     E.LOG_LEVEL,
-    # tests/faults/test_fuzz.py lifts it: the fuzzer is one tenant calling as fast as it can.
-    E.TENANT_RATE_LIMIT,
-    # tests/faults/test_rapid_reset.py lifts it for its figure of the edge without the cap.
-    E.MAX_STREAMS_PER_CONNECTION,
-    # tests/faults/test_tenant_isolation_worker.py (19.7) shrinks the task to reach its cap.
-    E.WORKER_MEMORY_MIB,
-    E.WORKER_DISK_MIB,
 )
 ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name
 IMAGE_TARGETS: Final = ("edge", "worker")
