@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from reportgrid import resources
 from reportgrid.local.bootstrap import LOCAL_CREDENTIALS, RegionResources, create_region
+from reportgrid.local.deployed import synthesize
+from reportgrid.local.launch import LocalDeployment, build_images, prepare
 from reportgrid.local.servers import MotoServer, RedisServer
 from reportgrid.settings import Settings, load_settings
 
@@ -71,6 +74,34 @@ def region_env(aws: RegionResources, redis_url: str) -> dict[str, str]:
         resources.ENV.REDIS_URL: redis_url,
         resources.ENV.ID_SECRETS: TEST_ID_SECRET,
     }
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    assembly: Path  # the cloud assembly (cdk.out), Lambda assets bundled
+    images: dict[str, Path]  # each image target's /app/lib tree
+
+
+@pytest.fixture(scope="session")
+def synthesized() -> Synthesized:
+    """The deployment as `cdk deploy` would ship it to the test region: synthesized and its
+    image trees built once (both cached by content and file-locked, so cheap after the
+    first run and safe under pytest-xdist)."""
+    return Synthesized(synthesize((TEST_REGION,)), build_images())
+
+
+@pytest.fixture
+def deployment(synthesized: Synthesized, aws: RegionResources, redis_url: str) -> LocalDeployment:
+    """The test region's stack tied to this test's moto server and Redis (its secrets are
+    created in moto): start its containers and Lambda functions from here."""
+    return prepare(
+        synthesized.assembly,
+        TEST_REGION,
+        endpoint_url=aws.endpoint_url,
+        images=synthesized.images,
+        redis_url=redis_url,
+        id_secrets=TEST_ID_SECRET,
+    )
 
 
 @pytest.fixture

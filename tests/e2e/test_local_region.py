@@ -8,6 +8,7 @@ and checks that no process it started is left.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -31,10 +32,16 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from reportgrid.local.bootstrap import client, local_input_bucket
+from reportgrid.local.bootstrap import LOCAL_ACCOUNT, client, local_input_bucket
 from reportgrid.local.dev import DEV_TENANT
 from reportgrid.local.servers import free_port
-from reportgrid.resources import ENV, tenant_input_prefix
+from reportgrid.resources import (
+    ENV,
+    MAX_INLINE_RESULT_BYTES,
+    result_object_key,
+    results_bucket_name,
+    tenant_input_prefix,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -242,6 +249,47 @@ def test_synthetic_heavy_runs_on_the_queue_worker(dev: DevRegion, tmp_path: Path
     final = json.loads(result.stdout.strip().splitlines()[-1])
     assert final["state"] == "REPORT_STATE_SUCCEEDED"
     assert len(list(csv.reader(out.open()))) == 26  # header and 25 rows
+
+
+def test_a_result_over_the_inline_limit_is_stored_in_the_bucket_and_downloaded_intact(
+    dev: DevRegion, tmp_path: Path
+) -> None:
+    # Given a light report whose result compresses to well over the inline limit (its
+    # payload is hex digests, which deflate about 2:1): the stream function puts it in the
+    # results bucket under its role, and the edge streams it back under its own
+    rows, payload = 100, 3 * MAX_INLINE_RESULT_BYTES
+    out = tmp_path / "large.csv"
+    result = dev.cli(
+        "submit",
+        "synthetic",
+        "--param",
+        f"output_rows={rows}",
+        "--param",
+        f"output_bytes={payload}",
+        "--param",
+        "seed=13",
+        "--wait",
+        "--out",
+        str(out),
+        "--json",
+    )
+    # Then the CLI downloaded it (it writes --out only when the SHA-256 matched)
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    metadata = final["result"]
+    assert metadata.get("download_required") is True, f"stored inline: {metadata}"
+    data = out.read_bytes()
+    assert len(data) == int(metadata["size_bytes"])
+    assert hashlib.sha256(data).hexdigest() == metadata["sha256"]
+    assert len(list(csv.reader(io.StringIO(data.decode())))) == rows + 1
+    # And the bytes came from the results bucket: the object under the report's key,
+    # compressed, with the result's SHA-256
+    s3 = client("s3", REGION, dev.moto_url)
+    bucket = results_bucket_name(LOCAL_ACCOUNT, REGION)
+    head = s3.head_object(Bucket=bucket, Key=result_object_key(final["report_id"]))
+    assert head["Metadata"]["sha256"] == metadata["sha256"]
+    assert head["ContentEncoding"] == "deflate"
+    assert MAX_INLINE_RESULT_BYTES < head["ContentLength"] < len(data)
 
 
 def test_reflection_lists_the_service_and_its_methods(dev: DevRegion) -> None:

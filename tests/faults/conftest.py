@@ -5,17 +5,21 @@ processes, gRPC over loopback sockets, worker and edge subprocesses), asserts it
 and records its FIGURE with the `figure` fixture. Each figure is printed when recorded and
 again in one table at the end of the session (`make test-faults` runs with -s).
 
-Helpers for an edge are reused from tests/integration/edge (in-process `running_edge`) and
-added here for an edge subprocess (`EdgeProcess`, RSS and health readable).
+Helpers for an edge are reused from tests/integration/edge (in-process `running_edge`, for
+the tests that inject faults into the edge's own clients) and added here for the edge as
+deployed (`EdgeProcess`: the task definition's argv and environment, RSS and health
+readable). Deployed processes start from the synthesized template (tests/conftest.py
+`deployment`), as the local region does.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import json
 import re
 import signal
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +32,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from reportgrid import resources
+from reportgrid.local.bootstrap import client
+from reportgrid.local.event_sources import kinesis_source, sqs_source
+from reportgrid.local.kinesis_runner import KinesisRunner
+from reportgrid.local.lambda_host import LambdaHost
+from reportgrid.local.launch import LocalDeployment
 from reportgrid.local.servers import RedisServer, free_port
+from reportgrid.local.sqs_source import SqsEventSource
 from tests.integration.edge.conftest import api_key, other_key  # noqa: F401 -- fixtures
 from tests.integration.workers.conftest import region  # noqa: F401 -- fixture
 
@@ -45,6 +55,9 @@ METHODS = (
     "ListReportKinds",
 )
 STREAMING = frozenset({"WatchReport", "DownloadReport"})
+E = resources.ENV
+# The edge's drain grace here (a local override; deployed: 20 s): SIGTERM tests wait it.
+DRAIN_GRACE_SECONDS = "5"
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -126,31 +139,34 @@ def wait_for_log(log: Path, pattern: str, process: subprocess.Popen[bytes], time
 
 
 class EdgeProcess:
-    """`python -m grpc_edge --workers N` as a user runs it, on a free loopback port."""
+    """The edge as ECS starts it: the task definition's argv and environment from the
+    synthesized template (launch.LocalDeployment.container), on a free port."""
 
     def __init__(
-        self, env: dict[str, str], log: Path, *, workers: int = 1, drain_delay: float = 0.2
+        self,
+        deployment: LocalDeployment,
+        log: Path,
+        *,
+        workers: int = 1,
+        tuning: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.log = log
         self.workers = workers
+        process = deployment.container(
+            "edge",
+            {
+                E.EDGE_PORT: str(self.port),
+                E.EDGE_WORKERS: str(workers),
+                E.DRAIN_GRACE_SECONDS: DRAIN_GRACE_SECONDS,
+                **(tuning or {}),
+            },
+        )
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "grpc_edge",
-                    "--workers",
-                    str(workers),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--drain-delay",
-                    str(drain_delay),
-                ],
-                cwd=ROOT,
-                env={**os.environ, **env},
+                process.argv,
+                cwd=log.parent,  # the image's WORKDIR holds nothing importable either
+                env=process.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -160,10 +176,10 @@ class EdgeProcess:
         return f"127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 60) -> None:
-        # With several workers the parent says so once every child is ready.
+        # With several workers the parent says so once every child is ready. The deployed
+        # argv binds every address ([::]), as in the task; the tests dial loopback.
         suffix = rf" \({self.workers} workers\)" if self.workers > 1 else ""
-        pattern = rf"listening on 127\.0\.0\.1:{self.port}{suffix}"
-        wait_for_log(self.log, pattern, self.proc, timeout)
+        wait_for_log(self.log, rf"listening on \S+:{self.port}{suffix}", self.proc, timeout)
 
     def rss_bytes(self) -> int:
         return int(psutil.Process(self.proc.pid).memory_info().rss)
@@ -193,15 +209,15 @@ class EdgeProcess:
 
 @pytest.fixture
 def edge_process(
-    region_env: dict[str, str], tmp_path: Path
+    deployment: LocalDeployment, tmp_path: Path
 ) -> Iterator[Callable[..., EdgeProcess]]:
-    """Start edge subprocesses in the test region (extra env overrides); all are stopped
-    at the end of the test."""
+    """Start edge processes of the test region's deployment (keyword arguments: settings
+    the test tunes, each one of launch.TUNING_OVERRIDES); all are killed at the end."""
     started: list[EdgeProcess] = []
 
-    def start(*, workers: int = 1, **extra_env: str) -> EdgeProcess:
-        env = {**region_env, resources.ENV.DRAIN_GRACE_SECONDS: "5", **extra_env}
-        edge = EdgeProcess(env, tmp_path / f"edge-{len(started)}.log", workers=workers)
+    def start(*, workers: int = 1, **tuning: str) -> EdgeProcess:
+        log = tmp_path / f"edge-{len(started)}.log"
+        edge = EdgeProcess(deployment, log, workers=workers, tuning=tuning)
         started.append(edge)
         edge.wait_ready()
         return edge
@@ -209,6 +225,88 @@ def edge_process(
     yield start
     for edge in started:
         edge.kill()
+
+
+# --- Lambda functions from their assets ------------------------------------------------------
+
+STREAM_WORKER = "functions.stream_worker.handler.handler"
+STREAM_FAILURE_DRAIN = "functions.stream_failures.handler.handler"
+Invoke = Callable[[dict[str, Any], Any], Any]
+
+
+class Functions:
+    """The test region's Lambda functions as the local region runs them: each from its
+    synthesized asset in its own execution environment (deployment.lambda_host), fed by an
+    event source configured from the template's mapping (as event_sources.start_sources)."""
+
+    def __init__(self, deployment: LocalDeployment, state_dir: Path) -> None:
+        self.deployment = deployment
+        self.state_dir = state_dir
+        self.hosts: list[LambdaHost] = []
+        self._sources: list[tuple[Callable[[], None], list[threading.Thread]]] = []
+
+    def host(self, handler: str, tuning: dict[str, str] | None = None) -> LambdaHost:
+        """The function's execution environment, with the test's tuning (each one of
+        launch.TUNING_OVERRIDES) on top of the template's environment."""
+        function = self.deployment.function(handler)
+        host = self.deployment.lambda_host(function, self.state_dir, tuning)
+        self.hosts.append(host)
+        return host
+
+    def kinesis(self, host: LambdaHost, *, invoke: Invoke | None = None) -> KinesisRunner:
+        """Start the Kinesis event source of the host's function, from its mapping; it
+        invokes `invoke` (a wrapper around the host) if given, else the host."""
+        runner = kinesis_source(self.deployment, host, state_dir=self.state_dir, invoke=invoke)
+        self._sources.append((runner.stop, runner.start()))
+        return runner
+
+    def sqs_source(self, host: LambdaHost, *, wait_seconds: int = 1) -> SqsEventSource:
+        """The SQS event source of the host's function, from its mapping (not started)."""
+        return sqs_source(self.deployment, host, wait_seconds=wait_seconds)
+
+    def sqs(self, host: LambdaHost) -> SqsEventSource:
+        """Start the SQS event source of the host's function, from its mapping."""
+        source = self.sqs_source(host)
+        thread = threading.Thread(target=source.run, name=host.function.logical_id, daemon=True)
+        thread.start()
+        self._sources.append((source.stop, [thread]))
+        return source
+
+    def close(self) -> None:
+        for stop, _ in self._sources:
+            stop()
+        for _, threads in self._sources:
+            for thread in threads:
+                thread.join(15)
+        for host in self.hosts:
+            host.close()
+
+
+@pytest.fixture
+def functions(deployment: LocalDeployment, tmp_path: Path) -> Iterator[Functions]:
+    started = Functions(deployment, tmp_path / "functions")
+    yield started
+    started.close()
+
+
+def execution_environments(host: LambdaHost) -> list[psutil.Process]:
+    """The live processes running the host's function (its execution environment)."""
+    asset = str(host.function.asset_dir)
+    return [
+        p
+        for p in psutil.Process().children()
+        if asset in p.cmdline() and host.function.handler in p.cmdline()
+    ]
+
+
+def json_logs(log: Path) -> list[dict[str, Any]]:
+    """The structured (Powertools) lines of a function's log."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                found.append(json.loads(line))
+    return found
 
 
 def bearer(key: str) -> tuple[tuple[str, str], ...]:
@@ -233,7 +331,6 @@ def rpc_details(err: grpc.RpcError) -> dict[str, Any]:
 def stored_record(aws: Any, report_id: str) -> Any:
     """The report item as DynamoDB holds it now (None if absent)."""
     from reportgrid import records
-    from reportgrid.local.bootstrap import client
 
     item = client("dynamodb", aws.region, aws.endpoint_url).get_item(
         TableName=aws.table_name,

@@ -3,9 +3,9 @@ heavy path for everyone nor run, grow or be retried without bound.
 
 - 19.2 a failed heavy report (its error crosses the pool's process boundary) and a pool
   child SIGKILLed mid-report (as the OOM killer does): later reports of another tenant
-  still succeed on the real queue worker (`python -m functions.queue_worker`);
+  still succeed on the deployed queue worker (its task definition's argv and environment);
 - 19.5 a report past its path's run-time limit ends FAILED TIME_LIMIT_EXCEEDED, once;
-- 19.6 a permanent failure with a huge message (40,000 columns) runs once;
+- 19.6 a permanent failure with a huge message (16,000 columns) runs once;
 - 19.7 an S3 input over the size cap ends INPUT_TOO_LARGE before download; a tiny Parquet
   file holding hundreds of MB of text ends RESOURCE_LIMIT with the worker's memory under a
   measured ceiling, and the next report succeeds.
@@ -31,11 +31,11 @@ from functions.runner import INPUT_TOO_LARGE, Outcome, RunCaps, Runner, Services
 from reportgrid import resources, tasks
 from reportgrid.engine.request import RESOURCE_LIMIT, TIME_LIMIT_EXCEEDED
 from reportgrid.limits import MAX_ERROR_MESSAGE_BYTES
+from reportgrid.local.launch import LocalDeployment
 from reportgrid.records import ReportRecord
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
-from tests.faults.conftest import wait_for_log
 from tests.integration.workers.conftest import TENANT, Region, make_task
 from tests.integration.workers.test_queue_worker import WorkerProcess
 
@@ -91,23 +91,20 @@ def _missing_column_summary(region: Region, csv: bytes, name: str) -> TaskRecord
     )
 
 
-@pytest.fixture
-def worker_env(region: Region, region_env: dict[str, str]) -> dict[str, str]:
-    return {
-        **region_env,
-        resources.ENV.INPUT_BUCKETS: _input_bucket(region),
-        resources.ENV.WORKER_LEASE_SECONDS: "2",
-        resources.ENV.QUEUE_WAIT_SECONDS: "1",
-        resources.ENV.WORKER_CONCURRENCY: "1",
-    }
+# A lost worker's task comes back after the lease, an idle one polls in short waits:
+# seconds here rather than the deployed minute (launch.TUNING_OVERRIDES). Not under 3 s: the
+# worker renews every lease / 3, and on a busy 2-core machine a 2 s lease was lost mid-run.
+TUNING = {resources.ENV.WORKER_LEASE_SECONDS: "3", resources.ENV.QUEUE_WAIT_SECONDS: "1"}
 
 
 @pytest.fixture
-def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., Any]]:
+def start_worker(deployment: LocalDeployment, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Start the deployed queue worker (its task definition) with the tuning, plus the
+    test's own (keyword arguments, each one of launch.TUNING_OVERRIDES)."""
     started: list[WorkerProcess] = []
 
-    def start(**extra_env: str) -> WorkerProcess:
-        worker = WorkerProcess({**worker_env, **extra_env}, tmp_path / "worker.log")
+    def start(**tuning: str) -> WorkerProcess:
+        worker = WorkerProcess(deployment, tmp_path / "worker.log", {**TUNING, **tuning})
         started.append(worker)
         return worker
 
@@ -139,7 +136,7 @@ def test_a_failed_heavy_report_leaves_the_heavy_path_working(
     later = [_heavy_synthetic(region, rows=3 + i) for i in range(3)]
     _enqueue(region, failing, *later)
 
-    # When the real queue worker runs them (one at a time, through its process pool)
+    # When the deployed queue worker runs them (through its process pool)
     worker = start_worker()
     failed = _done(region, failing.report_id)
     outcomes = [_done(region, t.report_id) for t in later]
@@ -160,7 +157,7 @@ def test_a_pool_child_killed_mid_report_is_retried_and_later_reports_run(
     region: Region, start_worker: Callable[..., WorkerProcess], figure: Callable[..., None]
 ) -> None:
     # Given a heavy report burning CPU in the pool's child
-    victim = _heavy_synthetic(region, rows=11, cpu_ms=4000)
+    victim = _heavy_synthetic(region, rows=11, cpu_ms=2500)
     _enqueue(region, victim)
     worker = start_worker()
     region.wait_for(victim.report_id, lambda r: r.state is State.RUNNING, timeout=30)
@@ -204,8 +201,10 @@ def test_a_pool_child_killed_mid_report_is_retried_and_later_reports_run(
 def test_a_permanent_failure_with_a_huge_message_runs_once(
     region: Region, start_worker: Callable[..., WorkerProcess], figure: Callable[..., None]
 ) -> None:
-    # Given a 40,000-column CSV (its column list alone is ~1 MB) and a missing group_by
-    columns = 40_000
+    # Given a 16,000-column CSV (its column list alone is ~400 KB, 400 times what a
+    # stored error may hold) and a missing group_by. At the template's worker size (8 GiB,
+    # two report slots) 20,000 columns still bind and 30,000 end RESOURCE_LIMIT first.
+    columns = 16_000
     header = ",".join(f"measurement_column_{i:05d}" for i in range(columns)).encode()
     task = _missing_column_summary(region, header + b"\n", "wide.csv")
     _enqueue(region, task)
@@ -219,7 +218,7 @@ def test_a_permanent_failure_with_a_huge_message_runs_once(
 
     # Then it FAILED once, with its own reason and a bounded message
     assert record.state is State.FAILED
-    assert record.error_reason == "MISSING_COLUMN", record.error_reason
+    assert record.error_reason == "MISSING_COLUMN", (record.error_reason, record.error_message)
     assert record.attempts == 1
     assert again == record
     assert len(record.error_message.encode()) <= MAX_ERROR_MESSAGE_BYTES
@@ -357,11 +356,11 @@ def test_a_tiny_parquet_of_huge_text_ends_resource_limit_within_a_memory_ceiling
     )
     after = _heavy_synthetic(region, rows=5)
 
-    # When a queue worker sized at 256 MiB and 128 MiB of scratch disk runs it
+    # When a queue worker sized at 512 MiB and 256 MiB of scratch disk runs it (with the
+    # deployed two report slots: 128 MiB and 32 MiB of spill space for each report)
     worker = start_worker(
-        **{resources.ENV.WORKER_MEMORY_MIB: "256", resources.ENV.WORKER_DISK_MIB: "128"}
+        **{resources.ENV.WORKER_MEMORY_MIB: "512", resources.ENV.WORKER_DISK_MIB: "256"}
     )
-    wait_for_log(tmp_path / "worker.log", "queue worker polling", worker.proc, 30)
     idle = _tree_rss(worker.proc.pid)
     _enqueue(region, task, after)
     peak = 0
@@ -383,7 +382,7 @@ def test_a_tiny_parquet_of_huge_text_ends_resource_limit_within_a_memory_ceiling
     assert worker.stop() == 0
 
     # Then it FAILED with the reason, the worker stayed under the ceiling, the next one ran
-    ceiling_mb = 450
+    ceiling_mb = 450  # under the task's 512 MiB: ECS would not have killed it
     assert record.state is State.FAILED
     assert record.error_reason == RESOURCE_LIMIT, record.error_reason
     assert "128 MiB of memory and 32 MiB of spill space" in record.error_message

@@ -1,8 +1,10 @@
-"""Scenario 4: poison records. Undecodable bytes, a kind that no longer exists and
-parameters that crash the generator go through the real Lambda handler fed by the local
-Kinesis runner: each report ends FAILED with a message, and the shard is not blocked (the
-good record behind them completes). On SQS a task whose worker dies on every receive goes
-to the DLQ after HEAVY_MAX_RECEIVES receives, and the DLQ drain ends its report FAILED."""
+"""Scenario 4: poison records. Undecodable bytes and a kind that no longer exists go through
+the deployed stream function (its asset, fed by the Kinesis event source configured from the
+template's mapping); parameters that crash the generator go through the same handler
+in-process, where a crashing generator can be injected: each report ends FAILED with a
+message, and the shard is not blocked (the good record behind them completes). On SQS a
+task whose worker dies on every receive goes to the DLQ after HEAVY_MAX_RECEIVES receives,
+and the DLQ drain ends its report FAILED."""
 
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ from functions.stream_worker import handler as stream
 from reportgrid import records, resources, tasks
 from reportgrid.engine.kinds import REGISTRY
 from reportgrid.engine.registry import Registry
-from reportgrid.local.kinesis_runner import KinesisRunner, MappingConfig
+from reportgrid.local.event_sources import mapping_config
+from reportgrid.local.kinesis_runner import ON_FAILURE_FILE, KinesisRunner
+from reportgrid.local.launch import LocalDeployment
 from reportgrid.records import ReportRecord
 from reportgrid.states import State
+from tests.faults.conftest import STREAM_WORKER, Functions
 from tests.integration.workers.conftest import Region, make_task
 
 CRASH_KIND = "synthetic_crashing"
@@ -45,10 +50,58 @@ def _registry_with_a_crashing_kind() -> Registry:
     return registry
 
 
+def _put_on_one_shard(region: Region, payloads: list[bytes]) -> None:
+    # All on one shard, the good one last: it completes only if nothing blocks the shard.
+    for data in payloads:
+        region.kinesis.put_record(
+            StreamName=region.settings.task_stream_name, Data=data, PartitionKey="one-shard"
+        )
+
+
+def test_poison_records_fail_their_report_and_never_block_the_shard(
+    region: Region, functions: Functions, figure: Callable[..., None]
+) -> None:
+    # Given undecodable records and a task of a retired kind, a good task behind them
+    gone_kind = make_task(region.settings, "synthetic", {"output_rows": 1})
+    gone_kind.request.kind = "retired_kind"
+    good = make_task(region.settings, "synthetic", {"output_rows": 3, "seed": 7})
+    undecodable = [b"\x00not a task", b"R\x01\xff\xff"]
+    _put_on_one_shard(region, [*undecodable, tasks.encode(gone_kind), tasks.encode(good)])
+    started = time.monotonic()
+
+    # When the deployed stream function is fed them by its event source
+    runner = functions.kinesis(functions.host(STREAM_WORKER))
+    done = region.wait_for(good.report_id, lambda r: r.terminal, timeout=30)
+    behind_poison_s = time.monotonic() - started
+
+    # Then the good report behind the poison completed; the retired kind FAILED with a
+    # message; nothing was given up on
+    assert done.state is State.SUCCEEDED
+    retired = region.get(gone_kind.report_id)
+    assert retired is not None
+    assert retired.state is State.FAILED
+    assert retired.error_reason == "INVALID_PARAMS"
+    assert "retired_kind" in retired.error_message
+    assert not (runner._state_dir / ON_FAILURE_FILE).exists()  # type: ignore[operator]
+    figure(
+        "4 poison records (Lambda)",
+        poison=len(undecodable) + 1,
+        failed_with_message=1,
+        undecodable_skipped=len(undecodable),
+        shard_blocked=0,
+        good_done_s=round(behind_poison_s, 2),
+        invocations=runner.invocations,
+    )
+
+
 @pytest.fixture
-def lambda_runner(region: Region, tmp_path: Path) -> Iterator[Callable[[], KinesisRunner]]:
-    """The real stream handler (clients on the moto server), fed by the local runner."""
+def in_process_runner(
+    region: Region, deployment: LocalDeployment, tmp_path: Path
+) -> Iterator[Callable[[], KinesisRunner]]:
+    """The stream handler in this process (clients on the moto server, dependencies
+    injectable), fed by the local event source with the template's mapping."""
     started: list[tuple[KinesisRunner, list[threading.Thread]]] = []
+    function = deployment.function(STREAM_WORKER)
 
     def start() -> KinesisRunner:
         runner = KinesisRunner(
@@ -57,7 +110,7 @@ def lambda_runner(region: Region, tmp_path: Path) -> Iterator[Callable[[], Kines
             region=region.aws.region,
             endpoint_url=region.aws.endpoint_url,
             state_dir=tmp_path / "runner",
-            config=MappingConfig(batch_size=10, poll_interval_seconds=0.05),
+            config=mapping_config(deployment.mapping(function), function),
         )
         started.append((runner, runner.start()))
         return runner
@@ -70,10 +123,11 @@ def lambda_runner(region: Region, tmp_path: Path) -> Iterator[Callable[[], Kines
     stream.configure(None)
 
 
-def test_poison_records_fail_their_report_and_never_block_the_shard(
-    region: Region, lambda_runner: Callable[[], KinesisRunner], figure: Callable[..., None]
+def test_a_crashing_generator_fails_its_report_without_the_defect_and_never_blocks_the_shard(
+    region: Region, in_process_runner: Callable[[], KinesisRunner], figure: Callable[..., None]
 ) -> None:
-    # Given the handler with a registry where one kind's generator crashes
+    # Given the handler with a registry where one kind's generator crashes (in-process: the
+    # deployed asset has no such kind, and a defect cannot be injected into it)
     services = dataclasses.replace(region.services, registry=_registry_with_a_crashing_kind())
     stream.configure(
         stream.Dependencies(
@@ -82,43 +136,29 @@ def test_poison_records_fail_their_report_and_never_block_the_shard(
             heavy_queue_url=region.settings.heavy_queue_url,
         )
     )
-    gone_kind = make_task(region.settings, "synthetic", {"output_rows": 1})
-    gone_kind.request.kind = "retired_kind"
     crashing = make_task(region.settings, CRASH_KIND, {"output_rows": 1})
     good = make_task(region.settings, "synthetic", {"output_rows": 3, "seed": 7})
-    payloads = [b"\x00not a task", b"R\x01\xff\xff", tasks.encode(gone_kind)]
-    payloads += [tasks.encode(crashing), tasks.encode(good)]
-    # All on one shard, the good one last: it completes only if nothing blocks the shard.
-    for data in payloads:
-        region.kinesis.put_record(
-            StreamName=region.settings.task_stream_name, Data=data, PartitionKey="one-shard"
-        )
+    _put_on_one_shard(region, [tasks.encode(crashing), tasks.encode(good)])
     started = time.monotonic()
 
-    # When the local Lambda runner feeds them to the real handler
-    runner = lambda_runner()
+    # When the local event source feeds them to the handler
+    runner = in_process_runner()
     done = region.wait_for(good.report_id, lambda r: r.terminal, timeout=30)
     behind_poison_s = time.monotonic() - started
 
-    # Then the good report behind the poison completed; the others FAILED with a message
+    # Then the crashed report FAILED with the generic message, and the good one completed
     assert done.state is State.SUCCEEDED
-    retired = region.get(gone_kind.report_id)
     crashed = region.get(crashing.report_id)
-    assert retired is not None
-    assert retired.state is State.FAILED
-    assert retired.error_reason == "INVALID_PARAMS"
-    assert "retired_kind" in retired.error_message
     assert crashed is not None
     assert crashed.state is State.FAILED
     assert crashed.error_reason == "GENERATOR_FAILED"
     assert crashed.error_message == GENERATOR_FAILED_MESSAGE
     assert "ZeroDivisionError" not in crashed.error_message  # no defect text to users
-    assert not (runner._state_dir / "kinesis-on-failure.jsonl").exists()  # type: ignore[operator]
+    assert not (runner._state_dir / ON_FAILURE_FILE).exists()  # type: ignore[operator]
     figure(
-        "4 poison records (Lambda)",
-        poison=4,
-        failed_with_message=2,
-        undecodable_skipped=2,
+        "4 poison record, crashing generator (handler in-process)",
+        poison=1,
+        failed_with_message=1,
         shard_blocked=0,
         good_done_s=round(behind_poison_s, 2),
         invocations=runner.invocations,

@@ -118,8 +118,13 @@ def test_command_line_strings_are_accepted() -> None:
 def test_bad_context_names_the_key(overrides: dict[str, Any], message: str) -> None:
     # Literal text, except ".*" which skips the middle of a long message.
     pattern = ".*".join(re.escape(part) for part in message.split(".*"))
-    with pytest.raises(ConfigError, match=pattern):
+    try:
         _config(**overrides)
+    except ConfigError as error:
+        refused = str(error)
+    else:
+        pytest.fail(f"{overrides} was accepted: no check refuses it (expected {message!r})")
+    assert re.search(pattern, refused), f"{overrides}: {refused!r} does not say {message!r}"
 
 
 @pytest.mark.parametrize(

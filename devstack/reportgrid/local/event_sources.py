@@ -23,7 +23,7 @@ from typing import Final
 from reportgrid import resources
 from reportgrid.local.bootstrap import client
 from reportgrid.local.deployed import DeploymentError, EventSourceMapping, LambdaFunction
-from reportgrid.local.kinesis_runner import KinesisRunner, MappingConfig
+from reportgrid.local.kinesis_runner import Handler, KinesisRunner, MappingConfig
 from reportgrid.local.lambda_host import LambdaHost
 from reportgrid.local.launch import LocalDeployment, prepare
 from reportgrid.local.sqs_source import SqsEventSource
@@ -74,6 +74,64 @@ class Source:
         self.threads = threads
 
 
+def kinesis_source(
+    deployment: LocalDeployment,
+    host: LambdaHost,
+    *,
+    state_dir: Path,
+    invoke: Handler | None = None,
+) -> KinesisRunner:
+    """The Kinesis event source of the host's function, configured from its mapping (not
+    started). It invokes the host, or `invoke` (a wrapper around it) when given."""
+    function = host.function
+    mapping = deployment.mapping(function)
+    return KinesisRunner(
+        invoke or host,
+        stream_name=deployment.source_url(mapping),
+        region=deployment.region,
+        endpoint_url=deployment.endpoint_url,
+        config=mapping_config(mapping, function),
+        state_dir=checkpoint_dir(state_dir, function.service),
+        function_name=function.logical_id,
+        failure_queue_url=deployment.on_failure_url(mapping),
+    )
+
+
+def sqs_source(
+    deployment: LocalDeployment, host: LambdaHost, *, wait_seconds: int = 1
+) -> SqsEventSource:
+    """The SQS event source of the host's function, configured from its mapping (not
+    started; `wait_seconds` is each receive's long poll)."""
+    function = host.function
+    mapping = deployment.mapping(function)
+    return SqsEventSource(
+        host,
+        sqs=client("sqs", deployment.region, deployment.endpoint_url),
+        queue_url=deployment.source_url(mapping),
+        region=deployment.region,
+        function_name=function.logical_id,
+        batch_size=mapping.batch_size,
+        wait_seconds=wait_seconds,
+        visibility_timeout=LOCAL_VISIBILITY_SECONDS,
+        function_timeout_seconds=function.timeout_seconds,
+    )
+
+
+def start_source(deployment: LocalDeployment, host: LambdaHost, *, state_dir: Path) -> Source:
+    """Start the event source the host's function is mapped to."""
+    function = host.function
+    source_type = deployment.mapping(function).source_type
+    if source_type == "AWS::Kinesis::Stream":
+        runner = kinesis_source(deployment, host, state_dir=state_dir)
+        return Source(runner.stop, runner.start())
+    if source_type == "AWS::SQS::Queue":
+        queue = sqs_source(deployment, host)
+        thread = threading.Thread(target=queue.run, name=function.logical_id, daemon=True)
+        thread.start()
+        return Source(queue.stop, [thread])
+    raise DeploymentError(f"{function.logical_id}: no local source {source_type}")
+
+
 def start_sources(
     deployment: LocalDeployment,
     *,
@@ -96,34 +154,7 @@ def start_sources(
         mapping = deployment.mapping(function)
         host = deployment.lambda_host(function, log_dir)
         hosts.append(host)
-        if mapping.source_type == "AWS::Kinesis::Stream":
-            runner = KinesisRunner(
-                host,
-                stream_name=deployment.source_url(mapping),
-                region=deployment.region,
-                endpoint_url=deployment.endpoint_url,
-                config=mapping_config(mapping, function),
-                state_dir=checkpoint_dir(state_dir, function.service),
-                function_name=function.logical_id,
-                failure_queue_url=deployment.on_failure_url(mapping),
-            )
-            sources.append(Source(runner.stop, runner.start()))
-        elif mapping.source_type == "AWS::SQS::Queue":
-            source = SqsEventSource(
-                host,
-                sqs=client("sqs", deployment.region, deployment.endpoint_url),
-                queue_url=deployment.source_url(mapping),
-                region=deployment.region,
-                function_name=function.logical_id,
-                batch_size=mapping.batch_size,
-                visibility_timeout=LOCAL_VISIBILITY_SECONDS,
-                function_timeout_seconds=function.timeout_seconds,
-            )
-            thread = threading.Thread(target=source.run, name=function.logical_id, daemon=True)
-            thread.start()
-            sources.append(Source(source.stop, [thread]))
-        else:
-            raise DeploymentError(f"{function.logical_id}: no local source {mapping.source_type}")
+        sources.append(start_source(deployment, host, state_dir=state_dir))
         log.info("%s <- %s (%s)", function.handler, mapping.source, mapping.source_type)
     return sources, hosts
 

@@ -2,7 +2,8 @@
 the real Lambda handler with events shaped exactly as Lambda's, honouring the event-source
 mapping settings the deployment uses:
 
-- batch size and batching window (wait up to the window for a full batch);
+- batch size and batching window (wait up to the window for a full batch; a failed batch
+  is retried without a new window);
 - partial batch response (`batchItemFailures`): the records before the lowest failed
   sequence number are done, and the next batch starts at it;
 - bisect on error: when the handler raises, the batch is split in halves, down to single
@@ -326,8 +327,16 @@ class KinesisRunner:
         iterator = self._iterator(shard_id, last_read)
         buffer: list[StreamRecord] = []
         while not self.stopping.is_set():
+            # A non-empty buffer is the rest of a batch that failed (`process` keeps only
+            # records the function was invoked with): it is retried as it is, at once. The
+            # batching window bounds the time spent gathering records before an invocation
+            # (MaximumBatchingWindowInSeconds, Lambda API reference; docs.aws.amazon.com/
+            # lambda/latest/dg/invocation-eventsourcemapping.html, "Batching behavior"); a
+            # retry gathers nothing, it invokes the failed batch again after `process`'s
+            # backoff (services-kinesis-errors.html: Lambda retries the batch).
+            retrying = bool(buffer)
             window_ends = time.monotonic() + cfg.batching_window_seconds
-            while len(buffer) < cfg.batch_size and iterator:
+            while not retrying and len(buffer) < cfg.batch_size and iterator:
                 try:
                     records, iterator = self._read(shard_id, iterator, cfg.batch_size - len(buffer))
                 except ClientError as err:

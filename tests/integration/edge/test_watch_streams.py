@@ -193,5 +193,12 @@ async def test_sdk_keepalive_pings_are_accepted_and_faster_ones_get_goaway(
         # And, to show the edge does enforce its minimum, pings as fast as the client goes
         refused = not await _quiet_watch_survives(edge, api_key, 100, 8.0)
     # Then the SDK's pings never cost the watch its connection; the fast ones do
-    assert accepted
-    assert refused
+    assert accepted, (
+        f"a quiet watch pinging every {sdk_like_ms} ms (the SDK's ratio to the edge's minimum "
+        f"of {minimum_ms} ms) lost its connection: the edge refuses the SDK's keepalive pings"
+    )
+    assert refused, (
+        f"a quiet watch pinging every 100 ms survived 8 s: the edge does not enforce its "
+        f"minimum ping interval ({minimum_ms} ms, grpc.http2.min_ping_interval_without_data_ms"
+        ", GOAWAY too_many_pings after the strikes)"
+    )

@@ -1,12 +1,11 @@
-"""The Fargate queue worker as a user runs it (`python -m functions.queue_worker`), and its
-loop in-process for the retry bound."""
+"""The Fargate queue worker as ECS starts it (the task definition's argv and environment
+from the synthesized template), and its loop in-process for the retry bound."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,25 +18,58 @@ from functions.queue_worker.worker import QueueWorker
 from functions.runner import Runner, Services
 from reportgrid import resources, tasks
 from reportgrid.local.bootstrap import client
+from reportgrid.local.launch import LocalDeployment
 from reportgrid.states import State
 from tests.integration.workers.conftest import Region, make_task
 from tests.integration.workers.test_runs import _request_cancel
 
-ROOT = Path(__file__).resolve().parents[3]
-LEASE_SECONDS = "2"
+# Not under 3 s: the worker renews every lease / 3, and on a busy 2-core machine a 2 s
+# lease was lost mid-run (a second run then counted).
+LEASE_SECONDS = "3"
+READY = "queue worker polling"  # what it logs when it starts receiving
+# A lost worker's task comes back after the lease, and an idle one polls in short waits:
+# seconds here rather than the deployed minute (launch.TUNING_OVERRIDES).
+TUNING = {
+    resources.ENV.WORKER_LEASE_SECONDS: LEASE_SECONDS,
+    resources.ENV.QUEUE_WAIT_SECONDS: "1",
+}
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    """`deployment.container("worker")`: the queue worker's argv and whole environment as the
+    task definition gives them, plus the test's tuning (launch.TUNING_OVERRIDES)."""
+
+    def __init__(
+        self, deployment: LocalDeployment, log: Path, tuning: dict[str, str] | None = None
+    ) -> None:
+        process = deployment.container("worker", tuning)
+        self.log = log
         self._log = log.open("ab")
+        self._log_start = self._log.tell()  # the log may hold an earlier worker's lines
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "functions.queue_worker"],
-            cwd=ROOT,
-            env={**os.environ, **env},
+            process.argv,
+            cwd=log.parent,  # the image's WORKDIR holds nothing importable either
+            env=process.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: the pool dies with it
         )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until it polls; a worker that cannot start fails here with its own words (a
+        setting the template lacks, a denied call) rather than as a report that never runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.log.open("rb") as out:
+                out.seek(self._log_start)
+                text = out.read().decode(errors="replace")
+            if READY in text:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the queue worker exited ({self.proc.returncode}):\n{text}")
+            time.sleep(0.05)
+        raise AssertionError(f"the queue worker did not poll within {timeout} s")
 
     def kill_group(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
@@ -52,21 +84,11 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_env(region_env: dict[str, str]) -> dict[str, str]:
-    return {
-        **region_env,
-        resources.ENV.WORKER_LEASE_SECONDS: LEASE_SECONDS,
-        resources.ENV.QUEUE_WAIT_SECONDS: "1",
-        resources.ENV.WORKER_CONCURRENCY: "1",
-    }
-
-
-@pytest.fixture
-def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+def start_worker(deployment: LocalDeployment, tmp_path: Path) -> Iterator[Any]:
     started: list[WorkerProcess] = []
 
     def start() -> WorkerProcess:
-        worker = WorkerProcess(worker_env, tmp_path / "worker.log")
+        worker = WorkerProcess(deployment, tmp_path / "worker.log", TUNING)
         started.append(worker)
         return worker
 
@@ -100,7 +122,7 @@ def test_killed_worker_task_is_redelivered_and_completes_once(
 ) -> None:
     # Given a worker running a long heavy report
     task = make_task(
-        region.settings, "synthetic_heavy", {"cpu_ms": 3000, "output_rows": 50, "seed": 3}
+        region.settings, "synthetic_heavy", {"cpu_ms": 1500, "output_rows": 50, "seed": 3}
     )
     _enqueue(region, task)
     first = start_worker()
