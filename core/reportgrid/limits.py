@@ -23,6 +23,12 @@ RUN_CHECK_SECONDS: Final = 0.05
 
 # The largest S3 input object a report may name (checked from its size before download).
 MAX_S3_INPUT_BYTES: Final = 1024**3
+# An S3 CSV/JSON input's columns, counted from its header (CSV) or its first records'
+# keys (JSON) before DuckDB reads it (reportgrid/engine/input_shape.py): 40,000 columns
+# otherwise end RESOURCE_LIMIT after a long read. At the template's queue worker size
+# 20,000 columns still load (tests/faults: a 16,000-column input fails on its params).
+# Inline input has MAX_INLINE_COLUMNS.
+MAX_INPUT_COLUMNS: Final = 20_000
 # The share of the task's (function's) memory DuckDB may use, split evenly between the
 # reports a worker runs at once; the rest is Python, the result bytes and the input.
 ENGINE_MEMORY_FRACTION: Final = 0.5

@@ -8,7 +8,7 @@ imported for the type checker alone."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Final, Literal, overload
 
 import boto3
 from botocore.config import Config
@@ -26,10 +26,20 @@ if TYPE_CHECKING:
 
 Service = Literal["dynamodb", "kinesis", "s3", "sqs", "sts"]
 
+USER_AGENT: Final = "reportgrid-workers"
 _CONFIG = Config(
     connect_timeout=3,
     read_timeout=10,
     retries={"max_attempts": 3, "mode": "standard"},
+    # A batch's writes are in flight together (functions.runner.IO_THREADS): a connection
+    # each, kept (botocore's default pool of 10 would discard and reconnect).
+    max_pool_connections=32,
+    # The service validates every request anyway (a bad one is a 4xx we never retry);
+    # botocore's client-side check of the same costs ~0.3 ms of CPU per DynamoDB call.
+    parameter_validation=False,
+    # A fixed User-Agent: botocore otherwise rebuilds its ~16-part string (each part
+    # sanitized) for every request, a third of a small call's client CPU in a profile.
+    user_agent=USER_AGENT,
 )
 
 

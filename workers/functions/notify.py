@@ -2,6 +2,11 @@
 its events channel (WatchReport listens there). The cache is an accelerator only: every
 Redis failure is logged and swallowed, and timeouts are short, so a slow or dead Redis
 never fails or delays a report by more than a moment.
+
+A terminal state is published once per report and state: its dedupe id
+(`notified:<report id>:<state>`) is set with the publish in one script, so a second run of
+the report (a takeover, a redelivery) caches its record but announces nothing new. The id
+is the same in every region, for consumers that see more than one region's events.
 """
 
 from __future__ import annotations
@@ -22,6 +27,21 @@ SOCKET_TIMEOUT_SECONDS: Final = 0.5
 TERMINAL_CACHE_SECONDS: Final = 3600
 # A live state is superseded soon; keep it briefly so the cache never serves it long.
 LIVE_CACHE_SECONDS: Final = 30
+DEDUPE_PREFIX: Final = "notified:"
+# Cache the record; publish it only when this (report, state) was not announced before.
+_PUBLISH_ONCE: Final = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('PUBLISH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def dedupe_id(record: ReportRecord) -> str:
+    """One completion notification per report and state, whichever run produced it."""
+    return f"{DEDUPE_PREFIX}{record.report_id}:{record.state.name}"
 
 
 class Notifier:
@@ -50,7 +70,15 @@ class Notifier:
             if client is None:
                 return False
             data = records.encode_record(record)
-            ttl = TERMINAL_CACHE_SECONDS if record.terminal else LIVE_CACHE_SECONDS
+            if record.terminal:
+                keys = (
+                    resources.cache_report_key(record.report_id),
+                    resources.cache_events_channel(record.report_id),
+                    dedupe_id(record),
+                )
+                client.eval(_PUBLISH_ONCE, 3, *keys, data, TERMINAL_CACHE_SECONDS)
+                return True
+            ttl = LIVE_CACHE_SECONDS
             pipe = client.pipeline(transaction=False)
             pipe.set(resources.cache_report_key(record.report_id), data, ex=ttl)
             pipe.publish(resources.cache_events_channel(record.report_id), data)

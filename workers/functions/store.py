@@ -11,19 +11,26 @@ The user's intents (cancel, delete) are separate items that only the edge writes
 (reportgrid/intents.py). They are read with the report (`read`, one BatchGetItem) before a
 run starts, at every lease renewal and before the terminal write; a report with a
 tombstone is never written again (docs/MULTI_REGION.md).
+
+With a lease arbiter (functions.arbiter, on a multi-Region strongly consistent table) every
+claim, renewal and terminal write first wins the arbiter's lease, so of two regions that
+claim one report under any replication lag only one runs it and only one writes it
+terminal. Without one, cross-region safety rests on the standby's margin (last-writer-wins).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from functions.arbiter import LeaseArbiter
 from reportgrid import intents, records, resources
 from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded
 from reportgrid.intents import Snapshot
@@ -36,6 +43,8 @@ from reportgrid.validation import DEFAULT_TTL_SECONDS
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import PutItemInputTypeDef
+
+    from reportgrid.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,8 @@ _THROTTLING: Final = frozenset(
 )
 WRITE_ATTEMPTS: Final = 3
 _BATCH_GET_ATTEMPTS: Final = 5
+# BatchGetItem reads at most 100 items per call.
+_BATCH_GET_KEYS: Final = 100
 
 
 class StoreRejected(Internal):
@@ -124,10 +135,12 @@ class ReportStore:
         table_name: str = resources.TABLE_NAME,
         *,
         clock: Callable[[], int] = now_ms,
+        arbiter: LeaseArbiter | None = None,
     ) -> None:
         self._ddb = ddb
         self._table = table_name
         self._clock = clock
+        self._arbiter = arbiter
 
     # --- reads -----------------------------------------------------------------------
 
@@ -163,6 +176,65 @@ class ReportStore:
     def is_deleted(self, report_id: str) -> bool:
         """Whether the report has a tombstone (strongly consistent in this region)."""
         return self._get_item(resources.tombstone_key(report_id)) is not None
+
+    # --- batched reads (a Kinesis batch of light reports: functions.runner.run_batch) ---
+
+    def read_many(self, report_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """`read` for many reports: their items and intents in BatchGetItems of at most 100
+        keys (33 reports each), strongly consistent, instead of one round trip each."""
+        keys = [key for rid in report_ids for key in intents.report_keys(rid)]
+        return intents.snapshots(report_ids, self._batch_get(keys, "reading reports"))
+
+    def intents_many(self, report_ids: Sequence[str]) -> dict[str, Snapshot]:
+        """The cancel requests and tombstones of many reports, without their items (a
+        caller that holds a report knows its item: `with_snapshots` of that record and
+        these intents; a stale record only fails its conditional write, which reads
+        again)."""
+        keys = [key for rid in report_ids for key in intents.intent_keys(rid)]
+        return intents.snapshots(report_ids, self._batch_get(keys, "reading intents"))
+
+    def deleted_among(self, report_ids: Sequence[str]) -> set[str]:
+        """The reports among `report_ids` that have a tombstone (`is_deleted` for many, 100
+        per BatchGetItem)."""
+        keys: list[ReadItem] = [
+            {k: {"S": v} for k, v in resources.tombstone_key(rid).items()} for rid in report_ids
+        ]
+        found = intents.snapshots(report_ids, self._batch_get(keys, "reading tombstones"))
+        return {rid for rid, snapshot in found.items() if snapshot.deleted}
+
+    def with_snapshots(self, snapshots: Mapping[str, Snapshot]) -> ReportStore:
+        """This store, except that the first `read` of each report in `snapshots` returns
+        it instead of a round trip. Serving a claim or a terminal write a snapshot read a
+        moment earlier in the same batch is as safe as a live read: every write is
+        conditional on the revision it read, so an item changed since fails the condition
+        and the write's loop reads again (live); an intent written after the batch read is
+        seen as one written just after the write's own read would be (by the next renewal,
+        the terminal write's read or the tombstone checks after it)."""
+        return _PrefetchedStore(self, snapshots)
+
+    def _batch_get(self, keys: Sequence[ReadItem], doing: str) -> list[ReadItem]:
+        items: list[ReadItem] = []
+        for start in range(0, len(keys), _BATCH_GET_KEYS):
+            todo: Sequence[ReadItem] = keys[start : start + _BATCH_GET_KEYS]
+            for attempt in range(_BATCH_GET_ATTEMPTS):
+                try:
+                    response = self._ddb.batch_get_item(
+                        RequestItems=intents.request_items(self._table, todo, consistent=True)
+                    )
+                except (ClientError, BotoCoreError) as err:
+                    if attempt == _BATCH_GET_ATTEMPTS - 1 or not is_transient(err):
+                        raise _unavailable(err, doing) from None
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                items += response.get("Responses", {}).get(self._table, [])
+                unprocessed = response.get("UnprocessedKeys", {}).get(self._table)
+                todo = unprocessed["Keys"] if unprocessed else []
+                if not todo:
+                    break
+                time.sleep(0.05 * 2**attempt)  # unprocessed: the table is throttling
+            if todo:
+                raise Unavailable(f"the report store did not answer while {doing}")
+        return items
 
     def remove(self, report_id: str) -> None:
         """Delete the item of a report that has a tombstone (a write that came back)."""
@@ -252,6 +324,9 @@ class ReportStore:
             if current is not None and current.terminal:
                 return ClaimResult(Claim.TERMINAL, current)
             if snapshot.cancel_requested:
+                refused = self._arbitrate_end(task.report_id, owner, lease_seconds, current)
+                if refused is not None:
+                    return refused
                 base = current if current is not None else _new_record(task, now)
                 cancelled = _ended(base, State.CANCELLED, now, ttl_seconds=task_ttl(task))
                 # The worker records that the end was the user's cancellation (the edge
@@ -276,6 +351,9 @@ class ReportStore:
                 lease_owner=owner,
                 lease_until_ms=now + int(lease_seconds * 1000),
             )
+            refused = self._arbitrate_start(task.report_id, owner, lease_seconds, current)
+            if refused is not None:
+                return refused
             stored = self._put(current, running)
             if stored is not None:
                 return ClaimResult(Claim.CLAIMED, stored)
@@ -295,6 +373,10 @@ class ReportStore:
                 or current.lease_owner != owner
             ):
                 raise LeaseLost(f"report {report_id} is no longer held by this worker")
+            if self._arbiter is not None and not self._arbiter.renew(
+                report_id, owner=owner, lease_seconds=lease_seconds
+            ):
+                raise LeaseLost(f"report {report_id}: another region holds its lease now")
             renewed = current.with_(lease_until_ms=self._clock() + int(lease_seconds * 1000))
             stored = self._put(current, renewed)
             if stored is not None:
@@ -312,6 +394,8 @@ class ReportStore:
                 and current.state is State.RUNNING
                 and current.lease_owner == owner
             ):
+                if self._arbiter is not None:
+                    self._arbiter.release(report_id, owner=owner)
                 self._put(current, current.with_(lease_until_ms=0))
         except (Unavailable, StoreRejected):
             log.warning("could not release the lease on %s", report_id)
@@ -341,6 +425,10 @@ class ReportStore:
                 or current.lease_owner != owner
             ):
                 raise LeaseLost(f"report {report_id} is no longer held by this worker")
+            # Done in the arbiter first: from then on no region can start another run, and
+            # a region that took the lease over makes this fail (we write nothing).
+            if self._arbiter is not None and not self._arbiter.complete(report_id, owner=owner):
+                raise LeaseLost(f"report {report_id}: another region holds its lease now")
             ended = _ended(current, state, self._clock(), ttl_seconds=ttl_seconds).with_(
                 result=result,
                 error_reason=bounded(error[0]) if error else "",
@@ -372,6 +460,8 @@ class ReportStore:
                 and (current.lease_until_ms or 0) > now
             ):
                 return None
+            if self._arbitrate_end(task.report_id, owner, 0, current) is not None:
+                return None
             base = current if current is not None else _new_record(task, now)
             failed = _ended(base, State.FAILED, now, ttl_seconds=ttl_seconds).with_(
                 error_reason=bounded(reason), error_message=bounded(message), lease_owner=owner
@@ -379,6 +469,35 @@ class ReportStore:
             stored = self._put(current, failed)
             if stored is not None:
                 return stored
+
+    # --- the arbiter (multi-Region strongly consistent leases) ---------------------------
+
+    def _arbitrate_start(
+        self, report_id: str, owner: str, lease_seconds: float, current: ReportRecord | None
+    ) -> ClaimResult | None:
+        """None when we may write the claim (we hold the arbiter's lease, or there is no
+        arbiter); else what the claim found: another region's live run, or a finished one
+        whose terminal write has not replicated here yet."""
+        if self._arbiter is None:
+            return None
+        grant = self._arbiter.acquire(report_id, owner=owner, lease_seconds=lease_seconds)
+        if grant.held:
+            return None
+        if grant.done:
+            return ClaimResult(Claim.TERMINAL, current)
+        return ClaimResult(Claim.BUSY, current, grant.until_ms or self._clock())
+
+    def _arbitrate_end(
+        self, report_id: str, owner: str, lease_seconds: float, current: ReportRecord | None
+    ) -> ClaimResult | None:
+        """Before a terminal write without a run (cancelled before start, failed unstarted):
+        take the lease and mark the report done at once, so that no other region runs it."""
+        refused = self._arbitrate_start(report_id, owner, max(lease_seconds, 1.0), current)
+        if refused is not None:
+            return refused
+        if self._arbiter is not None and not self._arbiter.complete(report_id, owner=owner):
+            return ClaimResult(Claim.BUSY, current, self._clock())
+        return None
 
     def mark_forwarded(self, task: TaskRecord, *, token: str) -> bool:
         """Mark a heavy report PENDING+forwarded before it goes to the queue. True if this
@@ -396,6 +515,31 @@ class ReportStore:
             stored = self._put(current, base.with_(forwarded=True, lease_owner=token))
             if stored is not None:
                 return True
+
+
+def store_for(settings: Settings, ddb: DynamoDBClient) -> ReportStore:
+    """The workers' store for these settings: with the lease arbiter when the deployment
+    has its table (REPORTGRID_ARBITER_TABLE_NAME), on the same client (an MRSC replica is
+    in this region, like the reports table's)."""
+    arbiter = None
+    if settings.arbiter_table_name:
+        arbiter = LeaseArbiter(ddb, settings.arbiter_table_name)
+    return ReportStore(ddb, settings.table_name, arbiter=arbiter)
+
+
+class _PrefetchedStore(ReportStore):
+    """ReportStore.with_snapshots: the same client, table, clock (and arbiter), and each
+    given snapshot served once."""
+
+    def __init__(self, store: ReportStore, snapshots: Mapping[str, Snapshot]) -> None:
+        self.__dict__.update(store.__dict__)
+        self._snapshots = dict(snapshots)
+        self._snapshots_lock = threading.Lock()  # claims run on several threads
+
+    def read(self, report_id: str) -> Snapshot:
+        with self._snapshots_lock:
+            snapshot = self._snapshots.pop(report_id, None)
+        return snapshot if snapshot is not None else super().read(report_id)
 
 
 def task_ttl(task: TaskRecord) -> int:

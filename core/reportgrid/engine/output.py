@@ -29,16 +29,30 @@ def write_result(
     output_format: pb.OutputFormat.ValueType,
     work_dir: str,
 ) -> GenerateResult:
+    return write_query(con, f"SELECT * FROM {quote(table)}", output_format, work_dir)  # noqa: S608
+
+
+def write_query(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    output_format: pb.OutputFormat.ValueType,
+    work_dir: str,
+) -> GenerateResult:
+    """The rows of `query` (our own SQL) in one output format: one statement, since each
+    costs DuckDB ~0.2 ms of CPU however small (COPY returns the rows it wrote)."""
     output_format = output_format or pb.OUTPUT_FORMAT_CSV
-    row = con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()  # noqa: S608
-    row_count = int(row[0]) if row else 0
     if output_format == pb.OUTPUT_FORMAT_MARKDOWN:
-        cursor = con.execute(f"SELECT * FROM {quote(table)}")  # noqa: S608
+        cursor = con.execute(query)
         names = [d[0] for d in cursor.description or ()]
-        data = markdown_table(names, cursor.fetchall()).encode()
+        rows = cursor.fetchall()
+        data = markdown_table(names, rows).encode()
+        row_count = len(rows)
     else:
         path = os.path.join(work_dir, f"result.{pb.OutputFormat.Name(output_format).lower()}")
-        con.execute(f"COPY {quote(table)} TO {literal(path)} ({_COPY_OPTIONS[output_format]})")
+        written = con.execute(
+            f"COPY ({query}) TO {literal(path)} ({_COPY_OPTIONS[output_format]})"
+        ).fetchone()
+        row_count = int(written[0]) if written else 0
         with open(path, "rb") as f:
             data = f.read()
         os.remove(path)

@@ -94,6 +94,9 @@ class GenerateRequest:
     input: InputData | None = None
     cancel: CancelFlag = field(default_factory=CancelFlag)
     limits: RunLimits = field(default_factory=RunLimits)
+    # The directory holding work_dir that this process's shared DuckDB database may use
+    # (reportgrid/engine/session.py); None: the report gets a database of its own.
+    scratch_root: str | None = None
 
     def check(self) -> None:
         """At stage boundaries: stop when cancelled or past the deadline."""

@@ -56,8 +56,5 @@ def generate(request: GenerateRequest) -> GenerateResult:
         )
     with open_session(request) as con:
         # Only integers from validated params are spliced in.
-        con.execute(
-            f"CREATE TABLE result AS SELECT {', '.join(columns)} FROM range({rows})"  # noqa: S608
-        )
-        request.check()
-        return output.write_result(con, "result", request.output_format, request.work_dir)
+        query = f"SELECT {', '.join(columns)} FROM range({rows})"  # noqa: S608
+        return output.write_query(con, query, request.output_format, request.work_dir)

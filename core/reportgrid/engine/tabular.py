@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import duckdb
 
-from reportgrid.engine import output, schemas
+from reportgrid.engine import input_shape, output, schemas
 from reportgrid.engine.request import GenerateRequest, GenerateResult, InputData
 from reportgrid.engine.session import is_limit_error, open_session
 from reportgrid.engine.sql import (
@@ -68,9 +68,10 @@ def load_input(con: duckdb.DuckDBPyConnection, data: InputData) -> dict[str, str
     fmt = pb.DataFormat.Name(data.format).removeprefix("DATA_FORMAT_")
     if reader is None:
         raise ReportFailure("INPUT_UNREADABLE", f"input format {fmt} is not supported")
+    input_shape.check_columns(data.path, data.format)
     try:
         con.execute(
-            f"CREATE TABLE {quote(INPUT_TABLE)} AS SELECT * FROM "  # noqa: S608
+            f"CREATE TEMP TABLE {quote(INPUT_TABLE)} AS SELECT * FROM "  # noqa: S608
             + reader.format(path=literal(data.path))
         )
     except duckdb.Error as err:
@@ -79,7 +80,9 @@ def load_input(con: duckdb.DuckDBPyConnection, data: InputData) -> dict[str, str
         raise ReportFailure(
             "INPUT_UNREADABLE", f"the input is not readable as {fmt}: {_summary(err, data.path)}"
         ) from None
-    return describe(con, INPUT_TABLE)
+    columns = describe(con, INPUT_TABLE)
+    input_shape.check_loaded_columns(len(columns))
+    return columns
 
 
 def _summary(err: Exception, path: str) -> str:
@@ -160,7 +163,7 @@ def _prepare_source(
         f"{conversions[c][0]} AS {quote(c)}" if c in conversions else quote(c) for c in columns
     ]
     con.execute(
-        f"CREATE VIEW {quote(SOURCE_VIEW)} AS SELECT {', '.join(selected)} "  # noqa: S608
+        f"CREATE TEMP VIEW {quote(SOURCE_VIEW)} AS SELECT {', '.join(selected)} "  # noqa: S608
         f"FROM {quote(INPUT_TABLE)}"
     )
     return {c: conversions[c][1] if c in conversions else t for c, t in columns.items()}
@@ -352,7 +355,7 @@ def _run(
     con: duckdb.DuckDBPyConnection, sql: str, values: list[Any], params: Mapping[str, Any]
 ) -> None:
     try:
-        con.execute(f"CREATE TABLE {quote(RESULT_TABLE)} AS {sql}", values)
+        con.execute(f"CREATE TEMP TABLE {quote(RESULT_TABLE)} AS {sql}", values)
     except duckdb.InvalidInputException as err:
         overflow = _OVERFLOW.search(str(err))
         if overflow is None:

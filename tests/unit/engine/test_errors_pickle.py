@@ -25,6 +25,7 @@ SAMPLES: dict[type[BaseException], tuple[tuple[Any, ...], dict[str, Any]]] = {
     errors.IllegalTransition: (("report r-1", "RUNNING", "PENDING"), {}),
     errors.Conflict: (("raced",), {}),
     errors.Unauthenticated: (("no key",), {}),
+    errors.PermissionDenied: (("tenant disabled",), {}),
     errors.ResourceExhausted: (("slow down",), {"retry_after": 2.5, "subject": "tenant"}),
     errors.Unavailable: (("later",), {"retry_after": 3.0}),
     errors.DeadlineExceeded: (("too late",), {}),

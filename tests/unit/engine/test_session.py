@@ -3,6 +3,8 @@ real generators on real DuckDB, given a request as the runtime builds it."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from reportgrid.engine import session, synthetic_gen, tabular
+from reportgrid.engine import input_shape, session, synthetic_gen, tabular
 from reportgrid.engine.exceptions import Cancelled
 from reportgrid.engine.request import (
     RESOURCE_LIMIT,
@@ -22,7 +24,7 @@ from reportgrid.engine.request import (
     RunLimits,
 )
 from reportgrid.errors import ReportFailure
-from reportgrid.limits import MAX_ERROR_MESSAGE_BYTES, MAX_LISTED_COLUMNS
+from reportgrid.limits import MAX_ERROR_MESSAGE_BYTES, MAX_INPUT_COLUMNS, MAX_LISTED_COLUMNS
 from reportgrid.v1 import reports_pb2 as pb
 
 MIB = 1024 * 1024
@@ -233,3 +235,123 @@ def test_an_integer_sum_in_range_is_exact(tmp_path: Path) -> None:
     )
     result = _summary(request)
     assert result.data.decode().splitlines()[1] == str(2 * big - 6)
+
+
+# --- issue 22: one database per process, a cursor per report ------------------------------
+
+
+def _shared_request(root: Path, name: str, params: dict[str, Any], **kwargs: Any) -> Any:
+    work = root / name
+    work.mkdir()
+    return dataclasses.replace(_request(work, params, **kwargs), scratch_root=str(root))
+
+
+def test_reports_with_a_scratch_root_share_one_database_but_not_their_tables(
+    tmp_path: Path,
+) -> None:
+    limits = RunLimits(memory_limit_bytes=128 * MIB, threads=1, temp_directory_bytes=64 * MIB)
+    first = _shared_request(tmp_path, "a", {}, limits=limits)
+    second = _shared_request(tmp_path, "b", {}, limits=limits)
+    opened = session.SHARED.opened
+    with session.open_session(first) as a, session.open_session(second) as b:
+        a.execute("CREATE TEMP TABLE mine AS SELECT 1 AS v")
+        # Another report's cursor sees none of its tables, and loads its own input
+        with pytest.raises(duckdb.CatalogException):
+            b.execute("SELECT * FROM mine")
+        for con, request in ((a, first), (b, second)):
+            data = InputData(pb.DATA_FORMAT_CSV, _write(Path(request.work_dir), b"a\n1\n"))
+            assert tabular.load_input(con, data) == {"a": "BIGINT"}
+    assert session.SHARED.opened == opened + 1
+    # And its objects are gone with its cursor
+    with session.open_session(first) as again, pytest.raises(duckdb.CatalogException):
+        again.execute("SELECT * FROM mine")
+    assert session.SHARED.opened == opened + 1
+
+
+def test_a_shared_database_reads_its_input_but_no_other_file_and_stays_locked(
+    tmp_path: Path,
+) -> None:
+    limits = RunLimits(memory_limit_bytes=128 * MIB, threads=1, temp_directory_bytes=64 * MIB)
+    (tmp_path / "root").mkdir()
+    request = _shared_request(tmp_path / "root", "r", {}, limits=limits)
+    data = InputData(pb.DATA_FORMAT_CSV, _write(Path(request.work_dir), b"a\n1\n"))
+    with session.open_session(request) as con:
+        assert tabular.load_input(con, data) == {"a": "BIGINT"}
+        for query in (
+            "SELECT * FROM read_csv('/etc/passwd')",
+            f"COPY input TO '{tmp_path}/out.csv'",
+        ):
+            with pytest.raises(duckdb.PermissionException):
+                con.execute(query)
+        for statement in (
+            "SET enable_external_access = true",
+            "SET memory_limit = '100GB'",
+            "SET GLOBAL threads = 8",
+            "SET TimeZone = 'Europe/Paris'",
+        ):
+            with pytest.raises(duckdb.InvalidInputException, match="locked"):
+                con.execute(statement)
+        row = con.execute(
+            "SELECT current_setting('threads'), current_setting('TimeZone')"
+        ).fetchone()
+    assert row == (1, "UTC")
+
+
+def test_one_watchdog_thread_interrupts_a_shared_cursor_past_its_deadline(
+    tmp_path: Path,
+) -> None:
+    for name in ("a", "b", "c"):
+        with session.open_session(
+            _shared_request(tmp_path, name, {}, limits=RunLimits(deadline=time.time() + 60))
+        ) as con:
+            con.execute("SELECT 1")
+    limits = RunLimits(deadline=time.time() + 0.3, time_limit_seconds=0.3)
+    started = time.monotonic()
+    with (
+        pytest.raises(ReportFailure) as caught,
+        session.open_session(_shared_request(tmp_path, "slow", {}, limits=limits)) as con,
+    ):
+        con.execute("SELECT count(*) FROM range(100000000000) a")
+    assert caught.value.reason == TIME_LIMIT_EXCEEDED
+    assert time.monotonic() - started < 3
+    watchdogs = [t for t in threading.enumerate() if t.name == "duckdb-watchdog"]
+    assert len(watchdogs) == 1
+
+
+# --- issue 22: an input's columns are counted before DuckDB reads it ----------------------
+
+
+def test_a_csv_wider_than_the_limit_fails_before_duckdb_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    columns = MAX_INPUT_COLUMNS + 1
+    header = ";".join(f"c{i}" for i in range(columns)).encode()
+    request = _request(
+        tmp_path,
+        {"group_by": ["c0"], "aggregates": [{"op": "count"}]},
+        csv=header + b"\n" + b";".join(b"1" for _ in range(columns)) + b"\n",
+    )
+
+    def no_read(*_: Any) -> str:
+        raise AssertionError("the statement that reads the input was built")
+
+    monkeypatch.setattr(tabular, "quote", no_read)
+    with pytest.raises(ReportFailure) as caught:
+        _summary(request)
+    assert caught.value.reason == "INPUT_TOO_LARGE"
+    assert f"{columns} columns" in caught.value.message
+    assert f"at most {MAX_INPUT_COLUMNS} columns (limit MAX_INPUT_COLUMNS)" in caught.value.message
+
+
+def test_json_records_are_counted_by_their_keys(tmp_path: Path) -> None:
+    wide = tmp_path / "wide.json"
+    keys = MAX_INPUT_COLUMNS + 5
+    records = [{f"k{i}": 1 for i in range(start, keys, 2)} for start in (0, 1)]
+    wide.write_text(json.dumps(records))
+    assert input_shape.count_columns(str(wide), pb.DATA_FORMAT_JSON) == keys
+    lines = tmp_path / "narrow.json"
+    lines.write_text('{"a": 1, "b": "x,y;z"}\n{"a": 2, "c": null}\n')
+    assert input_shape.count_columns(str(lines), pb.DATA_FORMAT_JSON) == 3
+    csv = tmp_path / "quoted.csv"
+    csv.write_text('"a,b",c\n1,2\n')
+    assert input_shape.count_columns(str(csv), pb.DATA_FORMAT_CSV) == 2

@@ -15,7 +15,7 @@ from functions.process import configure_logging, settings_or_exit, stop_on_signa
 from functions.queue_worker.pool import GeneratorPool
 from functions.queue_worker.worker import QueueWorker
 from functions.runner import Runner, Services
-from functions.store import ReportStore
+from functions.store import store_for
 from reportgrid import resources
 
 log = logging.getLogger("functions.queue_worker")
@@ -29,7 +29,7 @@ def main() -> int:
     pool = GeneratorPool(settings.worker_concurrency)
     services = Services(
         settings=settings,
-        store=ReportStore(client("dynamodb", settings), settings.table_name),
+        store=store_for(settings, client("dynamodb", settings)),
         s3=client("s3", settings),
         notifier=Notifier(settings.redis_url),
     )

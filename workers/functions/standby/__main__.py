@@ -12,7 +12,7 @@ from functions.process import configure_logging, settings_or_exit, stop_on_signa
 from functions.runner import Runner, Services
 from functions.standby.heartbeat import RegionHeartbeat, last_beat_ms
 from functions.standby.worker import StandbyWorker
-from functions.store import ReportStore
+from functions.store import store_for
 
 log = logging.getLogger("functions.standby")
 
@@ -26,7 +26,7 @@ def main() -> int:
     ddb = client("dynamodb", settings)
     services = Services(
         settings=settings,
-        store=ReportStore(ddb, settings.table_name),
+        store=store_for(settings, ddb),
         s3=client("s3", settings),
         notifier=Notifier(settings.redis_url),
     )

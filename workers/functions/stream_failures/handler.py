@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.clients import client
-from functions.store import ReportStore
+from functions.store import ReportStore, store_for
 from functions.stream_failures.redrive import parse_failure_record, redrive
 from reportgrid import resources
 from reportgrid.errors import SettingsError
@@ -71,7 +71,7 @@ def dependencies() -> Dependencies:
         _dependencies = Dependencies(
             kinesis=client("kinesis", settings),
             sqs=client("sqs", settings),
-            store=ReportStore(client("dynamodb", settings), settings.table_name),
+            store=store_for(settings, client("dynamodb", settings)),
             heavy_queue_url=settings.heavy_queue_url,
         )
     return _dependencies

@@ -1,8 +1,10 @@
 """Lambda handler for the Kinesis task stream.
 
 Light reports run here; heavy ones (KindSpec.cost_for the input) are forwarded to the SQS
-queue first, in batches. Each record then succeeds or fails alone (Powertools
-BatchProcessor, failures reported by sequence number):
+queue first, in batches. The light ones of the batch then run together
+(functions.runner.Runner.run_batch: batched reads, claims and terminal writes in flight
+together, one DuckDB database and one heartbeat for all), and each record succeeds or fails
+alone (Powertools BatchProcessor, failures reported by sequence number):
 - transient trouble (throttling, timeouts, 5xx) fails the record, so Lambda retries it;
 - a poison record (undecodable) is counted and skipped, and a bad request ends its report
   FAILED: neither ever blocks the shard;
@@ -42,7 +44,7 @@ from functions.runner import (
     Services,
     is_transient_error,
 )
-from functions.store import ReportStore
+from functions.store import store_for
 from functions.stream_worker.forward import forward
 from reportgrid import resources, tasks, validation
 from reportgrid.engine.registry import CostClass
@@ -93,7 +95,7 @@ def dependencies() -> Dependencies:
         settings = get_settings()
         services = Services(
             settings=settings,
-            store=ReportStore(client("dynamodb", settings), settings.table_name),
+            store=store_for(settings, client("dynamodb", settings)),
             s3=client("s3", settings),
             notifier=Notifier(settings.redis_url),
         )
@@ -154,6 +156,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 queue_url=deps.heavy_queue_url,
             )
             metrics.add_metric("TasksForwarded", MetricUnit.Count, len(heavy) - len(forward_failed))
+    light = _run_light_batch(event, heavy, deps)
 
     def record_handler(record: KinesisStreamRecord) -> str:
         seq = record.kinesis.sequence_number
@@ -161,7 +164,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             if seq in forward_failed:
                 raise RetryRecord(f"forwarding {heavy[seq].report_id} failed")
             return "forwarded"
-        return _run_light(record, deps, remaining=context.get_remaining_time_in_millis)
+        return _light_outcome(seq, light[seq], deps, remaining=context.get_remaining_time_in_millis)
 
     response: dict[str, Any] = dict(
         process_partial_response(
@@ -171,21 +174,52 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return response
 
 
-def _run_light(
-    record: KinesisStreamRecord, deps: Dependencies, *, remaining: Callable[[], int]
+# What the batch run left for one light record: its task and outcome, or why it has none.
+_Light = tuple[TaskRecord, RunResult | BaseException] | tasks.UndecodableTask
+
+
+def _run_light_batch(
+    event: dict[str, Any], heavy: dict[str, TaskRecord], deps: Dependencies
+) -> dict[str, _Light]:
+    """Decode the light records and run their tasks together (Runner.run_batch: batched
+    reads, claims and terminal writes in flight together, one heartbeat); the record
+    handler then reports each record's outcome alone."""
+    decoded: dict[str, _Light] = {}
+    todo: list[tuple[str, TaskRecord]] = []
+    for raw in event.get("Records", []):
+        record = KinesisStreamRecord(raw)
+        seq = record.kinesis.sequence_number
+        if seq in heavy:
+            continue
+        try:
+            todo.append((seq, _decode(record)))
+        except tasks.UndecodableTask as err:
+            decoded[seq] = err
+    outcomes = deps.runner.run_batch([task for _, task in todo]) if todo else []
+    for (seq, task), outcome in zip(todo, outcomes, strict=True):
+        decoded[seq] = (task, outcome)
+    return decoded
+
+
+def _light_outcome(
+    seq: str, light: _Light, deps: Dependencies, *, remaining: Callable[[], int]
 ) -> str:
-    try:
-        task = _decode(record)
-    except tasks.UndecodableTask as err:
-        metrics.add_metric("PoisonRecords", MetricUnit.Count, 1)
+    if isinstance(light, tasks.UndecodableTask):
+        metrics.add_metric(resources.METRIC.POISON_RECORDS, MetricUnit.Count, 1)
         logger.error(
             "skipping an undecodable task record",
-            extra={"sequence_number": record.kinesis.sequence_number, "reason": str(err)},
+            extra={"sequence_number": seq, "reason": str(light)},
         )
         return "poison"
+    task, outcome = light
     logger.append_keys(report_id=task.report_id)
     try:
-        result = _run_when_free(task, deps, remaining)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome.outcome is Outcome.BUSY:
+            outcome = _run_when_free(task, deps, remaining, first=outcome)
+    except RetryRecord:
+        raise  # the holder's lease outlives this invocation: Lambda delivers it again
     except Exception as err:
         if is_transient_error(err):
             raise RetryRecord(f"transient failure running {task.report_id}") from err
@@ -193,25 +227,41 @@ def _run_light(
         logger.exception("report run failed unexpectedly")
         metrics.add_metric(resources.METRIC.REPORTS_FAILED, MetricUnit.Count, 1)
         deps.runner.fail_permanently(task, reason=WORKER_ERROR, message=WORKER_ERROR_MESSAGE)
+        _record_time_to_terminal(task)
         return "failed"
     finally:
         logger.remove_keys(["report_id"])
-    _record_metrics(result.outcome, result.duration_ms)
-    return result.outcome.value
+    _record_metrics(outcome.outcome, outcome.duration_ms)
+    if outcome.outcome in _TERMINAL:
+        _record_time_to_terminal(task)
+    return outcome.outcome.value
 
 
-def _run_when_free(task: TaskRecord, deps: Dependencies, remaining: Callable[[], int]) -> RunResult:
-    """Run the task; while another run holds a live lease, wait for it to run out (it is
-    renewed by a live holder, so only a dead one's lease ends) as long as this invocation
-    has the time, else retry the record later."""
+def _run_when_free(
+    task: TaskRecord, deps: Dependencies, remaining: Callable[[], int], *, first: RunResult
+) -> RunResult:
+    """After a BUSY run: while another run holds a live lease, wait for it to run out (it
+    is renewed by a live holder, so only a dead one's lease ends) as long as this
+    invocation has the time, then run the task again; else retry the record later."""
+    result = first
     while True:
-        result = deps.runner.run(task)
         if result.outcome is not Outcome.BUSY:
             return result
         wait = result.retry_after_seconds + 0.1
         if wait > remaining() / 1000 - _BUSY_MARGIN_SECONDS:
             raise RetryRecord(f"{task.report_id} is held by another run")
         time.sleep(wait)
+        result = deps.runner.run(task)
+
+
+_TERMINAL = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
+
+
+def _record_time_to_terminal(task: TaskRecord) -> None:
+    """Acceptance at the edge to the terminal write: the light time-to-terminal SLO reads
+    it (cdk/slo.py)."""
+    waited = int(time.time() * 1000) - task.accept_time.ToMilliseconds()
+    metrics.add_metric(resources.METRIC.TIME_TO_TERMINAL, MetricUnit.Milliseconds, max(0, waited))
 
 
 def _record_metrics(outcome: Outcome, duration_ms: int) -> None:
