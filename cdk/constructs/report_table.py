@@ -1,4 +1,5 @@
-"""The reports table: a DynamoDB global table (TableV2) with a replica in every region."""
+"""The reports table: a DynamoDB global table (TableV2) with a replica in every region; and
+the lease arbiter's multi-Region strongly consistent table, when the regions allow one."""
 
 from __future__ import annotations
 
@@ -56,6 +57,42 @@ class ReportTable(Construct):
                     contributor_insights_specification=insights,
                     deletion_protection=True,
                 )
+                for region in replica_regions
+            ],
+        )
+
+
+class LeaseTable(Construct):
+    """The lease arbiter's table (functions/arbiter.py): a multi-Region strongly consistent
+    global table, so that a conditional claim is checked against the latest write in every
+    region. Declared in the primary region with the other regions as replicas (and, with two
+    regions, a witness). No TTL (MRSC offers none): an item per report ever claimed, ~100
+    bytes. (CDK adds the stream a replicated TableV2 always gets; nothing reads it.)"""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        replica_regions: Sequence[str],
+        witness_region: str | None,
+    ) -> None:
+        super().__init__(scope, id_)
+        self.table = dynamodb.TableV2(
+            self,
+            "Table",
+            table_name=r.ARBITER_TABLE_NAME,
+            partition_key=dynamodb.Attribute(
+                name=r.PARTITION_KEY, type=dynamodb.AttributeType.STRING
+            ),
+            billing=dynamodb.Billing.on_demand(),
+            encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
+            multi_region_consistency=dynamodb.MultiRegionConsistency.STRONG,
+            witness_region=witness_region,
+            deletion_protection=True,
+            removal_policy=RemovalPolicy.RETAIN,
+            replicas=[
+                dynamodb.ReplicaTableProps(region=region, deletion_protection=True)
                 for region in replica_regions
             ],
         )

@@ -22,7 +22,7 @@ from cdk.constructs.service_cluster import ServiceCluster
 from cdk.constructs.task_mirror import TaskMirror
 from cdk.stacks.region.canary import SyntheticCanary
 from cdk.stacks.region.edge import Edge
-from cdk.stacks.region.multi_region import MultiRegion, Peer
+from cdk.stacks.region.multi_region import LeaseArbitration, MultiRegion, Peer
 from cdk.stacks.region.rollout import Rollout
 from cdk.stacks.region.storage import RegionalStorage
 from cdk.stacks.region.workers import Workers
@@ -77,6 +77,8 @@ class RegionalStack(Stack):
             code=code,
             project_dir=project_dir,
         )
+        if config.lease_arbiter is not None:
+            LeaseArbitration(self, workers=self.workers)
         self.multi_region = (
             MultiRegion(self, config=config, peer=peer, storage=storage, code=code)
             if peer is not None

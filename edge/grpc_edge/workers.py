@@ -53,7 +53,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="port (default: REPORTGRID_EDGE_PORT, else 50051; 0 picks a free one)",
     )
-    parser.add_argument("--host", default="[::]", help="address to bind (default: all)")
+    parser.add_argument(
+        "--host", default=None, help="address to bind (default: REPORTGRID_EDGE_HOST, else all)"
+    )
     parser.add_argument(
         "--drain-delay",
         type=float,
@@ -78,11 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     workers = args.workers or settings.edge_workers
     port = settings.edge_port if args.port is None else args.port
+    host = settings.edge_host if args.host is None else args.host
     if workers == 1:
-        return run_child(settings, args.host, port, args.drain_delay, ready_fd=None)
+        return run_child(settings, host, port, args.drain_delay, ready_fd=None)
     if port == 0:
-        port = _free_port(args.host)
-    return Supervisor(settings, args.host, port, args.drain_delay, workers).run()
+        port = _free_port(host)
+    return Supervisor(settings, host, port, args.drain_delay, workers).run()
 
 
 def _free_port(host: str) -> int:

@@ -11,9 +11,10 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from cdk.config import parse_config
+from cdk.config import ConfigError, DeployConfig, LeaseArbiterConfig, parse_config
 from cdk.constructs import stream_failure_drain, task_mirror
 from cdk.constructs.queue_worker import STANDBY_COMMAND, WORKER_COMMAND
+from cdk.constructs.report_table import LeaseTable
 from cdk.constructs.stream_worker import HANDLER as STREAM_WORKER_HANDLER
 from cdk.deployment import build_deployment
 from reportgrid import resources as r
@@ -389,3 +390,75 @@ def test_edge_may_delete_results_only_under_the_results_prefix(synth: Synthesize
         )
         assert all(f"/{r.RESULTS_KEY_PREFIX}*" in res for res in deletable)
         assert any(f":s3:::{replica}" in res for res in allowed(statements, "s3:List*"))
+
+
+# ----------------------------------------------------------------- the lease arbiter
+
+
+def _arbiter_config(regions: list[str], value: object) -> DeployConfig:
+    return parse_config(
+        (
+            context()
+            | {
+                "reportgrid:regions": regions,
+                "reportgrid:certificateArns": {},
+                "reportgrid:hostedZoneId": "Z1",
+                "reportgrid:hostedZoneName": "example.com",
+                "reportgrid:domainName": "api.example.com",
+                "reportgrid:trafficDials": {},
+                "reportgrid:leaseArbiter": value,
+            }
+        ).get
+    )
+
+
+def test_the_lease_arbiter_is_off_unless_asked_for() -> None:
+    assert _arbiter_config(["eu-west-1", "us-east-1"], None).lease_arbiter is None
+    assert _arbiter_config(["eu-west-1", "us-east-1"], False).lease_arbiter is None
+
+
+def test_the_lease_arbiter_takes_regions_of_one_mrsc_set_only() -> None:
+    # Two regions: a witness from their set, picked or given
+    picked = _arbiter_config(["us-east-1", "us-west-2"], True).lease_arbiter
+    assert picked == LeaseArbiterConfig(("us-east-1", "us-west-2"), "us-east-2")
+    given = _arbiter_config(["eu-west-1", "eu-central-1"], {"witnessRegion": "eu-west-3"})
+    assert given.lease_arbiter == LeaseArbiterConfig(("eu-west-1", "eu-central-1"), "eu-west-3")
+    # Three regions: three replicas, no witness
+    three = _arbiter_config(["ap-northeast-1", "ap-northeast-2", "ap-northeast-3"], "true")
+    assert three.lease_arbiter is not None
+    assert three.lease_arbiter.witness_region is None
+    # Regions in different sets (the default pair), a witness elsewhere, or too many: refused
+    bad: list[tuple[list[str], object, str]] = [
+        (["eu-west-1", "us-east-1"], True, "not all in one MRSC region set"),
+        (["us-east-1", "us-east-2"], {"witnessRegion": "eu-west-1"}, "another region"),
+        (["us-east-1", "us-east-2"], {"witnessRegion": "us-east-1"}, "another region"),
+        (["us-east-1", "us-east-2", "us-west-2"], {"witnessRegion": "x"}, "no witness"),
+        (["eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1"], True, "three replicas"),
+        (["us-east-1", "us-east-2"], "yes", "give true, false"),
+    ]
+    for regions, value, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            _arbiter_config(regions, value)
+
+
+def test_the_lease_table_is_strongly_consistent_across_its_regions() -> None:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Leases", env=cdk.Environment(account=ACCOUNT, region="us-east-1"))
+    LeaseTable(stack, "Leases", replica_regions=["us-west-2"], witness_region="us-east-2")
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::DynamoDB::GlobalTable",
+        {
+            "TableName": r.ARBITER_TABLE_NAME,
+            "MultiRegionConsistency": "STRONG",
+            "GlobalTableWitnesses": [{"Region": "us-east-2"}],
+            "Replicas": Match.array_with(
+                [
+                    Match.object_like({"Region": "us-west-2"}),
+                    Match.object_like({"Region": "us-east-1"}),
+                ]
+            ),
+            # MRSC tables take no TTL
+            "TimeToLiveSpecification": Match.absent(),
+        },
+    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from aws_cdk import Aws
 from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
@@ -18,9 +19,12 @@ from cdk.config import DeployConfig
 from cdk.constructs.monitoring import FIVE_MINUTES, ONE_MINUTE, AlarmSpec, Signals
 from cdk.constructs.task_mirror import TaskMirror
 from cdk.stacks.region.storage import RegionalStorage
+from cdk.stacks.region.workers import Workers
 from reportgrid import resources as r
 
 E = r.ENV
+# What functions/arbiter.py calls: conditional puts and updates, strongly consistent gets.
+LEASE_ACTIONS = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,3 +132,21 @@ class MultiRegion:
                 ]
             ],
         )
+
+
+class LeaseArbitration:
+    """Every process that claims or ends reports (stream worker, stream-failure drain, queue
+    worker, standby worker) claims through the lease arbiter's MRSC table: its name in the
+    environment (functions.store.store_for) and the three calls on it. The data stack
+    declares the table (cdk/constructs/report_table.py LeaseTable) when
+    `config.lease_arbiter` is set; this region's replica has the same name."""
+
+    def __init__(self, scope: Construct, *, workers: Workers) -> None:
+        table = dynamodb.TableV2.from_table_name(scope, "LeaseTable", r.ARBITER_TABLE_NAME)
+        functions = (workers.stream_worker.function, workers.failure_drain.function)
+        for function in functions:
+            function.add_environment(E.ARBITER_TABLE_NAME, r.ARBITER_TABLE_NAME)
+            table.grant(function, *LEASE_ACTIONS)
+        for service in (workers.queue_worker, workers.standby_worker):
+            service.container.add_environment(E.ARBITER_TABLE_NAME, r.ARBITER_TABLE_NAME)
+            table.grant(service.task_role, *LEASE_ACTIONS)

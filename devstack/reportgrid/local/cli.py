@@ -82,6 +82,12 @@ def dev(
     raise typer.Exit(code)
 
 
+@drill_app.callback()
+def drills() -> None:
+    """Fault drills against local regions (a callback, so that even a single drill is a
+    subcommand: `reportgrid-drill region-loss`, as documented)."""
+
+
 @drill_app.command("region-loss")
 def drill_region_loss(
     regions: Annotated[
@@ -99,6 +105,23 @@ def drill_region_loss(
     latency_samples: Annotated[
         int, typer.Option("--latency-samples", min=0, help="Submits per durability timed.")
     ] = 100,
+    replication_lag: Annotated[
+        float,
+        typer.Option(
+            "--replication-lag", min=0.0, help="Seconds the table replicator delays each change."
+        ),
+    ] = 0.2,
+    margin: Annotated[
+        float, typer.Option("--margin", min=0.0, help="The standby's margin, seconds.")
+    ] = 1.0,
+    lease_arbiter: Annotated[
+        bool,
+        typer.Option(
+            "--lease-arbiter",
+            help="Claim through the lease arbiter (regions of one MRSC set, e.g. "
+            "us-east-1,us-east-2).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Lose region A under load (SIGKILL) and measure: acknowledged reports completed,
@@ -117,6 +140,9 @@ def drill_region_loss(
         after_kill_seconds=after,
         durability=levels[durability],
         latency_samples=latency_samples,
+        replication_lag_seconds=replication_lag,
+        margin_seconds=margin,
+        arbiter=lease_arbiter,
     )
     try:
         figures = run_region_loss(options, sys.stderr if as_json else sys.stdout)

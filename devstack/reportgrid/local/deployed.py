@@ -92,12 +92,17 @@ def cached(kind: str, key: str, build: Callable[[Path], object]) -> Path:
     return entry
 
 
-def local_context(regions: tuple[str, ...]) -> dict[str, Any]:
-    """cdk.json's context with the local account, regions and input buckets."""
+def local_context(regions: tuple[str, ...], *, lease_arbiter: bool = False) -> dict[str, Any]:
+    """cdk.json's context with the local account, regions and input buckets (and, with
+    `lease_arbiter`, the MRSC lease table of docs/MULTI_REGION.md)."""
     context: dict[str, Any] = json.loads((PROJECT_DIR / "cdk.json").read_text())["context"]
     if len(regions) == 1:
         regions = (regions[0], DEFAULT_PEER.get(regions[0], "us-east-1"))
+    # cdk.json's dials name its own regions; a drill on another pair keeps only theirs.
+    dials = context.get("reportgrid:trafficDials", {})
     return context | {
+        "reportgrid:trafficDials": {r: dial for r, dial in dials.items() if r in regions},
+        **({"reportgrid:leaseArbiter": True} if lease_arbiter else {}),
         "reportgrid:account": LOCAL_ACCOUNT,
         "reportgrid:regions": list(regions),
         "reportgrid:inputBuckets": [local_input_bucket(r) for r in regions],
@@ -107,10 +112,10 @@ def local_context(regions: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def synthesize(regions: tuple[str, ...]) -> Path:
+def synthesize(regions: tuple[str, ...], *, lease_arbiter: bool = False) -> Path:
     """The app synthesized with the local context, Lambda assets bundled (uv, no Docker),
     from the cache when nothing it is made from changed."""
-    context = local_context(regions)
+    context = local_context(regions, lease_arbiter=lease_arbiter)
     text = json.dumps(context, sort_keys=True)
     return cached("cdk.out", inputs_digest(text), lambda outdir: _synth(outdir, context))
 

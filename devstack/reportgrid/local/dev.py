@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -46,6 +46,9 @@ from reportgrid.local.servers import (
     port_is_free,
 )
 from reportgrid.local.state import StateDir, restore_snapshot, save_snapshot
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 DEV_TENANT: Final = "dev"
 READY_TIMEOUT_SECONDS: Final = 90.0
@@ -78,6 +81,10 @@ class DevOptions:
     replication_lag_seconds: float = 0.0
     # Extra settings for every process (the drill shortens leases and the grace).
     extra_env: tuple[tuple[str, str], ...] = ()
+    # Claims on the lease arbiter (`--lease-arbiter`): the stack synthesized with
+    # reportgrid:leaseArbiter, its table one item store in every region (moto_main
+    # --shared-table: the local MRSC table). Needs regions of one MRSC set.
+    lease_arbiter: bool = False
 
 
 class DevError(Exception):
@@ -481,6 +488,26 @@ def run(options: DevOptions) -> int:
 
 # -- two regions on one machine (`reportgrid-dev --regions a,b`) ----------------------------
 
+
+def arbitrated(deployment: LocalDeployment) -> bool:
+    """Whether the region's workers claim through the lease arbiter (the template says so)."""
+    try:
+        standby = deployment.container("standby")
+    except DeploymentError:
+        return False
+    return bool(standby.env.get(resources.ENV.ARBITER_TABLE_NAME))
+
+
+def create_lease_table(ddb: DynamoDBClient, table_name: str = resources.ARBITER_TABLE_NAME) -> None:
+    """This region's replica of the lease arbiter's table (cdk LeaseTable: its key only)."""
+    ddb.create_table(
+        TableName=table_name,
+        AttributeDefinitions=[{"AttributeName": resources.PARTITION_KEY, "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": resources.PARTITION_KEY, "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
 REGION_LETTERS: Final = "ab"
 
 
@@ -531,16 +558,21 @@ class MultiRegionSupervisor(Supervisor):
         opts = self.options
         self.check_ports()
         self.state.prepare(persist=False)
-        self.moto = MotoServer(opts.moto_port or None, self.state.logs / "moto.log").start()
+        shared = (resources.ARBITER_TABLE_NAME,) if opts.lease_arbiter else ()
+        self.moto = MotoServer(
+            opts.moto_port or None, self.state.logs / "moto.log", shared_tables=shared
+        ).start()
         endpoint = self.moto.endpoint_url
         self.say(f"started moto server on {endpoint} (serving {', '.join(opts.regions)})")
         made = {r: create_region(r, endpoint, shards=opts.shards) for r in opts.regions}
+        for region in opts.regions if opts.lease_arbiter else ():
+            create_lease_table(client("dynamodb", region, endpoint))
         secret = self.state.id_secret(persist=False)
         self.api_key = self.state.api_key(persist=False)
         env_names = resources.ENV
         self.say("synthesizing the deployment (cached while its sources do not change) ...")
         try:
-            assembly = synthesize(opts.regions)
+            assembly = synthesize(opts.regions, lease_arbiter=opts.lease_arbiter)
             images = build_images()
         except DeploymentError as error:
             raise DevError(str(error)) from None
@@ -562,6 +594,11 @@ class MultiRegionSupervisor(Supervisor):
                 )
             except DeploymentError as error:
                 raise DevError(str(error)) from None
+            if opts.lease_arbiter and not arbitrated(deployment):
+                raise DevError(
+                    f"the synthesized stack of {region} claims without the lease arbiter: "
+                    "synthesize with reportgrid:leaseArbiter (docs/MULTI_REGION.md)"
+                )
             self.runs[region] = RegionRun(
                 region, letter, opts.edge_port + index, made[region], redis, env, deployment
             )

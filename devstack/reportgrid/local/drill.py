@@ -10,8 +10,19 @@ grace. The drill then
 4. restarts region A and waits until its backlog (the task-log records it had not
    processed, the mirror's too) is worked off and both regions' tables agree.
 
-"Produced twice" is counted from both tables' change streams: a report whose SUCCEEDED
-item was written by two different workers (lease owners) ran twice to completion.
+"Produced twice" is counted from both tables' change streams: a report whose terminal item
+was written by two different workers (lease owners) ran twice to completion. The drill also
+counts what a user could see twice: distinct result contents per report (both results
+buckets, every version) and distinct terminal states.
+
+Its verdict is the guarantee that holds under the conditions it measured, not a constant
+(docs/MULTI_REGION.md "What is guaranteed"): the replicator records the lag every item
+actually got, and
+- with the lease arbiter (an MRSC table; locally a table every region shares): exactly
+  once, whatever the lag;
+- without it, exactly once only when the largest lag measured is at most margin / 2 (the
+  standby's margin covers a round trip of replication); above that, at most the reports
+  the standby claimed can run twice, and each still ends with one state and one result.
 """
 
 from __future__ import annotations
@@ -29,16 +40,20 @@ from typing import IO, Any, Final
 
 from reportgrid import resources
 from reportgrid.client import ReportClient
-from reportgrid.local.bootstrap import client
+from reportgrid.local.bootstrap import LOCAL_ACCOUNT, client
 from reportgrid.local.dev import DevError, DevOptions, MultiRegionSupervisor
 from reportgrid.local.event_sources import checkpoint_dir
 from reportgrid.local.kinesis_runner import CHECKPOINT_FILE
-from reportgrid.local.servers import free_port, port_is_free
+from reportgrid.local.replicator import LagSummary
+from reportgrid.local.servers import PortInUse, ServerError, free_port, port_is_free
 from reportgrid.v1 import reports_pb2 as pb
 
 DEFAULT_REGIONS: Final = ("us-east-1", "eu-west-1")
 KIND: Final = "synthetic"
 _TERMINAL: Final = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "EXPIRED"})
+# The edges' ports are picked free and bound later by the edge processes: another process
+# can take one in between. Starting again on new ports is the cure.
+START_ATTEMPTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +72,9 @@ class DrillOptions:
     replication_lag_seconds: float = 0.2
     report_cpu_ms: int = 300  # slower than one stream worker at 5/s: A has work in flight
     settle_timeout_seconds: float = 60.0
+    # Claims and leases on the lease arbiter (an MRSC table in AWS, locally one item store
+    # for every region): exactly once whatever the lag. Needs regions of one MRSC set.
+    arbiter: bool = False
 
 
 @dataclass
@@ -90,14 +108,53 @@ class DrillFigures:
     # Report id -> the workers that completed it, for every report completed twice.
     twice: dict[str, list[str]] = field(default_factory=dict)
     submit_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # What the run measured and what it therefore promises.
+    margin_seconds: float = 0.0
+    arbiter: bool = False
+    lag: LagSummary = field(default_factory=LagSummary)
+    # Reports some standby claimed (wrote RUNNING): the only ones a takeover can run twice.
+    standby_claimed: int = 0
+    # Reports run twice that no standby claimed: the bound's premise broken.
+    twice_unclaimed: int = 0
+    # What a user sees: reports with more than one distinct result (the digests their
+    # terminal writes carried; S3 objects in both buckets, every version) or more than one
+    # terminal state across the two tables.
+    results_differing: int = 0
+    result_versions: int = 0
+    states_differing: int = 0
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether the design promises no double run under the measured conditions."""
+        return self.arbiter or self.lag.max <= self.margin_seconds / 2
+
+    @property
+    def twice_bound(self) -> int:
+        """The most reports the promise allows to run twice."""
+        return 0 if self.exactly_once else self.standby_claimed
+
+    def guarantee(self) -> str:
+        if self.arbiter:
+            return "exactly once (lease arbiter: linearizable claims, any lag)"
+        if self.exactly_once:
+            return (
+                f"exactly once (largest lag {self.lag.max:.2f} s <= margin/2 "
+                f"{self.margin_seconds / 2:.2f} s)"
+            )
+        return (
+            f"at least once, at most {self.standby_claimed} run twice, one visible outcome "
+            f"(largest lag {self.lag.max:.2f} s > margin/2 {self.margin_seconds / 2:.2f} s)"
+        )
 
     @property
     def passed(self) -> bool:
         return (
             self.acknowledged > 0
             and self.completed == self.acknowledged
-            and self.produced_twice == 0
-            and self.produced_twice_after_restart == 0
+            and self.produced_twice_after_restart <= self.twice_bound
+            and self.twice_unclaimed == 0
+            and self.results_differing == 0
+            and self.states_differing == 0
             and self.backlog_reconciled
             and self.tables_agree
         )
@@ -114,7 +171,13 @@ class DrillFigures:
             f"acknowledged reports completed: {self.completed}/{self.acknowledged} "
             f"(ran in {self.ran_in}; {self.taken_over} of A's taken over by B from the "
             f"mirror); not terminal: {self.not_terminal}",
-            f"results produced twice: {self.produced_twice}",
+            f"replication lag measured: p50 {self.lag.p50:.2f} s, p99 {self.lag.p99:.2f} s, "
+            f"max {self.lag.max:.2f} s over {self.lag.items} item writes; margin "
+            f"{self.margin_seconds:.2f} s; lease arbiter {'on' if self.arbiter else 'off'}",
+            f"guarantee under these conditions: {self.guarantee()}",
+            f"results produced twice: {self.produced_twice} (standby claimed "
+            f"{self.standby_claimed}; allowed {self.twice_bound}; run twice but never "
+            f"standby-claimed {self.twice_unclaimed})",
             f"client-visible recovery (kill -> first success through B): "
             f"{self.recovery_seconds:.2f} s; longest submit {self.longest_submit_seconds:.2f} s",
             f"every acknowledged report terminal: {self.all_terminal_seconds:.2f} s after the kill",
@@ -122,6 +185,9 @@ class DrillFigures:
             f"{'reconciled' if self.backlog_reconciled else 'NOT reconciled'}; tables "
             f"{'agree' if self.tables_agree else 'DISAGREE'}; produced twice after restart: "
             f"{self.produced_twice_after_restart}",
+            f"visible outcomes: reports with differing results {self.results_differing} "
+            f"({self.result_versions} result versions written), with differing terminal "
+            f"states {self.states_differing}",
             "PASSED" if self.passed else "FAILED",
         ]
 
@@ -133,6 +199,12 @@ def free_port_pair() -> int:
         if port < 65535 and port_is_free(port + 1):
             return port
     raise DevError("found no two adjacent free ports for the edges")
+
+
+def _port_trouble(error: Exception) -> bool:
+    """A start that failed on a port: taken before we started, or an edge that exited
+    (it exits when it cannot bind)."""
+    return isinstance(error, PortInUse) or str(error).startswith("edge-")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -162,17 +234,66 @@ def _stream_records(endpoint: str, region: str) -> Iterator[dict[str, Any]]:
             iterator = page.get("NextShardIterator")
 
 
-def completions(endpoint: str, regions: tuple[str, ...]) -> dict[str, set[str]]:
-    """Per report, the workers (lease owners) that wrote it SUCCEEDED, in any region. A
-    replicated copy carries its writer's owner, so one run counts once."""
-    owners: dict[str, set[str]] = {}
+@dataclass
+class Writes:
+    """Per report, from both tables' change streams (a replicated copy carries its
+    writer's owner, so one write counts once)."""
+
+    # The workers (lease owners) that wrote it terminal, and the states they wrote.
+    finishers: dict[str, set[str]] = field(default_factory=dict)
+    terminal_states: dict[str, set[str]] = field(default_factory=dict)
+    # The result digests its terminal writes carried (inline or S3 results alike).
+    result_digests: dict[str, set[str]] = field(default_factory=dict)
+    # Reports a standby worker wrote RUNNING (claimed).
+    standby_claimed: set[str] = field(default_factory=set)
+
+    def twice(self) -> dict[str, list[str]]:
+        return {r: sorted(o) for r, o in self.finishers.items() if len(o) > 1}
+
+
+def table_writes(endpoint: str, regions: tuple[str, ...]) -> Writes:
+    writes = Writes()
     for region in regions:
         for record in _stream_records(endpoint, region):
             image = record.get("dynamodb", {}).get("NewImage") or {}
-            if image.get("state", {}).get("S") == "SUCCEEDED":
-                rid = image["report_id"]["S"]
-                owners.setdefault(rid, set()).add(image.get("lease_owner", {}).get("S", "?"))
-    return owners
+            state = image.get("state", {}).get("S")
+            if state is None or "report_id" not in image:
+                continue
+            rid = image["report_id"]["S"]
+            owner = image.get("lease_owner", {}).get("S", "?")
+            if state in _TERMINAL:
+                writes.finishers.setdefault(rid, set()).add(owner)
+                writes.terminal_states.setdefault(rid, set()).add(state)
+                digest = image.get("result_sha256", {}).get("S")
+                if digest:
+                    writes.result_digests.setdefault(rid, set()).add(digest)
+            elif state == "RUNNING" and owner.startswith("standby:"):
+                writes.standby_claimed.add(rid)
+    return writes
+
+
+def completions(endpoint: str, regions: tuple[str, ...]) -> dict[str, set[str]]:
+    """Per report, the workers (lease owners) that wrote it terminal, in any region."""
+    return table_writes(endpoint, regions).finishers
+
+
+def result_contents(
+    endpoint: str, regions: tuple[str, ...], ids: list[str]
+) -> dict[str, list[str]]:
+    """Per report, the ETags (contents) of every version of its result object in every
+    region's results bucket. Results are kept under one key per report, so a double run
+    leaves versions there; one content means the user sees one result."""
+    contents: dict[str, list[str]] = {}
+    by_key = {resources.result_object_key(rid): rid for rid in ids}
+    for region in regions:
+        s3 = client("s3", region, endpoint)
+        bucket = resources.results_bucket_name(LOCAL_ACCOUNT, region)
+        for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+            for version in page.get("Versions", []):
+                rid = by_key.get(version["Key"])
+                if rid is not None:
+                    contents.setdefault(rid, []).append(version.get("ETag", ""))
+    return contents
 
 
 def table_states(endpoint: str, region: str, ids: list[str]) -> dict[str, dict[str, str]]:
@@ -280,31 +401,48 @@ class RegionLossDrill:
             open(os.devnull, "w") as quiet,
         ):
             state_dir = opts.state_dir or Path(scratch)
-            env = resources.ENV
-            supervisor = MultiRegionSupervisor(
-                DevOptions(
-                    edge_port=opts.edge_port or free_port_pair(),
-                    state_dir=state_dir,
-                    regions=opts.regions,
-                    replication_lag_seconds=opts.replication_lag_seconds,
-                    stop_grace_seconds=3.0,
-                    extra_env=(
-                        (env.WORKER_LEASE_SECONDS, str(opts.lease_seconds)),
-                        (env.MIRROR_GRACE_SECONDS, str(opts.grace_seconds)),
-                        (env.STANDBY_MARGIN_SECONDS, str(opts.margin_seconds)),
-                        (env.QUEUE_WAIT_SECONDS, "1"),
-                        (env.LOG_LEVEL, "INFO"),
-                    ),
-                ),
-                console=quiet,
-            )
-            try:
-                self.say(f"starting regions {', '.join(opts.regions)} ...")
-                supervisor.start()
-                self._drill(supervisor)
-            finally:
-                supervisor.shutdown(3.0)
+            self.figures.margin_seconds = opts.margin_seconds
+            self.figures.arbiter = opts.arbiter
+            for attempt in range(1, START_ATTEMPTS + 1):
+                supervisor = self._supervisor(state_dir / f"run-{attempt}", quiet)
+                try:
+                    self.say(f"starting regions {', '.join(opts.regions)} ...")
+                    try:
+                        supervisor.start()
+                    except (DevError, ServerError) as error:
+                        # Only ports we picked may be taken by someone else meanwhile, and
+                        # only a port is worth another try (not a failed synth).
+                        if opts.edge_port or attempt == START_ATTEMPTS or not _port_trouble(error):
+                            raise
+                        self.say(f"start failed ({error}); again on new ports")
+                        continue
+                    self._drill(supervisor)
+                    return self.figures
+                finally:
+                    supervisor.shutdown(3.0)
         return self.figures
+
+    def _supervisor(self, state_dir: Path, console: IO[str]) -> MultiRegionSupervisor:
+        opts = self.options
+        env = resources.ENV
+        return MultiRegionSupervisor(
+            DevOptions(
+                edge_port=opts.edge_port or free_port_pair(),
+                state_dir=state_dir,
+                regions=opts.regions,
+                replication_lag_seconds=opts.replication_lag_seconds,
+                lease_arbiter=opts.arbiter,
+                stop_grace_seconds=3.0,
+                extra_env=(
+                    (env.WORKER_LEASE_SECONDS, str(opts.lease_seconds)),
+                    (env.MIRROR_GRACE_SECONDS, str(opts.grace_seconds)),
+                    (env.STANDBY_MARGIN_SECONDS, str(opts.margin_seconds)),
+                    (env.QUEUE_WAIT_SECONDS, "1"),
+                    (env.LOG_LEVEL, "INFO"),
+                ),
+            ),
+            console=console,
+        )
 
     def _drill(self, sup: MultiRegionSupervisor) -> None:
         opts = self.options
@@ -379,9 +517,7 @@ class RegionLossDrill:
                 f.ran_in[ran] = f.ran_in.get(ran, 0) + 1
         from_a = {s.report_id for s in acked if s.endpoint == a.endpoint}
         f.taken_over = sum(1 for i in from_a if states.get(i, {}).get("region") == peer)
-        f.produced_twice = sum(
-            1 for o in completions(endpoint, opts.regions).values() if len(o) > 1
-        )
+        f.produced_twice = len(table_writes(endpoint, opts.regions).twice())
         return ids
 
     def _reconcile(
@@ -416,9 +552,21 @@ class RegionLossDrill:
             )
 
         f.tables_agree = wait_until(agree, 15.0)
-        twice = {r: sorted(o) for r, o in completions(endpoint, opts.regions).items() if len(o) > 1}
-        f.produced_twice_after_restart = len(twice)
-        f.twice = twice
+        writes = table_writes(endpoint, opts.regions)
+        f.twice = writes.twice()
+        f.produced_twice_after_restart = len(f.twice)
+        f.standby_claimed = len(writes.standby_claimed & set(ids))
+        f.twice_unclaimed = len(set(f.twice) - writes.standby_claimed)
+        f.states_differing = sum(1 for i in ids if len(writes.terminal_states.get(i, ())) > 1)
+        contents = result_contents(endpoint, opts.regions, ids)
+        f.results_differing = sum(
+            1
+            for i in ids
+            if len(set(contents.get(i, ()))) > 1 or len(writes.result_digests.get(i, ())) > 1
+        )
+        f.result_versions = sum(len(c) for c in contents.values())
+        if sup.replicator is not None:
+            f.lag = sup.replicator.stats.lag_summary()
 
     def _measure_latency(self, endpoint: str, api_key: str) -> None:
         opts = self.options

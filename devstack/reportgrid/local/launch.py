@@ -12,8 +12,8 @@
 Only a few values differ from the template, each for a reason the local machine imposes:
 the AWS endpoint and credentials (moto), the edge's port and process count (ports are
 shared on one machine), and the drain grace (a developer does not wait 20 s on Ctrl-C).
-They are listed in LOCAL_OVERRIDES and nowhere else; a drill may also shorten the few
-timings in TUNING_OVERRIDES.
+They are listed in LOCAL_OVERRIDES and nowhere else; a drill or a test may also change the
+few settings in TUNING_OVERRIDES (for a container or a Lambda host alike).
 """
 
 from __future__ import annotations
@@ -63,17 +63,26 @@ LOCAL_OVERRIDES: Final = (
     "AWS_DEFAULT_REGION",
     "AWS_REGION",
     E.EDGE_PORT,
+    E.EDGE_HOST,
     E.EDGE_WORKERS,
     E.DRAIN_GRACE_SECONDS,
 )
-# Settings a drill or a test shortens on top of the template, to see a lost worker's task
-# come back in seconds rather than minutes (reportgrid-drill; tests/multiregion).
+# Settings a drill or a test changes on top of the template: timings shortened to see a lost
+# worker's task come back in seconds rather than minutes (reportgrid-drill; tests/multiregion,
+# tests/faults), and the few caps a fault test must move to reach (each says which and why).
 TUNING_OVERRIDES: Final = (
     E.WORKER_LEASE_SECONDS,
     E.MIRROR_GRACE_SECONDS,
     E.STANDBY_MARGIN_SECONDS,
     E.QUEUE_WAIT_SECONDS,
     E.LOG_LEVEL,
+    # tests/faults/test_rapid_reset.py: its figure compares the deployed stream cap with an
+    # edge without one, which no template value gives.
+    E.MAX_STREAMS_PER_CONNECTION,
+    # tests/faults/test_tenant_isolation_worker.py (19.7): a task sized 512 MiB / 256 MiB so
+    # a report reaches its slot's cap on one machine (the template's 8 GiB task would not).
+    E.WORKER_MEMORY_MIB,
+    E.WORKER_DISK_MIB,
 )
 ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name
 IMAGE_TARGETS: Final = ("edge", "worker")
@@ -110,6 +119,8 @@ class LocalDeployment:
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": self.region,
             "AWS_REGION": self.region,
+            # The local region listens on loopback only (its edges are for this machine).
+            E.EDGE_HOST: "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
@@ -121,9 +132,7 @@ class LocalDeployment:
         if name not in containers:
             raise DeploymentError(f"{self.template.stack} runs no container {name!r}")
         spec = containers[name]
-        unexpected = set(overrides or {}) - set(LOCAL_OVERRIDES) - set(TUNING_OVERRIDES)
-        if unexpected:
-            raise DeploymentError(f"not a local override: {sorted(unexpected)}")
+        check_overrides(overrides)
         argv = self._container_argv(spec)
         check_variables([n for n, _ in (*spec.environment, *spec.secrets)], f"container {name}")
         env = resolve_all(self.resolver, dict(spec.environment), f"container {name}")
@@ -195,10 +204,15 @@ class LocalDeployment:
     def mapping(self, function: LambdaFunction) -> EventSourceMapping:
         return self.template.mapping_of(function)
 
-    def lambda_host(self, function: LambdaFunction, log_dir: Path) -> LambdaHost:
+    def lambda_host(
+        self, function: LambdaFunction, log_dir: Path, overrides: dict[str, str] | None = None
+    ) -> LambdaHost:
+        """The function's execution environment: the template's environment, resolved, with
+        `overrides` (each one of TUNING_OVERRIDES) on top."""
         check_variables(function.environment, function.logical_id)
+        check_overrides(overrides, allowed=TUNING_OVERRIDES)
         env = resolve_all(self.resolver, dict(function.environment), function.logical_id)
-        env |= self.base_environment()
+        env |= self.base_environment() | (overrides or {})
         if self.enforce_iam:
             # Under the execution role: the host's bootstrap installs the hook from this.
             env[IAM_SPEC_VARIABLE] = iam_enforce.spec(
@@ -225,6 +239,16 @@ class LocalDeployment:
         if mapping.on_failure is None:
             return None
         return self.resolver.resolve({"Ref": mapping.on_failure}, "on-failure destination")
+
+
+def check_overrides(
+    overrides: dict[str, str] | None,
+    allowed: Iterable[str] = (*LOCAL_OVERRIDES, *TUNING_OVERRIDES),
+) -> None:
+    """Refuse a setting that is not a listed override: anything else runs as deployed."""
+    unexpected = set(overrides or {}) - set(allowed)
+    if unexpected:
+        raise DeploymentError(f"not a local override: {sorted(unexpected)}")
 
 
 @functools.cache

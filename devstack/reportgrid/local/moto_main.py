@@ -14,7 +14,12 @@ moto's Kinesis shard also finds its newest sequence number by listing every reco
 put costs O(records in the shard) and a stream of 100,000 tasks slows to a crawl; the same
 answer comes from the end of its insertion-ordered dict in O(1) (`_constant_time_shards`).
 
-Run as `python -m reportgrid.local.moto_main -H 127.0.0.1 -p PORT`.
+`--shared-table NAME` makes the tables of that name in every region one item store: a write
+in one region is in every region when it returns, and a condition is checked against it.
+That is what a multi-Region strongly consistent (MRSC) global table promises its callers (the
+lease arbiter's table, functions/arbiter.py); requests are serialized, so it is linearizable.
+
+Run as `python -m reportgrid.local.moto_main -H 127.0.0.1 -p PORT [--shared-table NAME]`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.kinesis.models import Shard
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -103,12 +109,32 @@ def _constant_time_shards() -> None:
     Shard.get_min_sequence_number = oldest  # type: ignore[method-assign,assignment]
 
 
+def _share_tables(names: set[str]) -> None:
+    """Tables named in `names` share their items with the same-named table of any other
+    region of the account (created before or after)."""
+    create = DynamoDBBackend.create_table
+
+    def create_shared(self: DynamoDBBackend, name: str, *args: Any, **kwargs: Any) -> Any:
+        table = create(self, name, *args, **kwargs)
+        if name in names:
+            for other in dict.values(dynamodb_backends[self.account_id]):
+                twin = other.tables.get(name) if other is not self else None
+                if twin is not None:
+                    table.items = twin.items  # one item store for every region
+                    break
+        return table
+
+    DynamoDBBackend.create_table = create_shared  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--shared-table", action="append", default=[], metavar="NAME")
     ns = parser.parse_args(argv)
     _constant_time_shards()
+    _share_tables(set(ns.shared_table))
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         ns.host, ns.port, SerializedApp(app), threaded=True, request_handler=MotoRequestHandler

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Self
 
@@ -145,6 +146,13 @@ class MotoServer(_ChildServer):
 
     name = "moto server"
 
+    def __init__(
+        self, port: int | None, log: Path | None, *, shared_tables: Sequence[str] = ()
+    ) -> None:
+        super().__init__(port, log)
+        # DynamoDB tables one item store serves in every region (moto_main --shared-table).
+        self.shared_tables = tuple(shared_tables)
+
     @property
     def endpoint_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
@@ -159,6 +167,7 @@ class MotoServer(_ChildServer):
             LOOPBACK,
             "-p",
             str(self.port),
+            *(arg for name in self.shared_tables for arg in ("--shared-table", name)),
         ]
 
     def _ready(self) -> bool:

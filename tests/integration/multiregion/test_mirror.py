@@ -11,7 +11,7 @@ from reportgrid import tasks
 from reportgrid.local.kinesis_runner import LambdaContext
 from reportgrid.mirroring import delay_for
 from reportgrid.v1 import reports_pb2 as pb
-from tests.multiregion.conftest import Pair, make_task
+from tests.integration.multiregion.conftest import Pair, make_task
 
 
 def _event(*payloads: bytes) -> dict[str, object]:

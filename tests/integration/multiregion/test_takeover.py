@@ -13,7 +13,7 @@ from functions.store import now_ms
 from reportgrid import intents, resources, tasks
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
-from tests.multiregion.conftest import LEASE_SECONDS, PEER, Pair, Region, make_task
+from tests.integration.multiregion.conftest import LEASE_SECONDS, PEER, Pair, Region, make_task
 
 
 def _standby(region: Region, *, home_beat_ms: int | None = None) -> StandbyWorker:

@@ -22,7 +22,7 @@ from reportgrid.intents import Snapshot
 from reportgrid.local.replicator import GlobalTableReplicator
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
-from tests.multiregion.conftest import TENANT, Pair, Region, make_task
+from tests.integration.multiregion.conftest import TENANT, Pair, Region, make_task
 
 
 @contextlib.asynccontextmanager
