@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import h2load, payloads, report, scenarios
+from bench import h2load, payloads, report, scenarios, worker
 from bench.servers import NullServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +94,7 @@ def choose(args: argparse.Namespace) -> tuple[list[scenarios.Scenario], Any]:
 
         chosen += edge.edge_scenarios(args.scale)
         edge_setup = edge
+    chosen += [] if args.smoke else worker.worker_scenarios(args.scale)
     if args.only:
         wanted = {name.strip() for name in args.only.split(",") if name.strip()}
         unknown = wanted - {s.name for s in chosen}

@@ -10,6 +10,13 @@ message (an error reply carries none).
 
 Submit scenarios count the tasks back from the Kinesis stream afterwards: every
 acknowledged submit must be there (zero acked-but-missing).
+
+The `-fastkinesis` rows point the edge at bench.fake_kinesis, which answers PutRecords at
+once over kept-alive connections (and forwards everything else to moto): the edge's own
+cost, without the emulator's. `-fastkinesis-close` answers `Connection: close` as moto does:
+the difference is what a new connection per PutRecords costs. The moto rows stay the
+realistic ones (a Kinesis round trip that takes time); every row is read against the null
+server of the same run.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import cold_get, end_to_end, payloads, procstat
+from bench import cold_get, end_to_end, keyed_load, payloads, procstat
+from bench.fake_kinesis import FakeKinesisProcess
 from bench.payloads import GET, SUBMIT
 from bench.scenarios import Context, Scenario
 from bench.servers import ServerProcess
 from reportgrid import apikeys, records, resources, tasks
 from reportgrid.local.bootstrap import RegionResources, client, create_region
-from reportgrid.local.servers import MotoServer, RedisServer
+from reportgrid.local.servers import MotoServer, RedisServer, free_port
 
 ENV = resources.ENV
 # The edge's admission limit per process is raised above the 10,000-in-flight scenario so
@@ -57,6 +65,54 @@ def edge_scenarios(scale: float) -> list[Scenario]:
             10,
             "edge, SubmitReport (synthetic kind), tasks counted back from Kinesis",
             baseline="null-submit",
+        ),
+        Scenario(
+            "edge-submit-fastkinesis",
+            "edge-fastkinesis",
+            SUBMIT,
+            n(20_000),
+            20,
+            10,
+            "edge, SubmitReport, Kinesis answered at once over kept-alive connections "
+            "(bench.fake_kinesis): the edge's own cost",
+            baseline="null-submit",
+        ),
+        Scenario(
+            "edge-submit-fastkinesis-close",
+            "edge-fastkinesis-close",
+            SUBMIT,
+            n(20_000),
+            20,
+            10,
+            "edge, SubmitReport, Kinesis answered at once but Connection: close per call "
+            "(as moto does)",
+            paced=False,
+            baseline="null-submit",
+        ),
+        Scenario(
+            "null-submit-keyed",
+            "null",
+            SUBMIT,
+            n(10_000),
+            1,
+            200,
+            "null server, keyed SubmitReport (a new idempotency key per call), Python "
+            "load generator (bench.keyed_load)",
+            paced=False,
+            runner=keyed_load.run,
+        ),
+        Scenario(
+            "edge-submit-keyed",
+            "edge-fastkinesis",
+            SUBMIT,
+            n(10_000),
+            1,
+            200,
+            "edge, keyed SubmitReport (a new idempotency key per call: Redis round trips), "
+            "fast Kinesis, same generator as null-submit-keyed",
+            paced=False,
+            baseline="null-submit-keyed",
+            runner=_keyed_counted,
         ),
         Scenario(
             "edge-naive-submit",
@@ -118,6 +174,12 @@ def edge_scenarios(scale: float) -> list[Scenario]:
 
 
 _COLD_IDS: list[str] = []
+
+
+def _keyed_counted(sc: Scenario, ctx: Context) -> dict[str, Any]:
+    result = keyed_load.run(sc, ctx)
+    result["problems"].extend(_count_back_fake(result))
+    return result
 
 
 def _run_cold_get(sc: Scenario, ctx: Context) -> dict[str, Any]:
@@ -241,6 +303,7 @@ class LocalRegion:
     redis: RedisServer
     resources: RegionResources
     counter: KinesisCounter
+    fakes: list[FakeKinesisProcess] = field(default_factory=list)
 
 
 _REGION: LocalRegion | None = None
@@ -278,24 +341,62 @@ def prepare(ctx: Context, chosen: Sequence[Scenario], hot: records.ReportRecord)
         **BENCH_EDGE_ENV,
     }
     requests = {SUBMIT: payloads.submit_request(), GET: payloads.get_request(hot.report_id)}
-    for kind, cls in (("edge", EdgeServer), ("edge-naive", NaiveEdgeServer)):
+    kinds: list[tuple[str, type[EdgeServer], dict[str, str]]] = [
+        ("edge", EdgeServer, env),
+        ("edge-naive", NaiveEdgeServer, env),
+    ]
+    wanted = {sc.server for sc in chosen}
+    for kind, close in (("edge-fastkinesis", False), ("edge-fastkinesis-close", True)):
+        if kind in wanted:
+            fake = FakeKinesisProcess(
+                moto.endpoint_url, ctx.work_dir / f"{kind}.log", close=close, port=free_port()
+            ).start()
+            assert fake.process is not None
+            if ctx.cpus.load:
+                procstat.pin_tree(fake.process.pid, ctx.cpus.load)
+            _REGION.fakes.append(fake)
+            _FAKES[kind] = fake
+            kinds.append((kind, EdgeServer, {**env, ENV.AWS_ENDPOINT_URL: fake.endpoint_url}))
+    for kind, cls, kind_env in kinds:
         ctx.servers[kind] = functools.partial(
-            cls, work_dir=ctx.work_dir, cpus=ctx.cpus.server, workers=1, env=env
+            cls, work_dir=ctx.work_dir, cpus=ctx.cpus.server, workers=1, env=kind_env
         )
         ctx.requests[kind] = requests
     for sc in chosen:
-        if sc.method == SUBMIT:
-            ctx.after[sc.name] = _count_back
+        if sc.method == SUBMIT and sc.runner is None:
+            ctx.after[sc.name] = _count_back_fake if sc.server in _FAKES else _count_back
     return [
         "edge scenarios: moto server and redis-server pinned with h2load; edge settings for "
         "the bench: " + ", ".join(f"{k}={v}" for k, v in BENCH_EDGE_ENV.items()),
     ]
 
 
+_FAKES: dict[str, FakeKinesisProcess] = {}
+
+
+def _count_back_fake(result: dict[str, Any]) -> list[str]:
+    """The same check against the records the fake Kinesis accepted."""
+    fake = _FAKES.get(result["server"])
+    if fake is None:  # the null server's keyed row: nothing to count
+        return []
+    found = undecodable = 0
+    ids: set[str] = set()
+    for data in fake.take_records():
+        found += 1
+        try:
+            ids.add(tasks.decode(data).report_id)
+        except tasks.UndecodableTask:
+            undecodable += 1
+    return _compare(result, found, len(ids), undecodable)
+
+
 def _count_back(result: dict[str, Any]) -> list[str]:
     """Compare the submits the edge acknowledged with the tasks found in Kinesis."""
     assert _REGION is not None
-    found, distinct, undecodable = _REGION.counter.read_new()
+    return _compare(result, *_REGION.counter.read_new())
+
+
+def _compare(result: dict[str, Any], found: int, distinct: int, undecodable: int) -> list[str]:
     acked = result["replies_ok"]
     result["kinesis"] = {
         "records": found,
@@ -315,6 +416,9 @@ def _count_back(result: dict[str, Any]) -> list[str]:
 def teardown(ctx: Context) -> None:
     global _REGION  # noqa: PLW0603
     if _REGION is not None:
+        for fake in _REGION.fakes:
+            fake.stop()
+        _FAKES.clear()
         _REGION.redis.stop()
         _REGION.moto.stop()
         _REGION = None

@@ -8,10 +8,11 @@ command line are JSON. A bad value stops synth with a message naming the key.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final
 
 from reportgrid import resources as r
 
@@ -26,6 +27,14 @@ _CONNECTION = re.compile(
     r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z]{2}(-gov)?-[a-z]+-\d:"
     r"\d{12}:connection/[0-9a-f-]{36}$"
 )
+# The region sets a multi-Region strongly consistent (MRSC) global table may span: three
+# replicas, or two and a witness, all in one set (AWS::DynamoDB::GlobalTable
+# GlobalTableWitness, CloudFormation template reference).
+MRSC_REGION_SETS: Final = {
+    "US": ("us-east-1", "us-east-2", "us-west-2"),
+    "EU": ("eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1"),
+    "AP": ("ap-northeast-1", "ap-northeast-2", "ap-northeast-3"),
+}
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
 
@@ -86,18 +95,71 @@ def _check_range(name: str, value: int, bounds: tuple[int, int], unit: str) -> N
         )
 
 
+# -- The edge fleet and the task stream, from measurements ----------------------------
+# One place for the figures the capacity defaults follow from; docs/PERFORMANCE.md ("Fleet
+# arithmetic", "Ingest") shows the derivation and the runs, and tests/infra/
+# test_edge_capacity.py fails when a default no longer follows from them.
+#
+# The edge's own CPU per SubmitReport (Submit is the costliest call made at volume; a hot
+# Get costs less), measured with Kinesis answered at once (bench row
+# edge-submit-fastkinesis, `python -m bench --only null-submit,edge-submit-fastkinesis`),
+# on a shared 2-vCPU x86 machine at load average 3.5-4 (the null server: 267 us in the same
+# run, 145 us on a quiet machine; 426-434 us in three runs at load 11-17), so a figure
+# from a busy machine that errs toward more tasks. Re-measure quietly and change it here.
+EDGE_CPU_US_PER_SUBMIT_MEASURED: Final = 347
+# A Fargate vCPU is one hyperthread, like a vCPU of the machine measured; this keeps a
+# fifth in hand for what a bench does not see (GC pauses, log shipping, skew between tasks).
+EDGE_VCPU_DERATE: Final = 0.8
+EDGE_SUBMITS_PER_VCPU: Final = int(
+    1_000_000 / max(EDGE_CPU_US_PER_SUBMIT_MEASURED, 1) * EDGE_VCPU_DERATE
+)
+# What the defaults are sized for: the whole service, all regions together.
+DESIGN_REQUESTS_PER_SECOND: Final = 10_000
+EDGE_CPU_TARGET_PERCENT: Final = 60
+# A region that loses its peer takes both regions' traffic at once; until it has scaled
+# out it may run this hot (the chain sheds above max_concurrent_rpcs, not before).
+FAILOVER_CPU_PERCENT: Final = 90
+# A Kinesis shard takes 1,000 records/s or 1 MiB/s of writes, whichever comes first
+# (PutRecords API reference); every Submit is one record. A task record (data and
+# partition key) of a Submit as the SDK sends it (idempotency key included): 254 bytes.
+SHARD_RECORDS_PER_SECOND: Final = 1_000
+SHARD_BYTES_PER_SECOND: Final = 1024 * 1024
+TASK_RECORD_BYTES_MEASURED: Final = 254
+# Random report ids spread records evenly; a tenth in hand for the hash ranges' skew.
+SHARD_HEADROOM: Final = 1.1
+
+
+def edge_submits_per_task(cpu_units: int, cpu_percent: int) -> int:
+    """Submits/s one edge task carries at `cpu_percent` CPU."""
+    return int(EDGE_SUBMITS_PER_VCPU * cpu_units / 1024 * cpu_percent / 100)
+
+
+def edge_tasks_for(requests_per_second: int, cpu_units: int, cpu_percent: int) -> int:
+    return -(-requests_per_second // edge_submits_per_task(cpu_units, cpu_percent))
+
+
+def stream_shards_for(submits_per_second: int, record_bytes: int) -> int:
+    """Provisioned shards for a steady `submits_per_second`, one record each."""
+    by_records = submits_per_second / SHARD_RECORDS_PER_SECOND
+    by_bytes = submits_per_second * record_bytes / SHARD_BYTES_PER_SECOND
+    return math.ceil(round(max(by_records, by_bytes) * SHARD_HEADROOM, 6))
+
+
 @dataclass(frozen=True, slots=True)
 class Capacity:
     """Sizes and scaling bounds; defaults fit ~10,000 requests/s per region."""
 
+    # Sized from the figures above (test_edge_capacity.py): one region alone carries
+    # DESIGN_REQUESTS_PER_SECOND at FAILOVER_CPU_PERCENT.
     edge_min_tasks: int = 3
     edge_max_tasks: int = 30
     edge_cpu: int = 2048
     edge_memory_mib: int = 4096
     edge_workers: int = 2  # gRPC server processes per task (one per vCPU)
-    edge_cpu_target_percent: int = 60
-    # ALB RequestCountPerTarget is a per-minute sum: 30,000/min = 500 RPC/s per task.
-    edge_requests_per_target_per_minute: int = 30_000
+    edge_cpu_target_percent: int = EDGE_CPU_TARGET_PERCENT
+    # ALB RequestCountPerTarget is a per-minute sum: what one task carries at the CPU
+    # target, 2,766 Submits/s = 165,960/min, so both policies call for a task at one load.
+    edge_requests_per_target_per_minute: int = 165_960
     worker_min_tasks: int = 1
     worker_max_tasks: int = 20
     worker_cpu: int = 2048
@@ -109,7 +171,10 @@ class Capacity:
     # heartbeat, so at least one task always runs.
     standby_min_tasks: int = 1
     standby_max_tasks: int = 10
-    stream_shards: int = 0  # 0 = on-demand capacity; N = provisioned with N shards
+    # 0 = on-demand capacity; N = provisioned with N shards. Provisioned, sized for the
+    # design load in one region (a failover): an on-demand stream starts at 4,000
+    # records/s and takes up to 15 minutes per doubling (docs/PERFORMANCE.md, "Ingest").
+    stream_shards: int = 11
     lambda_memory_mib: int = 1769  # one full vCPU
     lambda_batch_size: int = 100
     lambda_parallelization_factor: int = 2
@@ -179,6 +244,15 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseArbiterConfig:
+    """The claim/lease arbiter's MRSC table: its replicas (the deployment's regions) and,
+    with two of them, the witness region."""
+
+    replicas: tuple[str, ...]
+    witness_region: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeployConfig:
     """Where and how big: the regions, the account, TLS, alarms and the traffic dials."""
 
@@ -203,6 +277,9 @@ class DeployConfig:
     # The self-deploying pipeline (cdk/stacks/pipeline.py). With it the regions also roll
     # back by themselves and run a synthetic canary (cdk/stacks/region/rollout.py).
     pipeline: PipelineConfig | None = None
+    # Claims and leases on an MRSC table (exactly-once takeover), when the regions allow it
+    # (docs/MULTI_REGION.md "Exactly-once failover"); None: the last-writer-wins path.
+    lease_arbiter: LeaseArbiterConfig | None = None
 
     @property
     def guarded_rollouts(self) -> bool:
@@ -360,6 +437,45 @@ def _capacity(value: Any) -> Capacity:
     return Capacity(**value)
 
 
+def _lease_arbiter(value: Any, regions: tuple[str, ...]) -> LeaseArbiterConfig | None:
+    """`leaseArbiter`: absent/false (off), true (a witness picked from the regions' set when
+    there are two regions), or {"witnessRegion": "<region>"}."""
+    key = f"{PREFIX}leaseArbiter"
+    value = _as_json("leaseArbiter", value)
+    if value is None or value is False or value in ("", "false"):
+        return None
+    witness: str | None = None
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"witnessRegion"})
+        if unknown:
+            raise ConfigError(f"{key}: unknown setting(s) {', '.join(unknown)}")
+        witness = _optional_str("leaseArbiter.witnessRegion", value.get("witnessRegion"))
+    elif value not in (True, "true"):
+        raise ConfigError(f'{key}: give true, false or {{"witnessRegion": "<region>"}}')
+    sets = [name for name, members in MRSC_REGION_SETS.items() if set(regions) <= set(members)]
+    if not sets:
+        listed = "; ".join(f"{n}: {', '.join(m)}" for n, m in MRSC_REGION_SETS.items())
+        raise ConfigError(
+            f"{key}: regions {', '.join(regions)} are not all in one MRSC region set "
+            f"({listed}); leave it off to use the last-writer-wins path"
+        )
+    members = MRSC_REGION_SETS[sets[0]]
+    if len(regions) == 3:
+        if witness is not None:
+            raise ConfigError(f"{key}.witnessRegion: three replicas take no witness")
+        return LeaseArbiterConfig(replicas=regions)
+    if len(regions) != 2:
+        raise ConfigError(f"{key}: an MRSC table has three replicas, or two and a witness")
+    if witness is None:
+        witness = next(region for region in members if region not in regions)
+    if witness in regions or witness not in members:
+        raise ConfigError(
+            f"{key}.witnessRegion: {witness!r} must be another region of the "
+            f"{sets[0]} set ({', '.join(members)})"
+        )
+    return LeaseArbiterConfig(replicas=regions, witness_region=witness)
+
+
 def _optional_str(key: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -491,4 +607,5 @@ def parse_config(get: Callable[[str], Any]) -> DeployConfig:
             600,
         ),
         pipeline=pipeline,
+        lease_arbiter=_lease_arbiter(ctx("leaseArbiter"), regions),
     )

@@ -41,6 +41,12 @@ _FLAG_KEYED: Final = 0x01
 _ID_RE: Final = re.compile(r"^rpt_[a-z2-7]{52}$")
 _TENANT_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IDEMPOTENCY_KEY_RE: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Encoding an id is on every Submit's path: the 32 bytes (256 bits, padded to 260) as 26
+# ten-bit groups, each two characters of a 1,024-entry table. Half the cost of
+# base64.b32encode + rstrip + lower, and the same text (RFC 4648 alphabet, lower case).
+_B32_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz234567"
+_B32_PAIRS: Final = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
+_B32_SHIFTS: Final = tuple(range(250, -10, -10))
 
 # Append-only: an id's region code must mean the same region forever.
 REGION_CODES: Final[dict[str, int]] = {
@@ -132,6 +138,8 @@ class IdCodec:
         if any(len(s) < 16 for s in secrets):
             raise ValueError("id secrets must be at least 16 bytes long")
         self._secrets = tuple(secrets)
+        # Keyed once: copying a keyed HMAC is cheaper than keying a new one per id.
+        self._hmacs = tuple(hmac.new(s, digestmod=hashlib.sha256) for s in secrets)
 
     def new(
         self,
@@ -162,9 +170,8 @@ class IdCodec:
                 + created.to_bytes(6, "big")
                 + os.urandom(10)
             )
-        raw = body + self._mac(self._secrets[0], tenant, body)
-        value = PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
-        return _describe(value, body)
+        raw = body + self._mac(0, tenant, body)
+        return _describe(PREFIX + _b32(raw), body)
 
     def verify(self, tenant: str, value: str, field: str = "report_id") -> ReportId:
         """The id, if this deployment issued it to this tenant.
@@ -184,17 +191,24 @@ class IdCodec:
             raise InvalidArgument.field(field, "is not valid base32") from None
         body, mac = raw[:_BODY_LEN], raw[_BODY_LEN:_RAW_LEN]
         if len(raw) != _RAW_LEN or not any(
-            hmac.compare_digest(mac, self._mac(secret, tenant, body)) for secret in self._secrets
+            hmac.compare_digest(mac, self._mac(index, tenant, body))
+            for index in range(len(self._hmacs))
         ):
             raise NotFound("report", value)
         if body[0] != VERSION:
             raise NotFound("report", value)
         return _describe(value, body)
 
-    @staticmethod
-    def _mac(secret: bytes, tenant: str, body: bytes) -> bytes:
-        message = tenant.encode() + b"\0" + body
-        return hmac.new(secret, message, hashlib.sha256).digest()[:_MAC_LEN]
+    def _mac(self, secret_index: int, tenant: str, body: bytes) -> bytes:
+        mac = self._hmacs[secret_index].copy()
+        mac.update(tenant.encode() + b"\0" + body)
+        return mac.digest()[:_MAC_LEN]
+
+
+def _b32(raw: bytes) -> str:
+    """Unpadded lower-case base32 of 32 bytes."""
+    bits = int.from_bytes(raw, "big") << 4
+    return "".join([_B32_PAIRS[(bits >> shift) & 1023] for shift in _B32_SHIFTS])
 
 
 def _describe(value: str, body: bytes) -> ReportId:

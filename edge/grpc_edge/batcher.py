@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import random
 import time
 from collections import deque
@@ -126,14 +125,17 @@ class Batcher(abc.ABC):
         self._max_bytes = max_bytes
         self._linger = linger_seconds
         self._retry_max = retry_max_seconds
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
         self._queue: deque[Entry] = deque()
         self._queued_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._full = asyncio.Event()
+        # At most one flush is ever scheduled: the linger timer, or a flush at once when a
+        # batch filled up. The producer costs the loop one callback per batch, not one
+        # wake-up per record (a background task woken by events would).
+        self._flush_timer: asyncio.TimerHandle | None = None  # the linger
+        self._flush_now = False  # a flush at once is scheduled (call_soon)
         self._calls: set[asyncio.Task[None]] = set()
         self._retry_timers: set[asyncio.TimerHandle] = set()
-        self._runner: asyncio.Task[None] | None = None
         self._closing = False
         self.stats = BatchStats()
         self.outcomes = CallOutcomes()
@@ -147,9 +149,8 @@ class Batcher(abc.ABC):
     def _unavailable(self) -> Unavailable:
         """What a caller whose entry was not accepted in time is told."""
 
-    def start(self) -> None:
-        if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+    def start(self) -> None:  # noqa: B027 -- the producer protocol's; nothing to start
+        """Nothing runs in the background: flushes are scheduled as entries arrive."""
 
     async def submit(self, payload: Any, size: int, deadline: float) -> None:
         """Return once the service accepted the entry; raise `_unavailable()` if it did not
@@ -158,7 +159,6 @@ class Batcher(abc.ABC):
             raise Unavailable("this server is shutting down; retry", retry_after=0.1)
         if size > self._max_bytes:
             raise ValueError("an entry larger than a batch cannot be sent")
-        self.start()
         entry = Entry(payload, size, deadline, asyncio.get_running_loop().create_future())
         self._enqueue(entry)
         try:
@@ -171,26 +171,31 @@ class Batcher(abc.ABC):
     def _enqueue(self, entry: Entry) -> None:
         self._queue.append(entry)
         self._queued_bytes += entry.size
-        self._wakeup.set()
-        if len(self._queue) >= self._max_entries or self._queued_bytes >= self._max_bytes:
-            self._full.set()
+        if self._in_flight >= self._max_in_flight:
+            return  # the next call that ends sends what piled up meanwhile
+        if self._flush_now:
+            return
+        full = len(self._queue) >= self._max_entries or self._queued_bytes >= self._max_bytes
+        if full or self._linger <= 0:
+            self._flush_now = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        elif self._flush_timer is None:
+            # Linger: let more callers join this batch, unless it fills up first.
+            self._flush_timer = asyncio.get_running_loop().call_later(self._linger, self._flush)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            if not self._queue:
-                self._wakeup.clear()
-                continue
-            if not self._full.is_set() and self._linger > 0:
-                # Linger: let more callers join this batch, unless it fills up first.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._linger)
-            await self._slots.acquire()
+    def _flush(self) -> None:
+        """Send batches while calls may start and entries wait."""
+        self._flush_now = False
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        loop = asyncio.get_running_loop()
+        while self._queue and self._in_flight < self._max_in_flight:
             batch = self._take_batch()
             if not batch:
-                self._slots.release()
                 continue
-            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._in_flight += 1
+            task = loop.create_task(self._send(batch))
             self._calls.add(task)
             task.add_done_callback(self._calls.discard)
 
@@ -212,10 +217,6 @@ class Batcher(abc.ABC):
                 continue
             batch.append(entry)
             size += entry.size
-        if len(self._queue) < self._max_entries and self._queued_bytes < self._max_bytes:
-            self._full.clear()
-        if not self._queue:
-            self._wakeup.clear()
         return batch
 
     async def _send(self, batch: list[Entry]) -> None:
@@ -241,7 +242,7 @@ class Batcher(abc.ABC):
                 self._retry(entry)
             return
         finally:
-            self._slots.release()
+            self._call_ended()
         self.outcomes.end(call_id, ok=len(rejected) < len(batch))
         for index, entry in enumerate(batch):
             if index in rejected:
@@ -250,6 +251,13 @@ class Batcher(abc.ABC):
                 stats.records_accepted += 1
                 if not entry.future.done():
                     entry.future.set_result(None)
+
+    def _call_ended(self) -> None:
+        self._in_flight -= 1
+        # What piled up while the calls were out goes now, as one larger batch: under
+        # load, batches grow instead of calls multiplying.
+        if self._queue and not self._flush_now:
+            self._flush()
 
     def _retry(self, entry: Entry) -> None:
         if entry.future.done():
@@ -279,17 +287,17 @@ class Batcher(abc.ABC):
     async def close(self, within: float = 10.0) -> None:
         """Send what is queued, wait for calls in flight, then stop."""
         self._closing = True
-        self._wakeup.set()
+        if self._queue and not self._flush_now:
+            self._flush()
         deadline = time.monotonic() + within
         # Polled: three conditions, and only once, at shutdown.
         while self._queue or self._calls or self._retry_timers:
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.01)
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         for timer in list(self._retry_timers):
             timer.cancel()
         for entry in self._queue:

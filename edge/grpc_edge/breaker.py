@@ -60,7 +60,10 @@ class CircuitBreaker:
             raise BreakerOpen(self.name)
         timeout = self.timeout if budget is None else max(0.001, min(self.timeout, budget))
         try:
-            result = await asyncio.wait_for(operation(), timeout)
+            # asyncio.timeout, not wait_for: no extra task per Redis call (Python 3.11's
+            # wait_for wraps the coroutine in one).
+            async with asyncio.timeout(timeout):
+                result = await operation()
         except asyncio.CancelledError:
             self._trial_running = False
             raise

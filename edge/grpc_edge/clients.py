@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aioboto3
+import aiobotocore.session
 import redis.asyncio as aioredis
 from aiobotocore.config import AioConfig
 
+from grpc_edge.kinesis_writer import KinesisWriter
 from reportgrid.settings import Settings
 
 if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
@@ -49,6 +51,17 @@ class Clients:
     # the replica must not depend on the home region: a home-region client would send it
     # to the home endpoint and rely on a redirect from there, the region that may be down.
     replica_s3: S3Client | None = None
+    # The lean PutRecords path over the same endpoint and credentials as `kinesis`
+    # (grpc_edge/kinesis_writer.py); None when no credentials could be found.
+    kinesis_writer: KinesisWriter | None = None
+    _writer_for: object = None  # the `kinesis` client the writer stands in for
+
+    def task_log(self) -> KinesisWriter | KinesisClient:
+        """What the producer sends PutRecords through: the lean writer, unless `kinesis`
+        was replaced after opening (tests wrap it to inject faults; then theirs is used)."""
+        if self.kinesis_writer is not None and self._writer_for is self.kinesis:
+            return self.kinesis_writer
+        return self.kinesis
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
@@ -93,7 +106,13 @@ class Clients:
                 socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
                 max_connections=_REDIS_POOL,
             )
-        return cls(dynamodb, kinesis, s3, redis_client, stack, replica_s3)
+        # The same provider chain botocore uses (env, the ECS task role ...), refreshed by it.
+        credentials = await aiobotocore.session.get_session().get_credentials()
+        writer = None
+        if credentials is not None:
+            writer = KinesisWriter(kinesis.meta.endpoint_url, home, credentials, first_via=kinesis)
+            stack.push_async_callback(writer.close)
+        return cls(dynamodb, kinesis, s3, redis_client, stack, replica_s3, writer, kinesis)
 
     async def close(self) -> None:
         if self.redis is not None:

@@ -28,8 +28,8 @@ M = resources.METRIC
 SERVICE: Final = resources.METRIC_SERVICE_DIMENSION
 FLUSH_SECONDS: Final = 60.0
 _SAMPLES: Final = 100  # EMF takes at most 100 values per metric per document
-# Statuses that are our failure, not the caller's: what RequestFaults counts.
-FAULT_CODES: Final = frozenset({"INTERNAL", "UNAVAILABLE", "UNKNOWN", "DATA_LOSS"})
+# Statuses that are our failure, not the caller's: what RequestFaults and the SLOs count.
+FAULT_CODES: Final = resources.REQUEST_FAULT_CODES
 _MILLISECONDS: Final = frozenset({M.REQUEST_LATENCY})
 
 
@@ -47,7 +47,8 @@ class Reservoir:
         if len(self.samples) < _SAMPLES:
             self.samples.append(value)
         else:
-            slot = random.randrange(self.seen)  # noqa: S311 -- sampling, not cryptography
+            # random() is one C call; randrange is several Python-level ones, per request.
+            slot = int(random.random() * self.seen)  # noqa: S311 -- sampling, not cryptography
             if slot < _SAMPLES:
                 self.samples[slot] = value
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol
 from aws_lambda_powertools import Logger
 
 from grpc_edge.batcher import Batcher, BatchStats, CallOutcomes, Entry
+from grpc_edge.kinesis_writer import KinesisWriter
 from reportgrid.errors import Unavailable
 
 if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
@@ -42,11 +43,13 @@ class TaskProducer(Protocol):
 
 
 class KinesisProducer(Batcher):
-    """One per process, around one aioboto3 Kinesis client (created by the caller)."""
+    """One per process, around what PutRecords goes through (created by the caller): the
+    lean writer in production (grpc_edge/kinesis_writer.py), the aiobotocore client or a
+    test's fault-injecting wrapper of it otherwise; all take the same call."""
 
     def __init__(
         self,
-        client: KinesisClient,
+        client: KinesisWriter | KinesisClient,
         stream_name: str,
         *,
         linger_seconds: float = 0.002,
@@ -67,8 +70,9 @@ class KinesisProducer(Batcher):
     async def put(self, data: bytes, partition_key: str, deadline: float) -> None:
         """Return once Kinesis accepted the record; raise Unavailable if it did not by
         `deadline` (a time.monotonic() value)."""
-        # A record's share of the 5 MiB request limit: its data plus its partition key.
-        size = len(data) + len(partition_key.encode())
+        # A record's share of the 5 MiB request limit: its data plus its partition key
+        # (a report id: ASCII, so characters are bytes).
+        size = len(data) + len(partition_key)
         await self.submit((data, partition_key), size, deadline)
 
     async def _call(self, batch: list[Entry]) -> set[int]:
@@ -94,7 +98,7 @@ class NaiveProducer:
     benchmark can show what the batching producer buys, with the rest of the edge unchanged.
     A rejected record is not retried: the caller gets Unavailable (nothing acknowledged)."""
 
-    def __init__(self, client: KinesisClient, stream_name: str) -> None:
+    def __init__(self, client: KinesisWriter | KinesisClient, stream_name: str) -> None:
         self._client = client
         self._stream = stream_name
         self._closing = False
@@ -143,7 +147,7 @@ ProducerKind = Literal["batching", "naive"]
 
 def make_producer(
     kind: ProducerKind,
-    client: KinesisClient,
+    client: KinesisWriter | KinesisClient,
     stream_name: str,
     *,
     linger_seconds: float = 0.002,

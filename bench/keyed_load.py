@@ -1,0 +1,152 @@
+"""Keyed SubmitReport: what the SDK sends (it puts an idempotency key on every submit), with
+a different key per call, so that every call is a new report and pays the keyed path's
+Redis round trips. h2load sends one body over and over (every call after the first would
+be a deduplicated no-op), so this runs a grpc.aio load generator with prepared bodies.
+
+    python -m bench.keyed_load --target 127.0.0.1:P --key KEY --calls N --out FILE.json
+
+The generator costs more CPU per call than h2load: the null server is loaded by the same
+generator (`null-submit-keyed`), and the edge's row is read against that one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import grpc
+
+from bench import payloads, procstat, profile, stats
+from bench.scenarios import Context, Scenario
+
+
+def bodies(calls: int) -> list[bytes]:
+    run = uuid.uuid4().hex[:12]
+    request = payloads.submit_request()
+    out = []
+    for index in range(calls):
+        request.idempotency_key = f"bench-{run}-{index}"
+        out.append(request.SerializeToString())
+    return out
+
+
+async def load(target: str, key: str, calls: int, in_flight: int) -> dict[str, Any]:
+    latencies_us: list[int] = []
+    statuses: Counter[str] = Counter()
+    metadata = (("authorization", f"Bearer {key}"),)
+    queue = iter(bodies(calls))
+    async with grpc.aio.insecure_channel(target) as channel:
+        # Bytes in, bytes out: the generator spends nothing on protobuf.
+        submit: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            payloads.method_path(payloads.SUBMIT)
+        )
+
+        async def worker() -> None:
+            for body in queue:  # shared: each body is sent once
+                started = time.perf_counter_ns()
+                try:
+                    await submit(body, metadata=metadata, timeout=30)
+                    statuses["OK"] += 1
+                except grpc.aio.AioRpcError as err:
+                    statuses[err.code().name] += 1
+                latencies_us.append((time.perf_counter_ns() - started) // 1000)
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        elapsed = time.monotonic() - started
+    return {"calls": calls, "seconds": elapsed, "statuses": statuses, "latency_us": latencies_us}
+
+
+def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
+    """Start the server, send `sc.requests` keyed submits, check every status."""
+    cpu = min(ctx.cpus.load) if ctx.cpus.load else None
+    in_flight = sc.connections * sc.streams
+    server = ctx.servers[sc.server]()
+    out = ctx.work_dir / f"{sc.name}-load.json"
+    argv = [sys.executable, "-m", "bench.keyed_load", "--target", "", "--key", ctx.api_key]
+    argv += ["--calls", str(sc.requests), "--in-flight", str(in_flight), "--out", str(out)]
+    problems: list[str] = []
+    started = time.time()
+
+    def pin() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+
+    with server:
+        argv[4] = f"127.0.0.1:{server.port}"
+        # A short warm-up first, as the h2load scenarios have.
+        warm = [*argv[:7], "--calls", "500", *argv[9:]]
+        subprocess.run(warm, preexec_fn=pin, check=True)
+        with profile.sampling(server.pid, ctx.profile_dir, sc.name, ctx.cpus.load):
+            cpu_before = procstat.tree_cpu_seconds(server.pid)
+            done = subprocess.run(argv, preexec_fn=pin, check=False)
+            cpu_used = procstat.tree_cpu_seconds(server.pid) - cpu_before
+    if done.returncode != 0:
+        problems.append(f"the load generator exited with code {done.returncode}")
+        output: dict[str, Any] = {"statuses": {}, "latency_us": [], "seconds": 0.0}
+    else:
+        output = json.loads(out.read_text())
+    counts = dict(output["statuses"])
+    calls = sum(counts.values())
+    server_counts = server.status_counts(sc.method)
+    if server_counts is not None:
+        problems.extend(stats.StatusCheck(server_counts, sc.expected, calls + 500).problems)
+    if counts.get("OK", 0) != sc.requests:
+        problems.append(f"{counts.get('OK', 0)} of {sc.requests} calls OK: {counts}")
+    seconds = float(output["seconds"])
+    shown = " ".join("<key>" if a == ctx.api_key else a for a in argv)
+    return {
+        "scenario": sc.name,
+        "description": sc.description,
+        "server": sc.server,
+        "method": sc.method,
+        "baseline": sc.baseline,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "command": shown,
+        "paced_command": None,
+        "requests": calls,
+        "connections": 1,
+        "streams_per_connection": in_flight,
+        "in_flight": in_flight,
+        "throughput_rps": round(calls / seconds, 1) if seconds else 0.0,
+        "duration_s": round(seconds, 3),
+        "latency_ms_saturated": stats.latency_ms(output["latency_us"]),
+        "paced_rps": None,
+        "latency_ms_half_saturation": None,
+        "server_cpu_s": round(cpu_used, 3),
+        "server_cpu_us_per_request": round(cpu_used / max(calls, 1) * 1e6, 1),
+        "calls_sent": calls + 500,
+        "replies_ok": counts.get("OK", 0) + 500,
+        "statuses": server_counts if server_counts is not None else counts,
+        "cpus": ctx.cpus.note,
+        "load_average_at_start": os.getloadavg(),
+        "problems": problems,
+        "warnings": [],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.keyed_load", description=__doc__)
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--key", required=True, help="API key")
+    parser.add_argument("--calls", type=int, required=True)
+    parser.add_argument("--in-flight", type=int, default=200)
+    parser.add_argument("--out", type=argparse.FileType("w"), required=True)
+    args = parser.parse_args(argv)
+    import uvloop
+
+    result = uvloop.run(load(args.target, args.key, args.calls, args.in_flight))
+    json.dump(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
