@@ -9,6 +9,8 @@ from aws_cdk import aws_cloudwatch as cw
 from constructs import Construct
 
 from cdk.constructs.monitoring import custom_metric
+from cdk.constructs.slo import remaining_budget
+from cdk.slo import BUDGET_PERIOD, SLOS
 from reportgrid import resources as r
 
 ONE_MINUTE = Duration.minutes(1)
@@ -45,6 +47,22 @@ class GlobalDashboard(Construct):
                     width=6,
                 )
                 for title, name, stat in per_region
+            )
+        )
+        # Each SLO's error budget left in each region (cdk/slo.py), side by side.
+        self.dashboard.add_widgets(
+            *(
+                cw.SingleValueWidget(
+                    title=f"SLO {slo.name}: error budget left, {BUDGET_PERIOD.days} days (%)",
+                    metrics=[
+                        remaining_budget(slo, region, tag=f"r{i}")
+                        for i, region in enumerate(regions)
+                    ],
+                    start=f"-P{BUDGET_PERIOD.days}D",
+                    set_period_to_time_range=True,
+                    width=24 // len(SLOS),
+                )
+                for slo in SLOS
             )
         )
         # GA's metrics are keyed by the accelerator id (the ARN's part after "accelerator/")

@@ -21,6 +21,8 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from cdk.constructs.log_queries import SavedQueries, service_log_groups
+from cdk.constructs.slo import RegionSlos
 from reportgrid import resources as r
 
 ONE_MINUTE = Duration.minutes(1)
@@ -119,26 +121,43 @@ class RegionMonitoring(Construct):
                 ),
             )
             alarm.add_alarm_action(action)
+        # The SLOs' burn-rate pairs (cdk/slo.py): each pages; a fast burn moves traffic.
+        self.slos = RegionSlos(
+            self,
+            "Slo",
+            region=region,
+            action=action,
+            alarm_name=lambda name: alarm_name(region, name),
+            named_alarms=named_alarms,
+        )
         self.region_unhealthy = cw.CompositeAlarm(
             self,
             "RegionUnhealthy",
             composite_alarm_name=region_unhealthy_alarm_name(region),
             alarm_description=(
-                f"Reportgrid {region} cannot serve: no healthy edge, edge failing, or tasks "
-                "not processed. Consider setting this region's GA traffic dial to 0."
+                f"Reportgrid {region} cannot serve: no healthy edge, edge failing, tasks "
+                "not processed, or an SLO's error budget burning fast. Consider setting this "
+                "region's GA traffic dial to 0."
             ),
             alarm_rule=cw.AlarmRule.any_of(
                 *(
                     cw.AlarmRule.from_alarm(self.alarms[spec.name], cw.AlarmState.ALARM)
                     for spec in specs
                     if spec.region_unhealthy
-                )
+                ),
+                *(
+                    cw.AlarmRule.from_alarm(pair, cw.AlarmState.ALARM)
+                    for pair in self.slos.region_unhealthy
+                ),
             ),
         )
         self.region_unhealthy.add_alarm_action(action)
+        # The investigation's saved Logs Insights queries over every process's log group.
+        self.queries = SavedQueries(self, "Queries", log_groups=service_log_groups(Stack.of(self)))
         self.page_alarm_names: tuple[str, ...] = (
             (
                 *(alarm_name(region, name) for name in self.alarms),
+                *self.slos.pair_names.values(),
                 region_unhealthy_alarm_name(region),
             )
             if named_alarms
@@ -154,10 +173,12 @@ class RegionMonitoring(Construct):
         for signal in signals:
             for row in signal.rows:
                 self.dashboard.add_widgets(*row)
+        for row in self.slos.rows:
+            self.dashboard.add_widgets(*row)
         self.dashboard.add_widgets(
             cw.AlarmStatusWidget(
                 title="Alarms",
-                alarms=[*self.alarms.values(), self.region_unhealthy],
+                alarms=[*self.alarms.values(), *self.slos.pairs.values(), self.region_unhealthy],
                 width=24,
             )
         )

@@ -18,10 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from cdk.slo import GET_AVAILABILITY, SUBMIT_AVAILABILITY
 from reportgrid.local import emf
 from reportgrid.local.bootstrap import client, local_input_bucket
 from reportgrid.local.dev import DEV_TENANT
-from reportgrid.resources import tenant_input_prefix
+from reportgrid.resources import (
+    METRIC,
+    METRIC_SERVICE_DIMENSION,
+    METRICS_NAMESPACE,
+    REQUEST_FAULT_CODES,
+    SERVICE_EDGE,
+    tenant_input_prefix,
+)
 from tests.e2e import test_local_region as local_region
 from tests.e2e.test_local_region import REGION, DevRegion
 from tests.infra import conftest as infra
@@ -38,7 +46,17 @@ synth = infra.synth
 # the fault-suite test that asserts the emission. None today: the edge emits RequestFaults
 # (0 when nothing failed) with every latency rollup, and a report failing on its input
 # makes each worker emit ReportsFailed.
-FAULT_ONLY: dict[emf.MetricKey, str] = {}
+FAULT_ONLY: dict[emf.MetricKey, str] = {
+    # The availability SLOs count each server-fault status of their method (cdk/slo.py);
+    # a healthy run answers none of them. tests/infra/test_observability pins the codes.
+    emf.MetricKey.of(
+        METRICS_NAMESPACE,
+        METRIC.REQUESTS,
+        {METRIC_SERVICE_DIMENSION: SERVICE_EDGE, "Method": slo.method, "Code": code},
+    ): f"{slo.name}: only when {slo.method} ends {code}"
+    for slo in (SUBMIT_AVAILABILITY, GET_AVAILABILITY)
+    for code in sorted(REQUEST_FAULT_CODES)
+}
 
 SUMMARY = [
     "--param",

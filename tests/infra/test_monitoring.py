@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match, Template
 
 from reportgrid import resources as r
@@ -63,25 +64,39 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _one(found: list[Any], what: str) -> Any:
+    """The single match, or a failure that names what is missing (or repeated)."""
+    if len(found) != 1:
+        pytest.fail(f"expected exactly one {what}; the template has {len(found)}")
+    return found[0]
+
+
 def test_cloudwatch_alarms_may_publish_to_the_encrypted_topic(eu: Template) -> None:
     # Issue 12.5: the TLS deny alone let no alarm publish. The topic policy must allow
     # cloudwatch.amazonaws.com to sns:Publish (scoped to this account's alarms), keep the
     # TLS deny, and the topic's KMS key must let CloudWatch use it.
     topic = _topic(eu)
-    (policy,) = (
-        p["Properties"]
-        for p in eu.find_resources("AWS::SNS::TopicPolicy").values()
-        if {"Ref": topic} in p["Properties"]["Topics"]
+    policy = _one(
+        [
+            p["Properties"]
+            for p in eu.find_resources("AWS::SNS::TopicPolicy").values()
+            if {"Ref": topic} in p["Properties"]["Topics"]
+        ],
+        f"AWS::SNS::TopicPolicy on the alarm topic {topic}",
     )
     statements = policy["PolicyDocument"]["Statement"]
-    (publish,) = (
-        s
-        for s in statements
-        if s["Effect"] == "Allow"
-        and "sns:Publish" in _as_list(s["Action"])
-        and s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+    publish = _one(
+        [
+            s
+            for s in statements
+            if s["Effect"] == "Allow"
+            and "sns:Publish" in _as_list(s["Action"])
+            and s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
+        ],
+        "topic policy statement allowing cloudwatch.amazonaws.com to sns:Publish "
+        "(without it no alarm can publish to the topic: the TLS deny refuses them)",
     )
-    assert {"Ref": topic} in _as_list(publish["Resource"])
+    assert {"Ref": topic} in _as_list(publish["Resource"]), publish
     condition = publish["Condition"]
     assert condition["StringEquals"]["aws:SourceAccount"] == "111111111111"
     source_arn = json.dumps(condition["ArnLike"]["aws:SourceArn"])
@@ -89,7 +104,7 @@ def test_cloudwatch_alarms_may_publish_to_the_encrypted_topic(eu: Template) -> N
     assert any(
         s["Effect"] == "Deny" and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
         for s in statements
-    )
+    ), "the topic policy has no deny of non-TLS (aws:SecureTransport false) requests"
     (topic_properties,) = (
         t["Properties"] for lid, t in eu.find_resources("AWS::SNS::Topic").items() if lid == topic
     )
@@ -101,7 +116,8 @@ def test_cloudwatch_alarms_may_publish_to_the_encrypted_topic(eu: Template) -> N
         if s["Effect"] == "Allow" and s.get("Principal") == {"Service": "cloudwatch.amazonaws.com"}
     ]
     actions = {a for s in cloudwatch for a in _as_list(s["Action"])}
-    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= actions
+    missing = {"kms:Decrypt", "kms:GenerateDataKey*"} - actions
+    assert not missing, f"the topic's KMS key policy does not let CloudWatch use {missing}"
 
 
 def _alarm(template: Template, name: str) -> dict[str, Any]:
@@ -179,7 +195,10 @@ def test_composite_region_unhealthy_alarm(eu: Template) -> None:
             "AlarmRule": Match.any_value(),
         },
     )
-    (composite,) = eu.find_resources("AWS::CloudWatch::CompositeAlarm").values()
+    (composite,) = eu.find_resources(
+        "AWS::CloudWatch::CompositeAlarm",
+        {"Properties": {"AlarmName": "reportgrid-eu-west-1-unhealthy"}},
+    ).values()
     rule = json.dumps(composite["Properties"]["AlarmRule"])
     for name in ("EdgeNoHealthyTargets", "EdgeElb5xx", "EdgeFaults", "StreamIteratorAge"):
         assert f"Monitoring{name}" in rule, name

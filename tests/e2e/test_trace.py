@@ -1,0 +1,72 @@
+"""`reportgrid trace` and `reportgrid top` against a local region started as a user would
+(`reportgrid-dev`), its logs where `make dev` keeps them (<state>/logs).
+
+A heavy report's life: what its record says (accepted, started, ended) and every log line
+that names it, in time order with the time between steps. Then Ctrl-C, so the edge
+flushes its metrics, and `top` shows the region's requests and reports from the EMF lines.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import test_local_region as local_region
+from tests.e2e.test_local_region import DevRegion
+
+pytestmark = pytest.mark.slow
+
+dev = local_region.dev  # a local region of this module's own
+
+
+def _state_dir(region: DevRegion) -> Path:
+    argv = region.process.args
+    assert isinstance(argv, list)  # the fixture's argv list
+    args = [str(arg) for arg in argv]
+    return Path(args[args.index("--state-dir") + 1])
+
+
+def test_a_heavy_reports_life_in_order_with_durations(dev: DevRegion) -> None:
+    # Given a heavy report that ran on the queue worker
+    submitted = dev.cli("submit", "synthetic_heavy", "--param", "output_rows=5", "--wait", "--json")
+    final = json.loads(submitted.stdout.strip().splitlines()[-1])
+    assert final["state"] == "REPORT_STATE_SUCCEEDED", submitted.stderr
+    report_id = final["report_id"]
+    # When it is traced from the local region's logs (and its record: the API key is set)
+    traced = dev.cli("trace", report_id, "--state-dir", str(_state_dir(dev)), "--json")
+    assert traced.returncode == 0, traced.stderr
+    steps = json.loads(traced.stdout)["steps"]
+    # Then every step is there, oldest first, each with the time since the one before
+    record = [s["event"] for s in steps if s["source"] == "record"]
+    assert record == ["accepted", "started", "ended SUCCEEDED"], steps
+    assert [s["at_ms"] for s in steps] == sorted(s["at_ms"] for s in steps)
+    assert steps[0]["delta_ms"] == 0
+    for before, step in itertools.pairwise(steps):
+        assert step["delta_ms"] == step["at_ms"] - before["at_ms"]
+        assert step["since_start_ms"] == step["at_ms"] - steps[0]["at_ms"]
+    assert {s["region"] for s in steps if s["source"] == "record"} == {local_region.REGION}
+    # Any log line it found names the report (today few lines do: docs/OBSERVABILITY.md).
+    for step in steps:
+        if step["source"] != "record":
+            assert report_id in json.dumps(step), step
+    text = dev.cli("trace", report_id, "--state-dir", str(_state_dir(dev)))
+    assert "ended SUCCEEDED" in text.stdout
+
+
+def test_top_shows_requests_and_reports_once_the_edge_flushed(dev: DevRegion) -> None:
+    # Ctrl-C: the edge drains and flushes its last minute of metrics.
+    dev.process.send_signal(signal.SIGINT)
+    assert dev.process.wait(60) == 0, "\n".join(dev.lines[-30:])
+    shown = dev.cli(
+        "top", "--state-dir", str(_state_dir(dev)), "--window", "3600", "--json", timeout=30
+    )
+    assert shown.returncode == 0, shown.stderr
+    figures = json.loads(shown.stdout)
+    assert figures["requests_per_second"]["SubmitReport"]["OK"] > 0, figures
+    assert figures["latency_ms"]["SubmitReport"]["p99"] > 0
+    assert figures["reports_per_second"]["reportgrid-queue-worker"]["SUCCEEDED"] > 0
+    assert figures["shed"] == 0
