@@ -26,21 +26,16 @@ from cdk.stacks.data import DataStack
 from cdk.stacks.global_stack import GlobalStack
 from cdk.stacks.regional import RegionalStack
 from cdk.stacks.replication import ReplicationStack
+from reportgrid.stack_names import (
+    DATA_STACK,
+    GLOBAL_STACK,
+    PIPELINE_STACK,
+    regional_stack_name,
+    replication_stack_name,
+)
 
 if TYPE_CHECKING:
     from cdk.stacks.pipeline import PipelineStack
-
-DATA_STACK = "Reportgrid-Data"
-GLOBAL_STACK = "Reportgrid-Global"
-PIPELINE_STACK = "Reportgrid-Pipeline"
-
-
-def regional_stack_name(region: str) -> str:
-    return f"Reportgrid-{region}"
-
-
-def replication_stack_name(region: str) -> str:
-    return f"Reportgrid-{region}-Replication"
 
 
 @dataclass(frozen=True, slots=True)

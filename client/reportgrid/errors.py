@@ -111,6 +111,10 @@ class Unauthenticated(ReportgridError):
     """Missing, malformed, unknown or revoked credentials."""
 
 
+class PermissionDenied(ReportgridError):
+    """Valid credentials that may not be used now (a disabled tenant's key)."""
+
+
 class ResourceExhausted(ReportgridError):
     """Over a limit; `retry_after` says when to try again."""
 

@@ -39,6 +39,7 @@ _CODES: dict[type[errors.ReportgridError], grpc.StatusCode] = {
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Conflict: grpc.StatusCode.ABORTED,
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -158,7 +159,7 @@ def to_rpc_status(error: BaseException) -> grpc.Status:
     return rpc_status.to_status(to_status(error))
 
 
-def from_status(status: status_pb2.Status) -> errors.ReportgridError:
+def from_status(status: status_pb2.Status) -> errors.ReportgridError:  # noqa: PLR0912 -- a case a code
     """The Reportgrid error a received status stands for."""
     details = {d.TypeName(): d for d in status.details}
     message = status.message
@@ -187,6 +188,8 @@ def from_status(status: status_pb2.Status) -> errors.ReportgridError:
             return errors.Conflict(message)
         case code_pb2.UNAUTHENTICATED:
             return errors.Unauthenticated(message)
+        case code_pb2.PERMISSION_DENIED:
+            return errors.PermissionDenied(message)
         case code_pb2.RESOURCE_EXHAUSTED:
             return errors.ResourceExhausted(message, retry_after=retry_after)
         case code_pb2.UNAVAILABLE:

@@ -19,6 +19,8 @@ PROJECT: Final = "reportgrid"
 # DynamoDB: one global table holds reports and API keys (single-table design).
 # ---------------------------------------------------------------------------------------
 TABLE_NAME: Final = "reportgrid-reports"
+# Claims and leases, on a multi-Region strongly consistent global table (docs/MULTI_REGION.md).
+ARBITER_TABLE_NAME: Final = "reportgrid-leases"
 PARTITION_KEY: Final = "pk"  # string; see item keys below
 TTL_ATTRIBUTE: Final = "expires_at"  # epoch seconds; DynamoDB deletes the item after it
 
@@ -64,6 +66,23 @@ def api_key_key(key_sha256_hex: str) -> dict[str, str]:
     return {PARTITION_KEY: API_KEY_PREFIX + key_sha256_hex}
 
 
+# Operators' items (reportgrid/tenants.py, reportgrid/audit.py): a tenant with its quotas,
+# and the audit log (kept AUDIT_RETENTION_DAYS, by the TTL attribute). They are listed
+# through the tenant index under partitions no report can use ("!" is never in a tenant
+# name): every tenant, one tenant's API keys, one tenant's audit records.
+TENANT_PREFIX: Final = "tenant#"
+AUDIT_PREFIX: Final = "audit#"
+ADMIN_TENANTS_PARTITION: Final = "admin!tenants"
+ADMIN_KEYS_PARTITION_PREFIX: Final = "admin!keys!"
+ADMIN_AUDIT_PARTITION_PREFIX: Final = "admin!audit!"
+AUDIT_RETENTION_DAYS: Final = 400
+
+
+def tenant_key(tenant: str) -> dict[str, str]:
+    """The primary key of a tenant item."""
+    return {PARTITION_KEY: TENANT_PREFIX + tenant}
+
+
 def tenant_shard(tenant: str, shard: int) -> str:
     return f"{tenant}#{shard}"
 
@@ -107,6 +126,7 @@ def result_object_key(report_id: str) -> str:
 CACHE_REPORT_PREFIX: Final = "rg:report:"  # + report id -> serialized Report
 CACHE_EVENTS_PREFIX: Final = "rg:events:"  # + report id -> pub/sub channel for Watch
 CACHE_IDEMPOTENCY_PREFIX: Final = "rg:idem:"  # + report id -> marks a keyed submit as seen
+CACHE_RATE_PREFIX: Final = "rg:rate:"  # + tenant -> its fleet-wide submit bucket (a hash)
 
 
 def cache_report_key(report_id: str) -> str:
@@ -121,6 +141,11 @@ def cache_idempotency_key(report_id: str) -> str:
     return CACHE_IDEMPOTENCY_PREFIX + report_id
 
 
+def cache_rate_key(tenant: str) -> str:
+    # One key per tenant: a cluster-mode cache keeps each script call on one slot.
+    return CACHE_RATE_PREFIX + tenant
+
+
 # ---------------------------------------------------------------------------------------
 # Environment variables: the settings model reads these and the CDK sets them.
 # ---------------------------------------------------------------------------------------
@@ -131,6 +156,8 @@ class _EnvNames:
     REGION: str = "REPORTGRID_REGION"
     PEER_REGION: str = "REPORTGRID_PEER_REGION"
     TABLE_NAME: str = "REPORTGRID_TABLE_NAME"
+    # The lease arbiter's MRSC table (functions/arbiter.py); unset: last-writer-wins path.
+    ARBITER_TABLE_NAME: str = "REPORTGRID_ARBITER_TABLE_NAME"
     TASK_STREAM_NAME: str = "REPORTGRID_TASK_STREAM_NAME"
     HEAVY_QUEUE_URL: str = "REPORTGRID_HEAVY_QUEUE_URL"
     STANDBY_QUEUE_URL: str = "REPORTGRID_STANDBY_QUEUE_URL"
@@ -149,6 +176,7 @@ class _EnvNames:
     REDIS_URL_ARN: str = "REPORTGRID_REDIS_URL_ARN"
     AWS_ENDPOINT_URL: str = "AWS_ENDPOINT_URL"  # botocore's own; points at moto locally
     EDGE_PORT: str = "REPORTGRID_EDGE_PORT"
+    EDGE_HOST: str = "REPORTGRID_EDGE_HOST"
     EDGE_WORKERS: str = "REPORTGRID_EDGE_WORKERS"
     MAX_CONCURRENT_RPCS: str = "REPORTGRID_MAX_CONCURRENT_RPCS"
     DRAIN_GRACE_SECONDS: str = "REPORTGRID_DRAIN_GRACE_SECONDS"
@@ -350,6 +378,12 @@ class _MetricNames:
     # records of such batches no longer in the stream (past its retention: lost reports).
     TASKS_REDRIVEN: str = "TasksRedriven"
     STREAM_RECORDS_EXPIRED: str = "StreamRecordsExpired"
+    # Stream worker (light path): Milliseconds from the task's accept_time to the terminal
+    # write, one value per report it ended; the time-to-terminal SLO (cdk/slo.py) reads it.
+    TIME_TO_TERMINAL: str = "TimeToTerminal"
 
 
 METRIC: Final = _MetricNames()
+# The gRPC statuses that are the service's failure, not the caller's: what RequestFaults
+# counts, and the bad events of the availability SLOs (cdk/slo.py).
+REQUEST_FAULT_CODES: Final = frozenset({"INTERNAL", "UNAVAILABLE", "UNKNOWN", "DATA_LOSS"})

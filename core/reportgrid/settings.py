@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     region: str = Field(validation_alias=_env(E.REGION))
     peer_region: str | None = Field(default=None, validation_alias=_env(E.PEER_REGION))
     table_name: str = Field(default=resources.TABLE_NAME, validation_alias=_env(E.TABLE_NAME))
+    arbiter_table_name: str | None = Field(
+        default=None, min_length=1, validation_alias=_env(E.ARBITER_TABLE_NAME)
+    )
     task_stream_name: str = Field(
         default=resources.TASK_STREAM_NAME, validation_alias=_env(E.TASK_STREAM_NAME)
     )
@@ -62,6 +65,9 @@ class Settings(BaseSettings):
     edge_port: int = Field(
         default=resources.EDGE_PORT, ge=0, le=65535, validation_alias=_env(E.EDGE_PORT)
     )
+    # Every interface in a Fargate task (the ALB reaches it on the task's ENI); the local
+    # region binds loopback only.
+    edge_host: str = Field(default="[::]", min_length=1, validation_alias=_env(E.EDGE_HOST))
     edge_workers: int = Field(
         default_factory=lambda: len(os.sched_getaffinity(0)) or 1,
         ge=1,

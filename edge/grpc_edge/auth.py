@@ -16,20 +16,34 @@ first seen during a flood gets in on a retry.
 
 Revocation takes effect on each edge process within `positive_ttl_seconds`
 (POSITIVE_TTL_SECONDS, 30 s, by default): a revoked key keeps working until its cached
-answer expires.
+answer expires. An expired key (its `expires_ms`, reportgrid/apikeys.py) is refused at
+once, UNAUTHENTICATED, whatever is cached: the expiry is checked on every resolution.
+
+A valid key's tenant (reportgrid/tenants.py: disabled or not, and its quotas) is read once
+and cached for `positive_ttl_seconds` too, so disabling a tenant (PERMISSION_DENIED) and
+changing its quotas take effect within that time. A tenant with no item (keys put before
+tenants existed: the local region's seeding, the benchmarks) is enabled and has only the
+service's own limits. When the tenant item cannot be read the last answer is kept; with none,
+the call is UNAVAILABLE.
+
+Last use is recorded without a write per request: at most one conditional UpdateItem per
+key per apikeys.LAST_USED_INTERVAL_MS per process, in the background, and refused by its
+condition when another process wrote it within the interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from grpc_edge.store import bounded
-from reportgrid import apikeys, resources
-from reportgrid.errors import ResourceExhausted, Unauthenticated, Unavailable
+from reportgrid import apikeys, tenants
+from reportgrid.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
 
 if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
     from types_aiobotocore_dynamodb.client import DynamoDBClient
@@ -41,6 +55,8 @@ NEGATIVE_CACHE_ENTRIES: Final = 10_000
 UNKNOWN_LOOKUPS_PER_SECOND: Final = 20.0
 UNKNOWN_LOOKUP_BURST: Final = 40.0
 _LOOKUP_SECONDS: Final = 2.0
+# Background last-used writes in flight at most; beyond it a use is simply not recorded.
+_MAX_USE_WRITES: Final = 64
 
 MISSING: Final = Unauthenticated("missing `authorization: Bearer <api key>` metadata")
 MALFORMED: Final = Unauthenticated("the authorization metadata is not `Bearer <api key>`")
@@ -63,21 +79,42 @@ def bearer_key(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
     raise MISSING
 
 
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid key stands for."""
+
+    tenant: str
+    prefix: str  # the key's first characters: how audit records name it
+    expires_ms: int | None = None
+
+
+def _expired(grant: Grant) -> Unauthenticated:
+    assert grant.expires_ms is not None
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(grant.expires_ms / 1000))
+    return Unauthenticated(
+        f"the API key {grant.prefix} expired at {when}; ask your operator for a new one"
+    )
+
+
+def _disabled(tenant: str) -> PermissionDenied:
+    return PermissionDenied(f"tenant {tenant!r} is disabled; ask your operator")
+
+
 class _Lru:
-    """key hash -> (valid until (monotonic), tenant or None), at most `limit` entries."""
+    """key hash -> (valid until (monotonic), grant or None), at most `limit` entries."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._items: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, Grant | None]] = OrderedDict()
 
-    def get(self, digest: str) -> tuple[float, str | None] | None:
+    def get(self, digest: str) -> tuple[float, Grant | None] | None:
         found = self._items.get(digest)
         if found is not None:
             self._items.move_to_end(digest)
         return found
 
-    def put(self, digest: str, until: float, tenant: str | None) -> None:
-        self._items[digest] = (until, tenant)
+    def put(self, digest: str, until: float, grant: Grant | None) -> None:
+        self._items[digest] = (until, grant)
         self._items.move_to_end(digest)
         while len(self._items) > self._limit:
             self._items.popitem(last=False)
@@ -108,7 +145,13 @@ class ApiKeyResolver:
         self._negative_ttl = negative_ttl_seconds
         self._known = _Lru(positive_entries)
         self._unknown = _Lru(negative_entries)
-        self._inflight: dict[str, asyncio.Future[str | None]] = {}
+        self._inflight: dict[str, asyncio.Future[Grant | None]] = {}
+        # tenant -> (valid until (monotonic), its item or None: defaults)
+        self._tenants: dict[str, tuple[float, tenants.Tenant | None]] = {}
+        self._tenant_reads: dict[str, asyncio.Future[tenants.Tenant | None]] = {}
+        self._used: dict[str, float] = {}  # key hash -> when this process last recorded a use
+        self._use_writes: set[asyncio.Task[None]] = set()
+        self.use_writes = 0  # last-used writes sent
         self._rate = unknown_lookups_per_second
         self._burst = unknown_lookup_burst
         self._tokens = unknown_lookup_burst
@@ -117,11 +160,34 @@ class ApiKeyResolver:
         self.refused = 0  # new keys answered LOOKUPS_LIMITED instead of read
 
     async def tenant_of(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
-        digest = apikeys.key_hash(bearer_key(metadata))
+        return (await self.grant_of(metadata)).tenant
+
+    async def grant_of(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> Grant:
+        """The valid, unexpired key's grant, its tenant enabled; else the precise error."""
+        key = bearer_key(metadata)
+        digest = apikeys.key_hash(key)
+        grant = await self._grant(digest, apikeys.key_prefix(key))
+        if grant.expires_ms is not None and time.time() * 1000 >= grant.expires_ms:
+            raise _expired(grant)
+        now = time.monotonic()
+        cached = self._tenants.get(grant.tenant)
+        tenant = cached[1] if cached is not None and cached[0] > now else await self._tenant(grant)
+        if tenant is not None and tenant.disabled:
+            raise _disabled(grant.tenant)
+        self._note_use(digest, now)
+        return grant
+
+    def quotas(self, tenant: str) -> tenants.Quotas | None:
+        """The tenant's quotas as last read (its key was just resolved: it is cached); None
+        for a tenant without an item, which has only the service's own limits."""
+        cached = self._tenants.get(tenant)
+        return cached[1].quotas if cached is not None and cached[1] is not None else None
+
+    async def _grant(self, digest: str, prefix: str) -> Grant:
         now = time.monotonic()
         known = self._known.get(digest)
-        if known is not None and known[0] > now:
-            return known[1] or ""  # only tenants are kept here
+        if known is not None and known[0] > now and known[1] is not None:
+            return known[1]  # only grants are kept here
         unknown = self._unknown.get(digest)
         if unknown is not None and unknown[0] > now:
             raise UNKNOWN
@@ -132,13 +198,62 @@ class ApiKeyResolver:
             if charged and not self._take_token(now):
                 self.refused += 1
                 raise LOOKUPS_LIMITED
-            pending = asyncio.ensure_future(self._lookup(digest, charged))
+            pending = asyncio.ensure_future(self._lookup(digest, charged, prefix))
             self._inflight[digest] = pending
             pending.add_done_callback(lambda _: self._inflight.pop(digest, None))
-        tenant = await asyncio.shield(pending)
-        if tenant is None:
+        grant = await asyncio.shield(pending)
+        if grant is None:
             raise UNKNOWN
-        return tenant
+        return grant
+
+    async def _tenant(self, grant: Grant) -> tenants.Tenant | None:
+        pending = self._tenant_reads.get(grant.tenant)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read_tenant(grant.tenant))
+            self._tenant_reads[grant.tenant] = pending
+            pending.add_done_callback(lambda _: self._tenant_reads.pop(grant.tenant, None))
+        return await asyncio.shield(pending)
+
+    async def _read_tenant(self, name: str) -> tenants.Tenant | None:
+        try:
+            response = await bounded(
+                self._ddb.get_item(TableName=self._table, Key=tenants.item_key(name)),
+                time.monotonic() + _LOOKUP_SECONDS,
+                "the tenant store",
+            )
+        except Exception:
+            stale = self._tenants.get(name)
+            if stale is not None:  # keep serving on the last answer
+                return stale[1]
+            raise Unavailable("the tenant store could not be read; retry") from None
+        item = response.get("Item")
+        found = tenants.from_item(item) if item is not None else None
+        self._tenants[name] = (time.monotonic() + self._positive_ttl, found)
+        return found
+
+    def _note_use(self, digest: str, now: float) -> None:
+        last = self._used.get(digest)
+        if last is not None and now - last < apikeys.LAST_USED_INTERVAL_MS / 1000:
+            return
+        if len(self._use_writes) >= _MAX_USE_WRITES:
+            return
+        if len(self._used) >= POSITIVE_CACHE_ENTRIES:
+            self._used.clear()  # a few extra (conditional, refused) writes at worst
+        self._used[digest] = now
+        self.use_writes += 1
+        task = asyncio.ensure_future(self._write_use(digest))
+        self._use_writes.add(task)
+        task.add_done_callback(self._use_writes.discard)
+
+    async def _write_use(self, digest: str) -> None:
+        arguments = apikeys.last_used_update(digest, time.time_ns() // 1_000_000)
+        # Refused by its condition (another process wrote it lately), or lost: no matter.
+        with contextlib.suppress(Exception):
+            await bounded(
+                self._ddb.update_item(TableName=self._table, **arguments),
+                time.monotonic() + _LOOKUP_SECONDS,
+                "the API key store",
+            )
 
     def _take_token(self, now: float) -> bool:
         self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
@@ -148,9 +263,9 @@ class ApiKeyResolver:
         self._tokens -= 1.0
         return True
 
-    async def _lookup(self, digest: str, charged: bool) -> str | None:
+    async def _lookup(self, digest: str, charged: bool, prefix: str) -> Grant | None:
         self.lookups += 1
-        key = {k: {"S": v} for k, v in resources.api_key_key(digest).items()}
+        key = apikeys.item_key(digest)
         try:
             response = await bounded(
                 self._ddb.get_item(TableName=self._table, Key=key),
@@ -162,20 +277,21 @@ class ApiKeyResolver:
         except Exception:
             raise Unavailable("the API key store could not be read; retry") from None
         item = response.get("Item")
-        tenant: str | None = None
+        grant: Grant | None = None
         if item is not None:
             record = apikeys.record_from_item(item)
-            tenant = None if record.revoked else record.tenant
+            if not record.revoked:
+                grant = Grant(record.tenant, prefix, record.expires_ms)
         now = time.monotonic()
-        if tenant:
+        if grant is not None:
             if charged:  # a valid key: its read does not count against the budget
                 self._tokens = min(self._burst, self._tokens + 1.0)
             self._unknown.pop(digest)
-            self._known.put(digest, now + self._positive_ttl, tenant)
+            self._known.put(digest, now + self._positive_ttl, grant)
         else:
             self._known.pop(digest)
             self._unknown.put(digest, now + self._negative_ttl, None)
-        return tenant
+        return grant
 
 
 class TenantRateLimiter:

@@ -22,6 +22,7 @@ class Call:
 
     tenant: str
     deadline: float  # time.monotonic()
+    key_prefix: str = ""  # the API key's first characters (audit records name the caller)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

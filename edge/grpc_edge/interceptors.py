@@ -35,7 +35,7 @@ import grpc
 from aws_lambda_powertools import Logger
 from google.protobuf.message import DecodeError, Message
 
-from grpc_edge.auth import ApiKeyResolver, TenantRateLimiter
+from grpc_edge.auth import ApiKeyResolver, Grant, TenantRateLimiter
 from grpc_edge.call import Call, CallBudget
 from grpc_edge.metrics import EdgeMetrics, MethodMetrics
 from reportgrid import status
@@ -152,7 +152,7 @@ class Chain:
             tenant_limit=settings.tenant_max_concurrent_watches,
             retry_after=WATCH_SHED_RETRY_SECONDS,
         )
-        self._tenants: dict[str | bytes, tuple[float, str]] = {}
+        self._tenants: dict[str | bytes, tuple[float, Grant]] = {}
 
     @property
     def shed(self) -> int:
@@ -164,7 +164,7 @@ class Chain:
         """Calls and watches refused at a tenant's share."""
         return self.calls.tenant_shed + self.watches.tenant_shed
 
-    async def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    async def _tenant(self, context: grpc.aio.ServicerContext[Any, Any]) -> Grant:
         metadata = context.invocation_metadata()
         for name, value in metadata or ():
             if name == "authorization":
@@ -173,14 +173,14 @@ class Chain:
                 if memo is not None and memo[0] > now:
                     self._tenants[value] = memo  # back at the end: least recently used first
                     return memo[1]
-                tenant = await self.auth.tenant_of(metadata)
+                grant = await self.auth.grant_of(metadata)
                 # Dicts keep insertion order and every use moves a key to the end, so many
                 # keys evict the least recently used one, never every tenant at once.
                 if len(self._tenants) >= _TENANT_MEMO_LIMIT:
                     del self._tenants[next(iter(self._tenants))]
-                self._tenants[value] = (now + _TENANT_MEMO_SECONDS, tenant)
-                return tenant
-        return await self.auth.tenant_of(metadata)  # raises the precise Unauthenticated
+                self._tenants[value] = (now + _TENANT_MEMO_SECONDS, grant)
+                return grant
+        return await self.auth.grant_of(metadata)  # raises the precise Unauthenticated
 
     async def _admit(
         self,
@@ -191,7 +191,8 @@ class Chain:
     ) -> tuple[RequestT, Call]:
         """Authenticate, rate-limit, take one of the tenant's slots in `pool` (the caller
         gives it back when `Call` was returned) and parse."""
-        tenant = await self._tenant(context)
+        grant = await self._tenant(context)
+        tenant = grant.tenant
         self.limiter.admit(tenant)
         pool.enter(tenant)
         try:
@@ -202,7 +203,7 @@ class Chain:
                 "", f"the request is not a valid {request_type.DESCRIPTOR.full_name} message"
             ) from None
         deadline = self.budget.deadline(context.time_remaining(), long_lived=pool is self.watches)
-        return request, Call(tenant, deadline)
+        return request, Call(tenant, deadline, grant.prefix)
 
     async def _fail(
         self,

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from grpc_edge.audit_log import AuditLog
 from grpc_edge.auth import ApiKeyResolver, TenantRateLimiter
 from grpc_edge.breaker import CircuitBreaker
 from grpc_edge.cache import RedisTier, TerminalLru
@@ -33,6 +34,7 @@ from grpc_edge.listing import ReportLister
 from grpc_edge.metrics import FLUSH_SECONDS, EdgeMetrics
 from grpc_edge.peer import PeerSender
 from grpc_edge.producer import TaskProducer, make_producer
+from grpc_edge.ratelimit import FleetRateLimiter
 from grpc_edge.reads import ReportReader
 from grpc_edge.result_storage import ResultStorage
 from grpc_edge.service import ReportService
@@ -246,11 +248,12 @@ async def build_server(
     hub = EventHub(clients.redis, breaker)
     producer = make_producer(
         settings.edge_producer,
-        clients.kinesis,
+        clients.task_log(),
         settings.task_stream_name,
         linger_seconds=producer_linger_seconds,
         max_in_flight=producer_max_in_flight,
     )
+    auth = ApiKeyResolver(clients.dynamodb, settings.table_name)
     service = ReportService(
         settings=settings,
         registry=registry,
@@ -263,9 +266,12 @@ async def build_server(
         lister=ReportLister(store, PageTokens(settings.id_secrets[0].get_secret_value().encode())),
         results=ResultStorage.of(settings, clients.s3, clients.replica_s3),
         peer=await PeerSender.open(settings),  # None without a peer region
+        # Tenants' quotas (issue 15): read with their keys, the submit rate fleet-wide.
+        quotas=auth.quotas,
+        submit_limiter=FleetRateLimiter(clients.redis, breaker),
+        audit=AuditLog(clients.dynamodb, settings.table_name, settings.region),
     )
     metrics = EdgeMetrics()
-    auth = ApiKeyResolver(clients.dynamodb, settings.table_name)
     limiter = TenantRateLimiter(settings.tenant_rate_limit)
     chain = Chain(
         service_name=SERVICE_NAME,
@@ -274,7 +280,7 @@ async def build_server(
         metrics=metrics,
         settings=settings,
     )
-    _watch_counters(metrics, producer, reader, breaker, limiter, chain)
+    _watch_counters(metrics, producer, reader, breaker, limiter, chain, service)
 
     # No `maximum_concurrent_rpcs`: the chain sheds over the limit itself, where it can count.
     server = grpc.aio.server(options=server_options(settings))
@@ -337,6 +343,7 @@ def _watch_counters(  # noqa: PLR0917 -- one private call site, every argument d
     breaker: CircuitBreaker,
     limiter: TenantRateLimiter,
     chain: Chain,
+    service: ReportService,
 ) -> None:
     m = resources.METRIC
     counters: dict[str, Callable[[], int]] = {
@@ -346,6 +353,9 @@ def _watch_counters(  # noqa: PLR0917 -- one private call site, every argument d
         m.CACHE_MISSES: lambda: reader.stats.dynamodb_reads,
         # The detail behind them.
         "RateLimitedRequests": lambda: limiter.shed,
+        "SubmitQuotaShed": lambda: service.submit_limiter.shed,
+        "SubmitQuotaFallbacks": lambda: service.submit_limiter.fallbacks,
+        "AuditWriteFailures": lambda: service.audit.failures,
         "TenantConcurrencyShed": lambda: chain.tenant_shed,
         "EnqueueBatches": lambda: producer.stats.batches,
         "EnqueuedRecords": lambda: producer.stats.records_accepted,

@@ -12,7 +12,12 @@ def test_keys_are_random_well_formed_and_never_stored_in_plaintext() -> None:
     item = apikeys.key_item(key, "acme")
     assert key not in str(item)
     assert item["pk"]["S"] == "apikey#" + apikeys.key_hash(key)
-    assert apikeys.record_from_item(item) == apikeys.ApiKeyRecord("acme", False, "")
+    record = apikeys.record_from_item(item)
+    assert (record.tenant, record.revoked, record.name) == ("acme", False, "")
+    assert record.prefix == key[: apikeys.PREFIX_CHARS]
+    assert apikeys.valid_prefix(record.prefix)
+    assert record.expires_ms is None
+    assert not record.expired(2**62)
 
 
 def test_malformed_keys_are_recognised() -> None:

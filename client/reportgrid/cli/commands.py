@@ -24,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from reportgrid import errors
+from reportgrid.cli import top, trace
+from reportgrid.cli.admin import app as admin_app
 from reportgrid.cli.exit_codes import Exit
 from reportgrid.client import (
     OUTPUT_FORMATS,
@@ -46,6 +48,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(admin_app)  # `reportgrid admin ...`: operators (reportgrid/cli/admin.py)
+app.command("trace")(trace.command)  # one report's life (reportgrid/cli/trace.py)
+app.command("top")(top.command)  # the local region at work (reportgrid/cli/top.py)
 # Piped output is not cut to 80 columns: ids must survive `| grep`.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -83,6 +88,10 @@ _HINTS: dict[type[errors.ReportgridError], tuple[Exit, str]] = {
         Exit.UNAUTHENTICATED,
         f"pass --api-key or set {CLIENT_API_KEY_ENV} (`make dev` prints a development key)",
     ),
+    errors.PermissionDenied: (
+        Exit.UNAUTHENTICATED,
+        "the key is valid but may not be used now; ask your operator",
+    ),
     errors.Unavailable: (
         Exit.UNAVAILABLE,
         f"is the server running? check --endpoint/{CLIENT_ENDPOINT_ENV}, or start one "
@@ -102,6 +111,7 @@ _STATUS_NAMES: dict[type[errors.ReportgridError], str] = {
     errors.InvalidArgument: "INVALID_ARGUMENT",
     errors.NotFound: "NOT_FOUND",
     errors.Unauthenticated: "UNAUTHENTICATED",
+    errors.PermissionDenied: "PERMISSION_DENIED",
     errors.Unavailable: "UNAVAILABLE",
     errors.DeadlineExceeded: "DEADLINE_EXCEEDED",
     errors.FailedPrecondition: "FAILED_PRECONDITION",

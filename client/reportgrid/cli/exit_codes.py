@@ -12,7 +12,7 @@ class Exit(IntEnum):
     REPORT_NOT_SUCCEEDED = 1  # the report ended FAILED, CANCELLED or EXPIRED
     USAGE = 2  # bad options, an invalid argument (INVALID_ARGUMENT), no `cli` extra
     NOT_FOUND = 3
-    UNAUTHENTICATED = 4
+    UNAUTHENTICATED = 4  # also PERMISSION_DENIED: a disabled tenant's key
     UNAVAILABLE = 5  # the server could not be reached, or a deadline ran out
     PRECONDITION = 6  # FAILED_PRECONDITION or ABORTED: the report's state does not allow it
     RESOURCE_EXHAUSTED = 7  # rate limited; retry later

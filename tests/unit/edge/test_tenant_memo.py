@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from grpc_edge import interceptors
-from grpc_edge.auth import TenantRateLimiter
+from grpc_edge.auth import Grant, TenantRateLimiter
 from grpc_edge.interceptors import Chain
 from grpc_edge.metrics import EdgeMetrics
 from reportgrid import resources
@@ -22,10 +22,10 @@ class CountingResolver:
     def __init__(self) -> None:
         self.lookups: list[str] = []
 
-    async def tenant_of(self, metadata: Sequence[tuple[str, Any]] | None) -> str:
+    async def grant_of(self, metadata: Sequence[tuple[str, Any]] | None) -> Grant:
         value = dict(metadata or ())["authorization"]
         self.lookups.append(value)
-        return f"tenant-of-{value}"
+        return Grant(f"tenant-of-{value}", prefix="rg_test0000")
 
 
 class Context:
@@ -61,5 +61,6 @@ async def test_many_keys_evict_the_oldest_memo_not_every_tenant(
     # Then the memo stays bounded and the busy key, used most recently, is still in it
     assert len(chain._tenants) == 3
     resolver.lookups.clear()
-    assert await chain._tenant(Context("busy")) == "tenant-of-busy"  # type: ignore[arg-type]
+    grant = await chain._tenant(Context("busy"))  # type: ignore[arg-type]
+    assert grant.tenant == "tenant-of-busy"
     assert resolver.lookups == []
