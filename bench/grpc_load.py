@@ -20,38 +20,56 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.v1 import reports_pb2_grpc as pb_grpc
 
+T = TypeVar("T")
 
-async def run(target: str, ids: list[str], key: str, in_flight: int) -> dict[str, object]:
+
+async def drive(
+    items: Iterable[T], call: Callable[[T], Awaitable[object]], in_flight: int
+) -> dict[str, Any]:
+    """Send `call(item)` once per item with `in_flight` calls outstanding; per-call
+    latencies (us) and statuses by gRPC code, as the bench reads them back."""
     latencies_us: list[int] = []
     statuses: Counter[str] = Counter()
+    queue = iter(items)
+    calls = 0
+
+    async def worker() -> None:
+        nonlocal calls
+        for item in queue:  # shared iterator: each item is sent once
+            started = time.perf_counter_ns()
+            try:
+                await call(item)
+                statuses["OK"] += 1
+            except grpc.aio.AioRpcError as err:
+                statuses[err.code().name] += 1
+            calls += 1
+            latencies_us.append((time.perf_counter_ns() - started) // 1000)
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
+    elapsed = time.monotonic() - started
+    return {"calls": calls, "seconds": elapsed, "statuses": statuses, "latency_us": latencies_us}
+
+
+async def run(target: str, ids: list[str], key: str, in_flight: int) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {key}"),)
-    queue = iter(ids)
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.ReportServiceStub(channel)
 
-        async def worker() -> None:
-            for report_id in queue:  # shared iterator: each id is asked for once
-                started = time.perf_counter_ns()
-                try:
-                    await stub.GetReport(
-                        pb.GetReportRequest(report_id=report_id), metadata=metadata, timeout=30
-                    )
-                    statuses["OK"] += 1
-                except grpc.aio.AioRpcError as err:
-                    statuses[err.code().name] += 1
-                latencies_us.append((time.perf_counter_ns() - started) // 1000)
+        async def get(report_id: str) -> object:
+            request = pb.GetReportRequest(report_id=report_id)
+            return await stub.GetReport(request, metadata=metadata, timeout=30)
 
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
-        elapsed = time.monotonic() - started
-    return {"calls": len(ids), "seconds": elapsed, "statuses": statuses, "latency_us": latencies_us}
+        return await drive(ids, get, in_flight)
 
 
 def main(argv: list[str] | None = None) -> int:

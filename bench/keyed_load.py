@@ -12,19 +12,17 @@ generator (`null-submit-keyed`), and the edge's row is read against that one.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from typing import Any
 
 import grpc
 
-from bench import payloads, procstat, profile, stats
+from bench import grpc_load, payloads, procstat, profile, stats
 from bench.scenarios import Context, Scenario
 
 
@@ -39,30 +37,17 @@ def bodies(calls: int) -> list[bytes]:
 
 
 async def load(target: str, key: str, calls: int, in_flight: int) -> dict[str, Any]:
-    latencies_us: list[int] = []
-    statuses: Counter[str] = Counter()
     metadata = (("authorization", f"Bearer {key}"),)
-    queue = iter(bodies(calls))
     async with grpc.aio.insecure_channel(target) as channel:
         # Bytes in, bytes out: the generator spends nothing on protobuf.
         submit: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
             payloads.method_path(payloads.SUBMIT)
         )
 
-        async def worker() -> None:
-            for body in queue:  # shared: each body is sent once
-                started = time.perf_counter_ns()
-                try:
-                    await submit(body, metadata=metadata, timeout=30)
-                    statuses["OK"] += 1
-                except grpc.aio.AioRpcError as err:
-                    statuses[err.code().name] += 1
-                latencies_us.append((time.perf_counter_ns() - started) // 1000)
+        async def send(body: bytes) -> object:
+            return await submit(body, metadata=metadata, timeout=30)
 
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
-        elapsed = time.monotonic() - started
-    return {"calls": calls, "seconds": elapsed, "statuses": statuses, "latency_us": latencies_us}
+        return await grpc_load.drive(bodies(calls), send, in_flight)
 
 
 def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
