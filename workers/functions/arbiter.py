@@ -11,11 +11,16 @@ claim, renewal and terminal write, and writes the report item only when it holds
 - `acquire`: take the lease when nobody holds it, when it ran out, or when we hold it
   already; refused once the report is `done`;
 - `renew`: extend our lease; fails when someone else took it;
-- `complete`: mark the report done, only while we hold it. After that no region can
-  acquire it again, so no second run ever reaches its terminal write;
+- `complete`: mark the report done, with the terminal report item it is about to write,
+  only while we hold it. After that no region can acquire it again, so no second run ever
+  reaches its terminal write; and a worker that dies between `complete` and its write to
+  the reports table leaves the outcome here, so whoever finds the report done next writes
+  it forward (ReportStore) instead of leaving it RUNNING;
 - `release`: give the lease up early (best effort).
 
-Items are `{pk: lease#<report id>, owner, until_ms[, done]}`. Only conditional PutItem,
+Items are `{pk: lease#<report id>, owner, until_ms[, done, outcome]}` (`outcome`: the
+terminal report item as a map; an inline result makes it at most ~310 KB of DynamoDB's
+400 KB, limits.MAX_INLINE_RESULT_BYTES). Only conditional PutItem,
 UpdateItem and strongly consistent GetItem are used: no transactions and no TTL, which MRSC
 tables do not offer (AWS developer guide, "Multi-Region strong consistency" considerations).
 """
@@ -42,6 +47,7 @@ KEY_PREFIX: Final = "lease#"
 A_OWNER: Final = "owner"
 A_UNTIL: Final = "until_ms"
 A_DONE: Final = "done"
+A_OUTCOME: Final = "outcome"
 _CONDITION_FAILED: Final = "ConditionalCheckFailedException"
 # MRSC answers a write that races a write of the same item from another region with
 # ReplicatedWriteConflictException ("retry"): the race has one winner, we try again.
@@ -66,6 +72,7 @@ class Grant:
     done: bool = False  # a run completed the report: nothing may run it again
     holder: str = ""
     until_ms: int = 0  # when the holder's lease runs out (epoch ms)
+    outcome: dict[str, Any] | None = None  # when done: the terminal report item written
 
 
 def _now_ms() -> int:
@@ -105,6 +112,7 @@ class LeaseArbiter:
             done=A_DONE in item,
             holder=item.get(A_OWNER, {}).get("S", ""),
             until_ms=int(item.get(A_UNTIL, {}).get("N", "0")),
+            outcome=item.get(A_OUTCOME, {}).get("M"),
         )
 
     def renew(self, report_id: str, *, owner: str, lease_seconds: float) -> bool:
@@ -117,15 +125,16 @@ class LeaseArbiter:
             values={":me": {"S": owner}, ":until": {"N": str(until)}},
         )
 
-    def complete(self, report_id: str, *, owner: str) -> bool:
-        """Mark the report done. True when it is done by us (now or by an earlier call
-        whose reply was lost); False when someone else holds or completed it."""
+    def complete(self, report_id: str, *, owner: str, outcome: dict[str, Any]) -> bool:
+        """Mark the report done with `outcome`, the terminal report item about to be
+        written. True when it is done by us (now or by an earlier call whose reply was lost;
+        a second call replaces the outcome); False when someone else holds or completed it."""
         return self._write(
             "update",
             report_id,
-            update="SET #done = :true",
+            update="SET #done = :true, #outcome = :outcome",
             condition="#owner = :me",
-            values={":me": {"S": owner}, ":true": {"BOOL": True}},
+            values={":me": {"S": owner}, ":true": {"BOOL": True}, ":outcome": {"M": outcome}},
         )
 
     def release(self, report_id: str, *, owner: str) -> None:
@@ -168,6 +177,7 @@ class LeaseArbiter:
     ) -> bool:
         names = {"#pk": resources.PARTITION_KEY, "#owner": A_OWNER, "#until": A_UNTIL}
         names["#done"] = A_DONE
+        names["#outcome"] = A_OUTCOME
         used = {n: a for n, a in names.items() if n in condition or n in update}
         for attempt in range(_ATTEMPTS):
             try:

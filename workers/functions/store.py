@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
@@ -35,7 +35,13 @@ from reportgrid import intents, records, resources
 from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded
 from reportgrid.intents import Snapshot
 from reportgrid.records import ReadItem, ReportRecord, ResultInfo
-from reportgrid.states import Condition, State, check_transition, transition_condition
+from reportgrid.states import (
+    Condition,
+    State,
+    can_transition,
+    check_transition,
+    transition_condition,
+)
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.validation import DEFAULT_TTL_SECONDS
@@ -324,14 +330,18 @@ class ReportStore:
             if current is not None and current.terminal:
                 return ClaimResult(Claim.TERMINAL, current)
             if snapshot.cancel_requested:
-                refused = self._arbitrate_end(task.report_id, owner, lease_seconds, current)
-                if refused is not None:
-                    return refused
                 base = current if current is not None else _new_record(task, now)
-                cancelled = _ended(base, State.CANCELLED, now, ttl_seconds=task_ttl(task))
                 # The worker records that the end was the user's cancellation (the edge
                 # never writes the report item).
-                done = self._put(current, cancelled.with_(lease_owner=owner, cancel_requested=True))
+                cancelled = _ended(base, State.CANCELLED, now, ttl_seconds=task_ttl(task)).with_(
+                    lease_owner=owner, cancel_requested=True
+                )
+                refused = self._arbitrate_end(
+                    task.report_id, owner, lease_seconds, current, cancelled
+                )
+                if refused is not None:
+                    return refused
+                done = self._put(current, cancelled)
                 if done is not None:
                     return ClaimResult(Claim.CANCELLED, done)
                 continue
@@ -425,16 +435,19 @@ class ReportStore:
                 or current.lease_owner != owner
             ):
                 raise LeaseLost(f"report {report_id} is no longer held by this worker")
-            # Done in the arbiter first: from then on no region can start another run, and
-            # a region that took the lease over makes this fail (we write nothing).
-            if self._arbiter is not None and not self._arbiter.complete(report_id, owner=owner):
-                raise LeaseLost(f"report {report_id}: another region holds its lease now")
             ended = _ended(current, state, self._clock(), ttl_seconds=ttl_seconds).with_(
                 result=result,
                 error_reason=bounded(error[0]) if error else "",
                 error_message=bounded(error[1]) if error else "",
                 cancel_requested=state is State.CANCELLED and snapshot.cancel_requested,
             )
+            # Done in the arbiter first, with the outcome: from then on no region can start
+            # another run, and a region that took the lease over makes this fail (we write
+            # nothing).
+            if self._arbiter is not None and not self._arbiter.complete(
+                report_id, owner=owner, outcome=_outcome_item(current, ended)
+            ):
+                raise LeaseLost(f"report {report_id}: another region holds its lease now")
             stored = self._put(current, ended)
             if stored is not None:
                 return stored
@@ -460,12 +473,12 @@ class ReportStore:
                 and (current.lease_until_ms or 0) > now
             ):
                 return None
-            if self._arbitrate_end(task.report_id, owner, 0, current) is not None:
-                return None
             base = current if current is not None else _new_record(task, now)
             failed = _ended(base, State.FAILED, now, ttl_seconds=ttl_seconds).with_(
                 error_reason=bounded(reason), error_message=bounded(message), lease_owner=owner
             )
+            if self._arbitrate_end(task.report_id, owner, 0, current, failed) is not None:
+                return None
             stored = self._put(current, failed)
             if stored is not None:
                 return stored
@@ -483,19 +496,44 @@ class ReportStore:
         grant = self._arbiter.acquire(report_id, owner=owner, lease_seconds=lease_seconds)
         if grant.held:
             return None
+        if grant.done and grant.holder == owner:
+            return None  # we completed it; our terminal write has not landed yet
         if grant.done:
-            return ClaimResult(Claim.TERMINAL, current)
+            return ClaimResult(Claim.TERMINAL, self._roll_forward(current, grant.outcome))
         return ClaimResult(Claim.BUSY, current, grant.until_ms or self._clock())
 
+    def _roll_forward(
+        self, current: ReportRecord | None, outcome: dict[str, Any] | None
+    ) -> ReportRecord | None:
+        """A report the arbiter says is done whose item here is not terminal: its finisher
+        died between `complete` and its write (or that write has not replicated here yet).
+        Write the outcome it left, so the report does not stay RUNNING; the same content
+        arriving later by replication changes nothing."""
+        if outcome is None or (current is not None and current.terminal):
+            return current
+        ended = records.from_item(outcome)
+        if not can_transition(current.state if current else None, ended.state):
+            return current  # the item here is behind; replication brings the rest
+        stored = self._put(current, ended)
+        return stored if stored is not None else self.get(ended.report_id)
+
     def _arbitrate_end(
-        self, report_id: str, owner: str, lease_seconds: float, current: ReportRecord | None
+        self,
+        report_id: str,
+        owner: str,
+        lease_seconds: float,
+        current: ReportRecord | None,
+        ended: ReportRecord,
     ) -> ClaimResult | None:
         """Before a terminal write without a run (cancelled before start, failed unstarted):
-        take the lease and mark the report done at once, so that no other region runs it."""
+        take the lease and mark the report done with `ended` at once, so that no other
+        region runs it."""
         refused = self._arbitrate_start(report_id, owner, max(lease_seconds, 1.0), current)
         if refused is not None:
             return refused
-        if self._arbiter is not None and not self._arbiter.complete(report_id, owner=owner):
+        if self._arbiter is not None and not self._arbiter.complete(
+            report_id, owner=owner, outcome=_outcome_item(current, ended)
+        ):
             return ClaimResult(Claim.BUSY, current, self._clock())
         return None
 
@@ -540,6 +578,12 @@ class _PrefetchedStore(ReportStore):
         with self._snapshots_lock:
             snapshot = self._snapshots.pop(report_id, None)
         return snapshot if snapshot is not None else super().read(report_id)
+
+
+def _outcome_item(current: ReportRecord | None, ended: ReportRecord) -> dict[str, Any]:
+    """The item `_put(current, ended)` writes (its revision included), for the arbiter."""
+    revision = (current.revision if current else 0) + 1
+    return dict(records.to_item(ended.with_(revision=revision)))
 
 
 def task_ttl(task: TaskRecord) -> int:

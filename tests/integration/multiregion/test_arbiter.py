@@ -131,5 +131,42 @@ def test_the_local_mrsc_table_serves_every_region_one_item_store(tmp_path: Path)
         assert home.held
         assert not peer.held
         assert peer.holder == "home"
-        assert arbiters[HOME].complete("r1", owner="home")
+        assert arbiters[HOME].complete("r1", owner="home", outcome={"pk": {"S": "x"}})
         assert arbiters[PEER].acquire("r1", owner="peer", lease_seconds=30).done
+
+
+def test_a_report_whose_finisher_died_after_the_arbiter_said_done_is_written_forward(
+    arbitrated: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = arbitrated.home
+    store = home.services.store
+    task = make_task(home.settings, seed=23)
+    # Given a run that marks the report done in the arbiter, then dies before its write
+    # to the reports table (a Lambda timeout, a crash between the two calls)
+    real_put = store._put
+
+    def dies_on_the_terminal_write(old: object, new: object) -> object:
+        if getattr(new, "terminal", False):
+            raise RuntimeError("the worker died here")
+        return real_put(old, new)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "_put", dies_on_the_terminal_write)
+    with pytest.raises(RuntimeError):
+        home.runner("lambda").run(task)
+    monkeypatch.undo()
+    record = store.get(task.report_id)
+    assert record is not None
+    assert record.state is State.RUNNING
+
+    # When the task is delivered again (a new attempt: another owner) once the dead run's
+    # lease has run out (before that the redelivery is BUSY and retried later)
+    time.sleep(LEASE_SECONDS + 0.2)
+    again = home.runner("lambda").run(task)
+
+    # Then nothing runs it again, and the outcome the arbiter holds is written forward
+    assert again.outcome is Outcome.NOOP
+    record = store.get(task.report_id)
+    assert record is not None
+    assert record.state is State.SUCCEEDED, "the report stayed RUNNING: nothing rolled it forward"
+    assert record.result is not None
+    assert record.result.row_count == 50
