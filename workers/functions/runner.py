@@ -716,14 +716,18 @@ class Runner:
                     try:
                         item.ran = self._run_claimed(item, dirs[id(item)], shared_root=root)
                     except Exception as err:
+                        heartbeat.close(item.lease)
                         results[item.index] = err
                         continue
                     finally:
-                        heartbeat.close(item.lease)
                         shutil.rmtree(dirs[id(item)], ignore_errors=True)
                     if self._stood_down(item):
+                        heartbeat.close(item.lease)
                         results[item.index] = RunResult(Outcome.NOOP)
                     else:
+                        # Still renewed while the batch's later reports run: its terminal
+                        # write comes after them all (_finish_batch), and a light run may
+                        # take longer than the lease.
                         finishing.append(item)
         finally:
             for path in dirs.values():

@@ -149,3 +149,38 @@ def test_a_stale_prefetched_snapshot_never_wins_a_write(region: Region) -> None:
     record = region.get(task.report_id)
     assert record is not None
     assert record.lease_owner == "other"
+
+
+def test_a_finished_report_keeps_its_lease_until_its_terminal_write(
+    region: Region, settings: Settings
+) -> None:
+    # Given a 1 s lease and a batch whose first report finishes at once but is written
+    # terminal only after the second one's 2.5 s run (the batch's terminal writes go last)
+    services = region.services
+    short = Runner(
+        type(services)(
+            settings=settings.model_copy(update={"worker_lease_seconds": 1.0}),
+            store=services.store,
+            s3=services.s3,
+            notifier=services.notifier,
+        )
+    )
+    quick, long = _light(region, 20), _light(region, 21, cpu_ms=2500)
+    intruder: list[str] = []
+
+    def meanwhile() -> None:
+        time.sleep(1.8)  # past the lease quick's claim took; long is still running
+        claim = services.store.claim(quick, owner="intruder", region="r", lease_seconds=60)
+        intruder.append(claim.outcome.name)
+
+    other = threading.Thread(target=meanwhile)
+    other.start()
+    results = short.run_batch([quick, long])
+    other.join()
+
+    # Then nobody could take the finished report over, and it was written once
+    assert intruder == ["BUSY"], "a finished report's lease ran out before its terminal write"
+    assert [r.outcome for r in results if isinstance(r, RunResult)] == [Outcome.SUCCEEDED] * 2
+    record = region.get(quick.report_id)
+    assert record is not None
+    assert (record.state, record.attempts) == (State.SUCCEEDED, 1)
