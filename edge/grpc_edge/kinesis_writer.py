@@ -34,6 +34,9 @@ TARGET: Final = "Kinesis_20131202.PutRecords"
 CONTENT_TYPE: Final = "application/x-amz-json-1.1"
 _SERVICE: Final = "kinesis"
 _CALL_TIMEOUT_SECONDS: Final = 10.0  # what the aiobotocore client's read timeout was
+# As the aiobotocore client's connect_timeout (clients.py): an unreachable endpoint must not
+# hold an in-flight slot for the whole call timeout.
+_CONNECT_TIMEOUT_SECONDS: Final = 2.0
 _IDLE_CONNECTIONS: Final = 16
 # Kinesis closes connections left idle; one idle this long is not reused (reconnecting
 # costs less than a failed call and its retry).
@@ -245,12 +248,13 @@ class KinesisWriter:
 
     async def _open(self) -> _Connection:
         self.connections_opened += 1
-        return await asyncio.open_connection(
-            self._host,
-            self._port,
-            ssl=self._ssl,
-            server_hostname=self._host if self._tls else None,
-        )
+        async with asyncio.timeout(_CONNECT_TIMEOUT_SECONDS):
+            return await asyncio.open_connection(
+                self._host,
+                self._port,
+                ssl=self._ssl,
+                server_hostname=self._host if self._tls else None,
+            )
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

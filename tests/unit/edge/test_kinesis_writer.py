@@ -3,14 +3,17 @@ SigV4 signature for the same request and time, the same JSON body."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import time
 
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
+from grpc_edge import kinesis_writer
 from grpc_edge.kinesis_writer import SigV4, put_records_body
 
 RECORDS = [
@@ -62,3 +65,23 @@ def test_body_is_the_json_botocore_sends() -> None:
             for r in RECORDS
         ],
     }
+
+
+async def test_a_connect_that_hangs_gives_up_after_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an endpoint whose TCP/TLS connect never completes (an unreachable address)
+    async def never(*_: object, **__: object) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(kinesis_writer, "_CONNECT_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(asyncio, "open_connection", never)
+    writer = kinesis_writer.KinesisWriter(
+        "https://kinesis.eu-west-1.amazonaws.com", "eu-west-1", None
+    )  # type: ignore[arg-type]
+
+    # Then opening a connection fails at the connect timeout, not the call's 10 s
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(writer._open(), 1.5)  # a bound for the test itself
+    assert time.monotonic() - started < 1.0
