@@ -6,7 +6,9 @@ message naming the limit, instead of RESOURCE_LIMIT after a long read.
 Only a bounded prefix of the file is read: the CSV header, split as DuckDB's sniffer might
 split it (the candidate delimiter giving the most fields), or the top-level keys of the
 JSON records in the prefix. What the prefix cannot show (a JSON file whose records bring
-new keys late) is checked again on the loaded table (`check_loaded_columns`).
+new keys late) is checked again on the loaded table (`check_loaded_columns`). A Parquet
+file's columns are counted from its footer (`check_parquet_columns`): the load selects
+every column, so a wide file costs as much as a wide CSV.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import csv
 import io
 import json
 from typing import Final
+
+import duckdb
 
 from reportgrid.errors import ReportFailure
 from reportgrid.limits import MAX_INPUT_COLUMNS
@@ -42,7 +46,7 @@ def too_wide(columns: int, *, at_least: bool) -> ReportFailure:
 def count_columns(path: str, fmt: pb.DataFormat.ValueType) -> int:
     """The input's columns as far as its first PREFIX_BYTES show (0 for other formats)."""
     if fmt not in (pb.DATA_FORMAT_CSV, pb.DATA_FORMAT_JSON):
-        return 0  # Parquet's schema is in its footer; DuckDB reads only what is selected
+        return 0  # Parquet's schema is in its footer: check_parquet_columns
     with open(path, "rb") as f:
         prefix = f.read(PREFIX_BYTES)
     text = prefix.decode("utf-8", errors="replace").removeprefix("\ufeff")
@@ -54,6 +58,18 @@ def check_columns(path: str, fmt: pb.DataFormat.ValueType) -> None:
     columns = count_columns(path, fmt)
     if columns > MAX_INPUT_COLUMNS:
         raise too_wide(columns, at_least=True)
+
+
+def check_parquet_columns(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    """ReportFailure before the read when a Parquet input's schema is wider than the limit.
+    parquet_schema reads only the footer: one row per schema element, the leaves (the
+    columns) without children."""
+    found = con.execute(
+        "SELECT count(*) FROM parquet_schema(?) WHERE num_children IS NULL", [path]
+    ).fetchone()
+    columns = int(found[0]) if found else 0
+    if columns > MAX_INPUT_COLUMNS:
+        raise too_wide(columns, at_least=False)
 
 
 def check_loaded_columns(columns: int) -> None:

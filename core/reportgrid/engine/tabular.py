@@ -70,6 +70,8 @@ def load_input(con: duckdb.DuckDBPyConnection, data: InputData) -> dict[str, str
         raise ReportFailure("INPUT_UNREADABLE", f"input format {fmt} is not supported")
     input_shape.check_columns(data.path, data.format)
     try:
+        if data.format == pb.DATA_FORMAT_PARQUET:
+            input_shape.check_parquet_columns(con, data.path)
         con.execute(
             f"CREATE TEMP TABLE {quote(INPUT_TABLE)} AS SELECT * FROM "  # noqa: S608
             + reader.format(path=literal(data.path))

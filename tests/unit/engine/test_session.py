@@ -355,3 +355,29 @@ def test_json_records_are_counted_by_their_keys(tmp_path: Path) -> None:
     csv = tmp_path / "quoted.csv"
     csv.write_text('"a,b",c\n1,2\n')
     assert input_shape.count_columns(str(csv), pb.DATA_FORMAT_CSV) == 2
+
+
+def test_a_parquet_file_wider_than_the_limit_fails_from_its_footer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a Parquet file with 8 columns and a limit of 5 (the footer holds the schema)
+    path = tmp_path / "wide.parquet"
+    columns = ", ".join(f"{i} AS c{i}" for i in range(8))
+    duckdb.execute(f"COPY (SELECT {columns}) TO '{path}' (FORMAT parquet)")
+    monkeypatch.setattr(input_shape, "MAX_INPUT_COLUMNS", 5)
+    request = _request(
+        tmp_path,
+        {"group_by": ["c0"], "aggregates": [{"op": "count"}]},
+        path=path,
+        data_format=pb.DATA_FORMAT_PARQUET,
+    )
+
+    def no_read(*_: Any) -> str:
+        raise AssertionError("the statement that reads the input was built")
+
+    monkeypatch.setattr(tabular, "quote", no_read)
+    # Then the report fails before the read, naming the width and the limit
+    with pytest.raises(ReportFailure) as caught:
+        _summary(request)
+    assert caught.value.reason == "INPUT_TOO_LARGE"
+    assert "the input has 8 columns; an input may have at most 5 columns" in caught.value.message
