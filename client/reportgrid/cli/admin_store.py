@@ -35,7 +35,13 @@ if TYPE_CHECKING:
 
 _CONDITION_FAILED: Final = "ConditionalCheckFailedException"
 _NO_CREDENTIALS: Final = frozenset(
-    {"UnrecognizedClientException", "InvalidClientTokenId", "ExpiredToken", "AccessDenied"}
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",  # DynamoDB's name for expired session credentials
+        "AccessDenied",
+    }
 )
 
 
@@ -105,7 +111,11 @@ class AdminStore:
             return self._target.table
         try:
             stacks = self._client("cloudformation").describe_stacks(StackName=self._target.stack)
-        except ClientError:  # no such stack here (the local region): the name is fixed
+        except ClientError as error:
+            # No such stack here (the local region, or a region without the data stack):
+            # the table's name is fixed. Anything else (AccessDenied, throttling) is said.
+            if "does not exist" not in error.response.get("Error", {}).get("Message", ""):
+                raise _fail(error, "reading the stack's outputs") from None
             return resources.TABLE_NAME
         except BotoCoreError as error:
             raise _fail(error, "reading the stack's outputs") from None

@@ -45,3 +45,36 @@ def test_admin_help_needs_nothing_and_commands_say_what_to_install(
     assert ran.stderr.strip() == (
         "reportgrid admin: needs the `admin` extra (boto3 is not installed): " + ADMIN_INSTALL_HINT
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        ("ValidationError", "Stack with id Reportgrid-Data does not exist", "table"),
+        ("AccessDenied", "not authorized to perform: cloudformation:DescribeStacks", "refused"),
+    ],
+)
+def test_the_table_falls_back_to_its_fixed_name_only_when_the_stack_is_absent(
+    code: str, message: str, expected: str
+) -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from reportgrid import resources
+    from reportgrid.cli.admin_store import AdminStore, Target
+
+    session = boto3.Session(
+        aws_access_key_id="x", aws_secret_access_key="x", region_name="eu-west-1"
+    )
+    cfn = session.client("cloudformation", region_name="eu-west-1")
+    stub = Stubber(cfn)
+    stub.add_client_error("describe_stacks", service_error_code=code, service_message=message)
+    store = AdminStore(Target(region="eu-west-1"), session=session)
+    store._client = lambda service: cfn  # type: ignore[method-assign]
+    with stub:
+        if expected == "table":
+            assert store.table == resources.TABLE_NAME
+        else:
+            # A refusal is said, not hidden behind the fixed name
+            with pytest.raises(errors.Unauthenticated, match="AccessDenied"):
+                _ = store.table
