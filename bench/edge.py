@@ -118,6 +118,19 @@ def edge_scenarios(scale: float) -> list[Scenario]:
             runner=_keyed_counted,
         ),
         Scenario(
+            f"edge-submit{keyed_load.UNKEYED_SUFFIX}",
+            "edge-fastkinesis",
+            SUBMIT,
+            n(10_000),
+            1,
+            200,
+            "edge, unkeyed SubmitReport, same generator as edge-submit-keyed: tells the "
+            "keyed path's cost from the generator's shape (one connection, Python)",
+            paced=False,
+            baseline="null-submit-keyed",
+            runner=_keyed_counted,
+        ),
+        Scenario(
             "edge-naive-submit",
             "edge-naive",
             SUBMIT,

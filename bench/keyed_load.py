@@ -18,25 +18,33 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
 from bench import grpc_load, payloads, procstat, profile, stats
 from bench.scenarios import Context, Scenario
 
+# A scenario whose name has this runs the same generator without keys (bench/edge.py).
+UNKEYED_SUFFIX: Final = "-unkeyed-pygen"
 
-def bodies(calls: int) -> list[bytes]:
+
+def bodies(calls: int, *, keyed: bool = True) -> list[bytes]:
+    """`calls` Submit bodies, each with its own idempotency key (or none: the control row
+    that tells the generator's shape from the keyed path's cost)."""
     run = uuid.uuid4().hex[:12]
     request = payloads.submit_request()
     out = []
     for index in range(calls):
-        request.idempotency_key = f"bench-{run}-{index}"
+        if keyed:
+            request.idempotency_key = f"bench-{run}-{index}"
         out.append(request.SerializeToString())
     return out
 
 
-async def load(target: str, key: str, calls: int, in_flight: int) -> dict[str, Any]:
+async def load(
+    target: str, key: str, calls: int, in_flight: int, *, keyed: bool = True
+) -> dict[str, Any]:
     metadata = (("authorization", f"Bearer {key}"),)
     async with grpc.aio.insecure_channel(target) as channel:
         # Bytes in, bytes out: the generator spends nothing on protobuf.
@@ -47,7 +55,7 @@ async def load(target: str, key: str, calls: int, in_flight: int) -> dict[str, A
         async def send(body: bytes) -> object:
             return await submit(body, metadata=metadata, timeout=30)
 
-        return await grpc_load.drive(bodies(calls), send, in_flight)
+        return await grpc_load.drive(bodies(calls, keyed=keyed), send, in_flight)
 
 
 def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
@@ -58,6 +66,8 @@ def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
     out = ctx.work_dir / f"{sc.name}-load.json"
     argv = [sys.executable, "-m", "bench.keyed_load", "--target", "", "--key", ctx.api_key]
     argv += ["--calls", str(sc.requests), "--in-flight", str(in_flight), "--out", str(out)]
+    if UNKEYED_SUFFIX in sc.name:
+        argv.append("--unkeyed")
     problems: list[str] = []
     started = time.time()
 
@@ -125,10 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, required=True)
     parser.add_argument("--in-flight", type=int, default=200)
     parser.add_argument("--out", type=argparse.FileType("w"), required=True)
+    parser.add_argument("--unkeyed", action="store_true", help="no idempotency keys")
     args = parser.parse_args(argv)
     import uvloop
 
-    result = uvloop.run(load(args.target, args.key, args.calls, args.in_flight))
+    result = uvloop.run(
+        load(args.target, args.key, args.calls, args.in_flight, keyed=not args.unkeyed)
+    )
     json.dump(result, args.out)
     return 0
 
