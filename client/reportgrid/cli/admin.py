@@ -14,11 +14,9 @@ extra and are loaded only when a command runs, so `reportgrid --help` works with
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Final, ParamSpec, TypeVar
 
@@ -27,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reportgrid import errors
+from reportgrid.cli import failures
 from reportgrid.cli.exit_codes import Exit
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ app.add_typer(tenant_app)
 app.add_typer(key_app)
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = failures.err
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,26 +79,16 @@ _HINTS: dict[type[errors.ReportgridError], tuple[Exit, str, str]] = {
 }
 
 
-def admin_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Errors as one line on stderr and the exit code of their kind (exit_codes.py)."""
+def describe_admin_error(error: errors.ReportgridError) -> tuple[Exit, str]:
+    """The exit code and the one line shown for an admin command's error."""
+    for cls in type(error).__mro__:
+        if cls in _HINTS:
+            code, status, hint = _HINTS[cls]
+            return code, f"error: {status}: {error.message} ({hint})"
+    return Exit.INTERNAL, f"error: {error.message}"
 
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except errors.ReportgridError as error:
-            for cls in type(error).__mro__:
-                if cls in _HINTS:
-                    code, status, hint = _HINTS[cls]
-                    err.print(f"error: {status}: {error.message} ({hint})", markup=False)
-                    raise typer.Exit(code) from None
-            err.print(f"error: {error.message}", markup=False)
-            raise typer.Exit(Exit.INTERNAL) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(Exit.INTERRUPTED) from None
 
-    return wrapper
+admin_errors = failures.handled(describe_admin_error)
 
 
 # -- times ----------------------------------------------------------------------------

@@ -9,11 +9,10 @@ what kind of failure it was (see reportgrid.cli.exit_codes and docs/USAGE.md).
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
@@ -24,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reportgrid import errors
-from reportgrid.cli import top, trace
+from reportgrid.cli import failures, top, trace
 from reportgrid.cli.admin import app as admin_app
 from reportgrid.cli.exit_codes import Exit
 from reportgrid.client import (
@@ -53,7 +52,7 @@ app.command("trace")(trace.command)  # one report's life (reportgrid/cli/trace.p
 app.command("top")(top.command)  # the local region at work (reportgrid/cli/top.py)
 # Piped output is not cut to 80 columns: ids must survive `| grep`.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = failures.err
 
 # -- options every remote command takes ---------------------------------------------------
 EndpointOpt = Annotated[
@@ -139,29 +138,8 @@ def describe_error(error: errors.ReportgridError) -> tuple[Exit, str]:
     return Exit.INTERNAL, f"error: {error.message}"
 
 
-def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn domain errors into one readable line on stderr and a meaningful exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except errors.ReportgridError as error:
-            code, line = describe_error(error)
-            err.print(line, markup=False)
-            raise typer.Exit(code) from None
-        except BrokenPipeError:  # `reportgrid list | head`: the reader has what it wanted
-            sys.stderr.close()
-            raise typer.Exit(Exit.OK) from None
-        except OSError as error:  # an unreadable input file, an unwritable --out
-            where = f": {error.filename}" if error.filename else ""
-            err.print(f"error: {error.strerror or error}{where}", markup=False)
-            raise typer.Exit(Exit.USAGE) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(Exit.INTERRUPTED) from None
-
-    return wrapper
+# Every command's failures: one line and the exit code of the error's kind.
+handles_errors = failures.handled(describe_error)
 
 
 def _client(
