@@ -28,6 +28,8 @@ from reportgrid.resources import (
     METRICS_NAMESPACE,
     REQUEST_FAULT_CODES,
     SERVICE_EDGE,
+    SERVICE_STREAM_FAILURES,
+    SERVICE_STREAM_WORKER,
     tenant_input_prefix,
 )
 from tests.e2e import test_local_region as local_region
@@ -46,17 +48,31 @@ synth = infra.synth
 # the fault-suite test that asserts the emission. None today: the edge emits RequestFaults
 # (0 when nothing failed) with every latency rollup, and a report failing on its input
 # makes each worker emit ReportsFailed.
-FAULT_ONLY: dict[emf.MetricKey, str] = {
-    # The availability SLOs count each server-fault status of their method (cdk/slo.py);
-    # a healthy run answers none of them. tests/infra/test_observability pins the codes.
-    emf.MetricKey.of(
-        METRICS_NAMESPACE,
-        METRIC.REQUESTS,
-        {METRIC_SERVICE_DIMENSION: SERVICE_EDGE, "Method": slo.method, "Code": code},
-    ): f"{slo.name}: only when {slo.method} ends {code}"
-    for slo in (SUBMIT_AVAILABILITY, GET_AVAILABILITY)
-    for code in sorted(REQUEST_FAULT_CODES)
-}
+FAULT_ONLY: dict[emf.MetricKey, str] = (
+    {
+        # The availability SLOs count each server-fault status of their method (cdk/slo.py);
+        # a healthy run answers none of them. tests/infra/test_observability pins the codes.
+        emf.MetricKey.of(
+            METRICS_NAMESPACE,
+            METRIC.REQUESTS,
+            {METRIC_SERVICE_DIMENSION: SERVICE_EDGE, "Method": slo.method, "Code": code},
+        ): f"{slo.name}: only when {slo.method} ends {code}"
+        for slo in (SUBMIT_AVAILABILITY, GET_AVAILABILITY)
+        for code in sorted(REQUEST_FAULT_CODES)
+    }
+    | {
+        emf.MetricKey.of(
+            METRICS_NAMESPACE, METRIC.STREAM_RECORDS_EXPIRED, {METRIC_SERVICE_DIMENSION: service}
+        ): "ReportsLost: emitted by tests/faults/test_stream_failures (records past retention)"
+        for service in (SERVICE_STREAM_FAILURES,)
+    }
+    | {
+        emf.MetricKey.of(
+            METRICS_NAMESPACE, METRIC.POISON_RECORDS, {METRIC_SERVICE_DIMENSION: service}
+        ): "PoisonTasks: only for an undecodable task record (tests/faults poison scenarios)"
+        for service in (SERVICE_STREAM_WORKER, SERVICE_STREAM_FAILURES)
+    }
+)
 
 SUMMARY = [
     "--param",

@@ -22,6 +22,8 @@ PAGING = (
     "DynamoDbThrottles",
     "StreamFailures",
     "StreamFailureDrainErrors",
+    "ReportsLost",
+    "PoisonTasks",
     "StandbyQueueOldest",
     "StandbyHeartbeat",
     "MirrorErrors",
@@ -152,6 +154,33 @@ def test_any_given_up_batch_pages(eu: Template) -> None:
     ]
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
     assert alarm["EvaluationPeriods"] == 1
+
+
+def test_a_lost_report_or_a_poison_task_pages_at_the_first_one(eu: Template) -> None:
+    lost = _alarm(eu, "ReportsLost")
+    assert (lost["Namespace"], lost["MetricName"]) == (
+        r.METRICS_NAMESPACE,
+        r.METRIC.STREAM_RECORDS_EXPIRED,
+    )
+    assert lost["Dimensions"] == [
+        {"Name": r.METRIC_SERVICE_DIMENSION, "Value": r.SERVICE_STREAM_FAILURES}
+    ]
+    poison = _alarm(eu, "PoisonTasks")
+    read = {
+        (
+            q["MetricStat"]["Metric"]["MetricName"],
+            q["MetricStat"]["Metric"]["Dimensions"][0]["Value"],
+        )
+        for q in poison["Metrics"]
+        if "MetricStat" in q
+    }
+    assert read == {
+        (r.METRIC.POISON_RECORDS, r.SERVICE_STREAM_WORKER),
+        (r.METRIC.POISON_RECORDS, r.SERVICE_STREAM_FAILURES),
+    }, "the poison alarm must read both the stream worker's and the drain's count"
+    for alarm in (lost, poison):
+        assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+        assert (alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (1, "notBreaching")
 
 
 def test_standby_queue_age_and_dead_letters_page(eu: Template) -> None:

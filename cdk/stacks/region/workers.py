@@ -269,6 +269,36 @@ class Workers:
                     1,
                     "the stream-failure drain is failing",
                 ),
+                # Acknowledged reports whose task records left the stream before the drain
+                # re-drove them: lost, their clients must submit again (runbook).
+                AlarmSpec(
+                    "ReportsLost",
+                    custom_metric(r.METRIC.STREAM_RECORDS_EXPIRED, r.SERVICE_STREAM_FAILURES),
+                    0,
+                    1,
+                    "acknowledged reports lost: their task records expired from the stream "
+                    "before the stream-failure drain re-drove them",
+                ),
+                # Only the edge writes task records: an undecodable one is a defect (or a
+                # writer that is not ours), skipped so that the shard moves on.
+                AlarmSpec(
+                    "PoisonTasks",
+                    cw.MathExpression(
+                        expression="FILL(worker, 0) + FILL(drain, 0)",
+                        using_metrics={
+                            "worker": custom_metric(
+                                r.METRIC.POISON_RECORDS, r.SERVICE_STREAM_WORKER
+                            ),
+                            "drain": custom_metric(
+                                r.METRIC.POISON_RECORDS, r.SERVICE_STREAM_FAILURES
+                            ),
+                        },
+                        period=ONE_MINUTE,
+                    ),
+                    0,
+                    1,
+                    "undecodable task records skipped by the stream worker or the drain",
+                ),
                 # Mirrored tasks are delayed by the grace period and usually dropped right
                 # after it (the home region ran them); a standby stuck for 15 minutes is not
                 # working.
