@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from bench import payloads, procstat, stats
+from bench import grpc_load, payloads, procstat, stats
 from bench.scenarios import Context, Scenario
 from reportgrid import records
 from reportgrid.local.bootstrap import client
@@ -108,31 +108,19 @@ def run(sc: Scenario, ctx: Context, report_ids: list[str]) -> dict[str, Any]:
     if counts.get("OK", 0) != len(report_ids):
         problems.append(f"{counts.get('OK', 0)} of {len(report_ids)} calls OK: {counts}")
     shown = [argvs[0][i] if argvs[0][i] != ctx.api_key else "<key>" for i in range(len(argvs[0]))]
-    return {
-        "scenario": sc.name,
-        "description": sc.description,
-        "server": sc.server,
-        "method": sc.method,
-        "baseline": sc.baseline,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "command": " ".join(shown) + f"  (x{len(argvs)} processes)",
-        "paced_command": None,
-        "requests": calls,
-        "connections": len(argvs),
-        "streams_per_connection": in_flight,
-        "in_flight": in_flight * len(argvs),
-        "throughput_rps": round(calls / seconds, 1) if seconds else 0.0,
-        "duration_s": round(seconds, 3),
-        "latency_ms_saturated": stats.latency_ms(latencies),
-        "paced_rps": None,
-        "latency_ms_half_saturation": None,
-        "server_cpu_s": round(cpu_used, 3),
-        "server_cpu_us_per_request": round(cpu_used / max(calls, 1) * 1e6, 1),
-        "calls_sent": calls,
-        "replies_ok": counts.get("OK", 0),
-        "statuses": server_counts if server_counts is not None else counts,
-        "cpus": ctx.cpus.note,
-        "load_average_at_start": os.getloadavg(),
-        "problems": problems,
-        "warnings": [],
-    }
+    return grpc_load.result_row(
+        sc,
+        ctx,
+        started=started,
+        command=" ".join(shown) + f"  (x{len(argvs)} processes)",
+        connections=len(argvs),
+        streams=in_flight,
+        seconds=seconds,
+        latencies_us=latencies,
+        cpu_used=cpu_used,
+        calls=calls,
+        warmup=0,
+        ok=counts.get("OK", 0),
+        statuses=server_counts if server_counts is not None else counts,
+        problems=problems,
+    )

@@ -17,15 +17,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
+from bench import stats
+from bench.scenarios import Context, Scenario
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.v1 import reports_pb2_grpc as pb_grpc
 
@@ -70,6 +73,57 @@ async def run(target: str, ids: list[str], key: str, in_flight: int) -> dict[str
             return await stub.GetReport(request, metadata=metadata, timeout=30)
 
         return await drive(ids, get, in_flight)
+
+
+def result_row(
+    sc: Scenario,
+    ctx: Context,
+    *,
+    started: float,
+    command: str,
+    connections: int,
+    streams: int,
+    seconds: float,
+    latencies_us: list[int],
+    cpu_used: float,
+    calls: int,
+    warmup: int,
+    ok: int,
+    statuses: Mapping[str, int],
+    problems: list[str],
+) -> dict[str, Any]:
+    """The result row of a Python-generator scenario (cold Get, keyed Submit), in the shape
+    bench/report.py reads for every scenario. `calls` and `ok` are the generator's timed
+    calls and its OK answers; `warmup` calls (all OK) came before them; `statuses` are what
+    the server counted, warm-up included."""
+    return {
+        "scenario": sc.name,
+        "description": sc.description,
+        "server": sc.server,
+        "method": sc.method,
+        "baseline": sc.baseline,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "command": command,
+        "paced_command": None,
+        "requests": calls,
+        "connections": connections,
+        "streams_per_connection": streams,
+        "in_flight": streams * connections,
+        "throughput_rps": round(calls / seconds, 1) if seconds else 0.0,
+        "duration_s": round(seconds, 3),
+        "latency_ms_saturated": stats.latency_ms(latencies_us),
+        "paced_rps": None,
+        "latency_ms_half_saturation": None,
+        "server_cpu_s": round(cpu_used, 3),
+        "server_cpu_us_per_request": round(cpu_used / max(calls, 1) * 1e6, 1),
+        "calls_sent": calls + warmup,
+        "replies_ok": ok + warmup,
+        "statuses": statuses,
+        "cpus": ctx.cpus.note,
+        "load_average_at_start": os.getloadavg(),
+        "problems": problems,
+        "warnings": [],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,36 +96,23 @@ def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
         problems.extend(stats.StatusCheck(server_counts, sc.expected, calls + 500).problems)
     if counts.get("OK", 0) != sc.requests:
         problems.append(f"{counts.get('OK', 0)} of {sc.requests} calls OK: {counts}")
-    seconds = float(output["seconds"])
     shown = " ".join("<key>" if a == ctx.api_key else a for a in argv)
-    return {
-        "scenario": sc.name,
-        "description": sc.description,
-        "server": sc.server,
-        "method": sc.method,
-        "baseline": sc.baseline,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "command": shown,
-        "paced_command": None,
-        "requests": calls,
-        "connections": 1,
-        "streams_per_connection": in_flight,
-        "in_flight": in_flight,
-        "throughput_rps": round(calls / seconds, 1) if seconds else 0.0,
-        "duration_s": round(seconds, 3),
-        "latency_ms_saturated": stats.latency_ms(output["latency_us"]),
-        "paced_rps": None,
-        "latency_ms_half_saturation": None,
-        "server_cpu_s": round(cpu_used, 3),
-        "server_cpu_us_per_request": round(cpu_used / max(calls, 1) * 1e6, 1),
-        "calls_sent": calls + 500,
-        "replies_ok": counts.get("OK", 0) + 500,
-        "statuses": server_counts if server_counts is not None else counts,
-        "cpus": ctx.cpus.note,
-        "load_average_at_start": os.getloadavg(),
-        "problems": problems,
-        "warnings": [],
-    }
+    return grpc_load.result_row(
+        sc,
+        ctx,
+        started=started,
+        command=shown,
+        connections=1,
+        streams=in_flight,
+        seconds=float(output["seconds"]),
+        latencies_us=output["latency_us"],
+        cpu_used=cpu_used,
+        calls=calls,
+        warmup=500,
+        ok=counts.get("OK", 0),
+        statuses=server_counts if server_counts is not None else counts,
+        problems=problems,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
