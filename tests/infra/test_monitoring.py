@@ -20,6 +20,7 @@ PAGING = (
     "HeavyQueueOldest",
     "DeadLetters",
     "DynamoDbThrottles",
+    "StreamWriteThrottled",
     "StreamFailures",
     "StreamFailureDrainErrors",
     "ReportsLost",
@@ -154,6 +155,21 @@ def test_any_given_up_batch_pages(eu: Template) -> None:
     ]
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
     assert alarm["EvaluationPeriods"] == 1
+
+
+def test_a_task_stream_short_of_shards_pages(eu: Template) -> None:
+    # Provisioned shards do not grow by themselves: throttled writes are the sign.
+    alarm = _alarm(eu, "StreamWriteThrottled")
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "AWS/Kinesis",
+        "WriteProvisionedThroughputExceeded",
+        "Sum",
+    )
+    (stream,) = eu.find_resources(
+        "AWS::Kinesis::Stream", {"Properties": {"Name": r.TASK_STREAM_NAME}}
+    )
+    assert alarm["Dimensions"] == [{"Name": "StreamName", "Value": {"Ref": stream}}]
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 1_000)
 
 
 def test_a_lost_report_or_a_poison_task_pages_at_the_first_one(eu: Template) -> None:

@@ -109,6 +109,13 @@ class RegionalStorage:
             label="DynamoDB throttle events",
             period=ONE_MINUTE,
         )
+        # Records the stream refused for want of shards (PutRecord and PutRecords; the
+        # edge retries them, so a burst costs latency, a steady rate costs Submits). The
+        # stream is provisioned for the design load (cdk/config.py stream_shards): this
+        # says the load outgrew it (docs/RUNBOOK.md, "The task stream is throttled").
+        write_throttled = ingest.stream.metric_write_provisioned_throughput_exceeded(
+            statistic="Sum", period=ONE_MINUTE
+        )
         replication = [
             _table_metric("ReplicationLatency", statistic="Average", extra={"ReceivingRegion": o})
             for o in replica_regions
@@ -132,11 +139,25 @@ class RegionalStorage:
                     "tasks reached a dead-letter queue",
                 ),
                 AlarmSpec("DynamoDbThrottles", throttles, 100, 3, "DynamoDB throttling requests"),
+                # 1,000 a minute is under 0.2 % of the design load's records: noise from
+                # one hot shard's second is below it, a stream short of shards far above.
+                AlarmSpec(
+                    "StreamWriteThrottled",
+                    write_throttled,
+                    1_000,
+                    3,
+                    "the task stream throttles writes: it needs more shards",
+                ),
             ],
             rows=[
                 [
                     cw.GraphWidget(title="Dead-letter queue depth", left=dlq_depth, width=8),
-                    cw.GraphWidget(title="DynamoDB throttles", left=[throttles], width=8),
+                    cw.GraphWidget(
+                        title="DynamoDB and task-stream throttles",
+                        left=[throttles],
+                        right=[write_throttled],
+                        width=8,
+                    ),
                     cw.GraphWidget(
                         title="DynamoDB replication latency (ms)", left=replication, width=8
                     ),
