@@ -111,7 +111,7 @@ def edge_scenarios(scale: float) -> list[Scenario]:
             n(10_000),
             1,
             200,
-            "edge, keyed SubmitReport (a new idempotency key per call: Redis round trips), "
+            "edge, keyed SubmitReport (a new idempotency key per call: its claim PutItem), "
             "fast Kinesis, same generator as null-submit-keyed",
             paced=False,
             baseline="null-submit-keyed",

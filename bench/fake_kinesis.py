@@ -6,7 +6,10 @@ time, and answered with `Connection: close`, so each batch also pays a new TCP c
 Real Kinesis does neither. This server answers PutRecords from memory in microseconds
 (HTTP/1.1 keep-alive, the JSON the Kinesis API returns, one SequenceNumber and ShardId per
 record) and forwards every other request (DynamoDB, S3, DescribeStreamSummary ...) to the
-moto server unchanged, so the edge runs with its real settings and one endpoint URL.
+moto server unchanged, so the edge runs with its real settings and one endpoint URL. The one
+exception is a keyed Submit's idempotency claim (a DynamoDB PutItem of an `idem#` item,
+grpc_edge/idempotency.py): answered at once as written (every bench key is new), as the
+PutRecords are, so the keyed rows measure the edge's claim, not moto's.
 
     python -m bench.fake_kinesis --port P --upstream http://127.0.0.1:MOTO [--close]
 
@@ -33,7 +36,10 @@ from typing import IO, Final
 
 import aiohttp
 
+from reportgrid import resources
+
 PUT_RECORDS: Final = b"kinesis_20131202.putrecords"
+PUT_ITEM: Final = b"dynamodb_20120810.putitem"
 _SHARD: Final = "shardId-000000000000"
 _HEADER_END: Final = b"\r\n\r\n"
 RECORDS_PATH: Final = "/_bench/records"
@@ -60,6 +66,15 @@ class State:
             f'{{"SequenceNumber":"{first + i}","ShardId":"{_SHARD}"}}' for i in range(len(records))
         )
         return f'{{"FailedRecordCount":0,"Records":[{items}]}}'.encode()
+
+
+def _is_claim(body: bytes) -> bool:
+    """A PutItem of an idempotency claim (its key's prefix: reportgrid.resources)."""
+    try:
+        key = json.loads(body)["Item"][resources.PARTITION_KEY]["S"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(key, str) and key.startswith(resources.IDEMPOTENCY_PREFIX)
 
 
 class Connection(asyncio.Protocol):
@@ -96,8 +111,11 @@ class Connection(asyncio.Protocol):
             body = bytes(self.buffer[end + 4 : end + 4 + length])
             del self.buffer[: end + 4 + length]
             method, path, _ = head[0].split(" ", 2)
-            if headers.get("x-amz-target", "").lower().encode() == PUT_RECORDS:
+            target = headers.get("x-amz-target", "").lower().encode()
+            if target == PUT_RECORDS:
                 self._answer(200, self.state.put_records(body), "application/x-amz-json-1.1")
+            elif target == PUT_ITEM and _is_claim(body):
+                self._answer(200, b"{}", "application/x-amz-json-1.0")
             elif method == "GET" and path == RECORDS_PATH:
                 data, self.state.data = self.state.data, []
                 self._answer(200, json.dumps({"data": data}).encode(), "application/json")

@@ -1,6 +1,7 @@
 """Keyed SubmitReport: what the SDK sends (it puts an idempotency key on every submit), with
 a different key per call, so that every call is a new report and pays the keyed path's
-Redis round trips. h2load sends one body over and over (every call after the first would
+claim (one DynamoDB PutItem, grpc_edge/idempotency.py; answered by bench.fake_kinesis in
+the edge-alone rows). h2load sends one body over and over (every call after the first would
 be a deduplicated no-op), so this runs a grpc.aio load generator with prepared bodies.
 
     python -m bench.keyed_load --target 127.0.0.1:P --key KEY --calls N --out FILE.json

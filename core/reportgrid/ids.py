@@ -5,15 +5,16 @@ An id is `rpt_` + base32 of 32 bytes:
     version(1) flags(1) region(2) created_ms(6) entropy(10) mac(12)
 
 The MAC is HMAC-SHA256 over (tenant, the first 20 bytes) with a deployment secret. So the
-edge can tell, with no database read, an id it issued to this tenant (no record yet means
-the task is queued: PENDING) from a forged one or another tenant's (NOT_FOUND); and the id
-itself says when and where the report was accepted.
+edge can tell, with no database read, an id it issued to this tenant from a forged one or
+another tenant's (NOT_FOUND); and the id itself says when and where the report was
+accepted, so a verified id with no record is PENDING while its task can still be in the
+task log and NOT_FOUND after (grpc_edge/reads.py view_missing).
 
-With an idempotency key the id is a pure function of (tenant, key): the entropy is a hash
-of both, and region and time are left zero, because a retry may land in another region at
-another time and must still name the same report. The record carries the real time and
-region. Rotating the signing secret changes the ids of keys used after the rotation, so
-rotate less often than clients retry (keys are for retries within hours).
+Every id is fresh: region, time and entropy of the call that minted it. A submit with an
+idempotency key gets the id its key's first call minted, from the key's claim item
+(grpc_edge/idempotency.py), not an id derived from the key, so a retry names the same
+report across a rotation of the signing secret (every secret verifies). `flags` is 0;
+it is reserved (earlier builds set bit 0 on ids derived from a key, which carried no time).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ _BODY_LEN: Final = 20
 _MAC_LEN: Final = 12
 _RAW_LEN: Final = _BODY_LEN + _MAC_LEN
 ENCODED_LEN: Final = len(PREFIX) + 52  # ceil(32 * 8 / 5) base32 characters, unpadded
-_FLAG_KEYED: Final = 0x01
 _ID_RE: Final = re.compile(r"^rpt_[a-z2-7]{52}$")
 _TENANT_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IDEMPOTENCY_KEY_RE: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -96,9 +96,8 @@ class ReportId:
 
     value: str
     version: int
-    keyed: bool
-    region: str | None  # None for keyed ids
-    created_ms: int | None  # None for keyed ids
+    region: str | None  # None for a region code this build does not know
+    created_ms: int  # epoch ms, as the minting edge's clock read it
 
     def __str__(self) -> str:
         return self.value
@@ -141,35 +140,16 @@ class IdCodec:
         # Keyed once: copying a keyed HMAC is cheaper than keying a new one per id.
         self._hmacs = tuple(hmac.new(s, digestmod=hashlib.sha256) for s in secrets)
 
-    def new(
-        self,
-        tenant: str,
-        region: str,
-        *,
-        idempotency_key: str | None = None,
-        now_ms: int | None = None,
-    ) -> ReportId:
-        """A fresh id, or the one id for (tenant, idempotency_key) when a key is given."""
+    def new(self, tenant: str, region: str, *, now_ms: int | None = None) -> ReportId:
+        """A fresh id, accepted now (or at `now_ms`) in `region`."""
         validate_tenant(tenant)
-        if idempotency_key:
-            validate_idempotency_key(idempotency_key)
-            digest = hashlib.sha256(
-                b"idem\0" + tenant.encode() + b"\0" + idempotency_key.encode()
-            ).digest()
-            body = (
-                bytes([VERSION, _FLAG_KEYED])
-                + (0).to_bytes(2, "big")
-                + (0).to_bytes(6, "big")
-                + digest[:10]
-            )
-        else:
-            created = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-            body = (
-                bytes([VERSION, 0])
-                + region_code(region).to_bytes(2, "big")
-                + created.to_bytes(6, "big")
-                + os.urandom(10)
-            )
+        created = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        body = (
+            bytes([VERSION, 0])
+            + region_code(region).to_bytes(2, "big")
+            + created.to_bytes(6, "big")
+            + os.urandom(10)
+        )
         raw = body + self._mac(0, tenant, body)
         return _describe(PREFIX + _b32(raw), body)
 
@@ -212,13 +192,9 @@ def _b32(raw: bytes) -> str:
 
 
 def _describe(value: str, body: bytes) -> ReportId:
-    keyed = bool(body[1] & _FLAG_KEYED)
-    code = int.from_bytes(body[2:4], "big")
-    created = int.from_bytes(body[4:10], "big")
     return ReportId(
         value=value,
         version=body[0],
-        keyed=keyed,
-        region=None if keyed else _REGION_NAMES.get(code),
-        created_ms=None if keyed else created,
+        region=_REGION_NAMES.get(int.from_bytes(body[2:4], "big")),
+        created_ms=int.from_bytes(body[4:10], "big"),
     )

@@ -4,7 +4,8 @@ A token carries, per tenant-index shard, where the next page starts (the sort ke
 last report returned from that shard, or "" once the shard is exhausted), a hash of the
 filters it was issued for and an expiry; it is bound to the tenant and HMAC-signed with the
 first id secret under its own context string, so it cannot be forged, altered, replayed by
-another tenant or reused with other filters.
+another tenant or reused with other filters. Every id secret verifies, as for report ids: a
+token issued before a rotation keeps working until its secret is dropped (or it expires).
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def filters_hash(parts: Sequence[object]) -> str:
 
 
 class PageTokens:
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+    def __init__(self, secrets: Sequence[bytes]) -> None:
+        if not secrets:
+            raise ValueError("PageTokens needs at least one secret")
+        self._secrets = tuple(secrets)  # the first signs, every one verifies
 
-    def _mac(self, tenant: str, payload: bytes) -> bytes:
+    def _mac(self, tenant: str, payload: bytes, secret: bytes) -> bytes:
         message = _CONTEXT + tenant.encode() + b"\0" + payload
-        return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_LEN]
+        return hmac.new(secret, message, hashlib.sha256).digest()[:_MAC_LEN]
 
     def issue(
         self, tenant: str, shards: Sequence[str | None], filters: str, *, now: float | None = None
@@ -62,7 +65,7 @@ class PageTokens:
         payload = json.dumps(
             {"s": list(shards), "f": filters, "e": expires}, separators=(",", ":")
         ).encode()
-        return _b64(payload) + "." + _b64(self._mac(tenant, payload))
+        return _b64(payload) + "." + _b64(self._mac(tenant, payload, self._secrets[0]))
 
     def read(
         self, tenant: str, token: str, filters: str, shard_count: int, *, now: float | None = None
@@ -73,7 +76,9 @@ class PageTokens:
             payload, mac = _unb64(encoded_payload), _unb64(encoded_mac)
         except (ValueError, binascii.Error):
             raise InvalidArgument.field(FIELD, "is not a page token this service issued") from None
-        if not hmac.compare_digest(mac, self._mac(tenant, payload)):
+        if not any(
+            hmac.compare_digest(mac, self._mac(tenant, payload, secret)) for secret in self._secrets
+        ):
             raise InvalidArgument.field(FIELD, "is not a page token this service issued")
         try:
             data = json.loads(payload)

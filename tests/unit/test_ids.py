@@ -1,4 +1,4 @@
-"""Report ids: self-certifying, tenant-bound, deterministic with an idempotency key."""
+"""Report ids: self-certifying, tenant-bound, each with its creation time and region."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reportgrid.errors import InvalidArgument, NotFound
-from reportgrid.ids import ENCODED_LEN, PREFIX, IdCodec, validate_tenant
+from reportgrid.ids import (
+    ENCODED_LEN,
+    PREFIX,
+    IdCodec,
+    validate_idempotency_key,
+    validate_tenant,
+)
 
 SECRET = b"s" * 32
 codec = IdCodec([SECRET])
@@ -27,7 +33,6 @@ def test_new_id_carries_version_region_and_creation_time() -> None:
         "eu-west-1",
         1_700_000_000_123,
     )
-    assert not verified.keyed
 
 
 def test_unkeyed_ids_are_unique() -> None:
@@ -35,17 +40,14 @@ def test_unkeyed_ids_are_unique() -> None:
     assert len(ids) == 2000
 
 
-def test_keyed_id_is_a_function_of_tenant_and_key_only() -> None:
-    a = codec.new("acme", "us-east-1", idempotency_key="order-42", now_ms=1)
-    b = codec.new("acme", "eu-west-1", idempotency_key="order-42", now_ms=999_999)
-    other_key = codec.new("acme", "us-east-1", idempotency_key="order-43")
-    other_tenant = codec.new("globex", "us-east-1", idempotency_key="order-42")
-
-    assert a == b
-    assert a.keyed
-    assert a.region is None
-    assert a.created_ms is None
-    assert len({a.value, other_key.value, other_tenant.value}) == 3
+def test_every_id_carries_its_time_and_region_and_flags_stay_zero() -> None:
+    # Keys no longer shape ids (grpc_edge/idempotency.py keeps a key's id): the flags
+    # byte is reserved, and every id says when and where it was accepted.
+    for now in (1, 2**48 - 1):
+        rid = codec.new("acme", "sa-east-1", now_ms=now)
+        raw = base64.b32decode(rid.value[len(PREFIX) :].upper() + "====")
+        assert raw[1] == 0
+        assert (rid.region, rid.created_ms) == ("sa-east-1", now)
 
 
 def test_foreign_tenant_id_is_not_found() -> None:
@@ -107,7 +109,7 @@ def test_codec_rejects_weak_or_missing_secrets() -> None:
 @pytest.mark.parametrize("key", ["", "has space", "x" * 129, "ünïcode"])
 def test_bad_idempotency_key_is_invalid_argument(key: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        codec.new("acme", "us-east-1", idempotency_key=key or " ")
+        validate_idempotency_key(key)
     assert caught.value.violations[0].field == "idempotency_key"
 
 

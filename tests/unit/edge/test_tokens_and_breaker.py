@@ -15,7 +15,7 @@ SECRET = b"0123456789abcdef-secret"
 
 
 def test_a_token_round_trips_for_its_tenant_and_filters() -> None:
-    tokens = PageTokens(SECRET)
+    tokens = PageTokens([SECRET])
     token = tokens.issue("acme", [None, "", "0000000000001#rpt_x"], "f1")
     cursor = tokens.read("acme", token, "f1", 3)
     assert cursor.shards == (None, "", "0000000000001#rpt_x")
@@ -32,7 +32,7 @@ def test_a_token_round_trips_for_its_tenant_and_filters() -> None:
 def test_tokens_of_other_tenants_filters_or_past_expiry_are_refused(
     tenant: str, filters: str, now_offset: int, message: str
 ) -> None:
-    tokens = PageTokens(SECRET)
+    tokens = PageTokens([SECRET])
     token = tokens.issue("acme", [None], "f1")
     with pytest.raises(InvalidArgument, match=message) as caught:
         tokens.read(tenant, token, filters, 1, now=time.time() + now_offset)
@@ -40,9 +40,22 @@ def test_tokens_of_other_tenants_filters_or_past_expiry_are_refused(
 
 
 def test_a_token_signed_with_another_secret_is_refused() -> None:
-    token = PageTokens(b"another-secret-0123456").issue("acme", [None], "f1")
+    token = PageTokens([b"another-secret-0123456"]).issue("acme", [None], "f1")
     with pytest.raises(InvalidArgument):
-        PageTokens(SECRET).read("acme", token, "f1", 1)
+        PageTokens([SECRET]).read("acme", token, "f1", 1)
+
+
+def test_a_token_signed_before_a_rotation_reads_after_it_until_its_secret_is_dropped() -> None:
+    # Given a token issued with the old secret, then the new secret put first
+    token = PageTokens([SECRET]).issue("acme", [None, "x"], "f1")
+    rotated = PageTokens([b"the-new-secret-0123456789", SECRET])
+    # Then it still reads, tokens are now signed with the new secret, and once the old
+    # secret is dropped the old token no longer reads
+    assert rotated.read("acme", token, "f1", 2).shards == (None, "x")
+    fresh = rotated.issue("acme", [None], "f1")
+    assert PageTokens([b"the-new-secret-0123456789"]).read("acme", fresh, "f1", 1)
+    with pytest.raises(InvalidArgument):
+        PageTokens([b"the-new-secret-0123456789"]).read("acme", token, "f1", 2)
 
 
 async def test_the_breaker_opens_after_failures_and_recovers_after_a_trial() -> None:
