@@ -78,6 +78,8 @@ def receive(
             WaitTimeSeconds=min(wait_seconds, POLL_SLICE_SECONDS),
             VisibilityTimeout=visibility_seconds,
             MessageSystemAttributeNames=[RECEIVE_COUNT],
+            # A put-off task's count and first deferral (functions/deferral.py).
+            MessageAttributeNames=["All"],
         )
     except (ClientError, BotoCoreError):
         log.warning("ReceiveMessage on %s failed; polling again", queue_url, exc_info=True)

@@ -16,6 +16,7 @@ from functions.queue_worker.pool import GeneratorPool
 from functions.queue_worker.worker import QueueWorker
 from functions.runner import Runner, Services
 from functions.store import store_for
+from functions.tenant_slots import slots_for
 from reportgrid import resources
 
 log = logging.getLogger("functions.queue_worker")
@@ -27,11 +28,13 @@ def main() -> int:
     assert settings.heavy_queue_url is not None
 
     pool = GeneratorPool(settings.worker_concurrency)
+    ddb = client("dynamodb", settings)
     services = Services(
         settings=settings,
-        store=store_for(settings, client("dynamodb", settings)),
+        store=store_for(settings, ddb),
         s3=client("s3", settings),
         notifier=Notifier(settings.redis_url),
+        slots=slots_for(settings, ddb),
     )
     metrics = Metrics(namespace=resources.METRICS_NAMESPACE, service=resources.SERVICE_QUEUE_WORKER)
     worker = QueueWorker(

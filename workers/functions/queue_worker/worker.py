@@ -14,6 +14,12 @@ worker also drains the DLQ (found from the queue's RedrivePolicy) every
 terminal report is left alone) and its message is hidden for MAX_VISIBILITY_SECONDS, kept
 for operators until the DLQ's retention drops it.
 
+Fairness: a task whose tenant has its max_running reports running (functions/
+tenant_slots.py; checked before the claim, by Runner.run) is put off again: a new message
+with a longer delay, then the old one deleted (functions/deferral.py says why a visibility
+change would not do), so waiting never counts towards the DLQ. The heavy queue also holds
+the light tasks the stream worker put off; they run here with the light path's limits.
+
 Shutdown (SIGTERM): stop receiving, let running reports finish within the grace period,
 then release what is still held (visibility 0, lease expired) and exit 0. Receives wait at
 most POLL_SLICE_SECONDS, so an idle worker notices SIGTERM within about a second.
@@ -32,6 +38,7 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from functions.consumer import MAX_VISIBILITY_SECONDS, QueueConsumer
+from functions.deferral import Deferred, attributes_of, count_deferred, defer, delay_seconds
 from functions.process import RECEIVE_COUNT
 from functions.runner import (
     WORKER_ERROR,
@@ -70,6 +77,7 @@ class QueueWorker(QueueConsumer):
         metrics: Metrics | None = None,
         dlq_url: str | None = None,
         dlq_interval_seconds: float = DEFAULT_DLQ_INTERVAL_SECONDS,
+        service: str = resources.SERVICE_QUEUE_WORKER,
     ) -> None:
         super().__init__(
             sqs=sqs,
@@ -82,6 +90,7 @@ class QueueWorker(QueueConsumer):
         self._runner = runner
         self._max_receives = max_receives
         self._metrics = metrics
+        self._service = service  # the metrics' service dimension
         self._metrics_lock = threading.Lock()  # Powertools Metrics is not thread-safe
         self._dlq_url = dlq_url
         self._dlq_interval = dlq_interval_seconds
@@ -139,10 +148,21 @@ class QueueWorker(QueueConsumer):
         except Exception as err:
             self._after_error(message, task, receives, err)
             return
+        finally:
+            slots = self._runner.services.slots
+            if slots is not None and (uncapped := slots.take_fail_opens()):
+                self._emit(resources.METRIC.SLOTS_FAIL_OPEN, MetricUnit.Count, uncapped)
         if result.outcome is Outcome.BUSY:
             # Another worker holds it: look again once its lease has run out.
             self._change_visibility(message, math.ceil(result.retry_after_seconds) + 1)
             return
+        if result.outcome is Outcome.DEFERRED:
+            self._put_off(message, task)
+            return
+        deferrals, _ = attributes_of(message)
+        if deferrals:  # it waited for its tenant's slot and has had it
+            waited = int(time.time() * 1000) - task.accept_time.ToMilliseconds()
+            self._emit(resources.METRIC.SLOT_WAIT, MetricUnit.Milliseconds, max(0, waited))
         if result.outcome is Outcome.SUCCEEDED:
             self._count(resources.METRIC.REPORTS_COMPLETED)
             self._emit(
@@ -151,6 +171,24 @@ class QueueWorker(QueueConsumer):
         elif result.outcome is Outcome.FAILED:
             self._count(resources.METRIC.REPORTS_FAILED)
         self._delete(message)
+
+    def _put_off(self, message: MessageTypeDef, task: TaskRecord) -> None:
+        """Its tenant is at its cap: a new message with a longer delay, then this one
+        deleted (if the send fails it comes back after the same delay, one receive on)."""
+        deferrals, first_ms = attributes_of(message)
+        failed = defer(
+            [Deferred(message["MessageId"], task, deferrals, first_ms)],
+            sqs=self._sqs,
+            queue_url=self._queue_url,
+            now_ms=int(time.time() * 1000),
+        )
+        if failed:
+            self._change_visibility(message, delay_seconds(deferrals))
+            return
+        self._delete(message)
+        slots = self._runner.services.slots
+        if slots is not None and self._metrics is not None:
+            count_deferred([slots.tenant_class(task.tenant)], service=self._service)
 
     def _after_error(
         self, message: MessageTypeDef, task: TaskRecord, receives: int, err: Exception
