@@ -32,6 +32,9 @@ PROJECT_DIR: Final = Path(__file__).resolve().parents[3]
 # A second region for the synth when the local region runs alone: the app is multi-region
 # by construction (the data stack and the peers), the local region runs only its own stack.
 DEFAULT_PEER: Final = {"us-east-1": "eu-west-1"}
+# The source type of a mapping on a DynamoDB table's stream (not a CloudFormation type: the
+# template names the table, or a custom resource that reads its stream ARN).
+DYNAMODB_STREAM: Final = "DynamoDB::Stream"
 
 
 class DeploymentError(RuntimeError):
@@ -165,8 +168,9 @@ class EventSourceMapping:
     property is absent (Lambda docs, CreateEventSourceMapping)."""
 
     function: str  # logical id
-    source: str  # logical id of the stream or queue
-    source_type: str  # AWS::Kinesis::Stream or AWS::SQS::Queue
+    source: str  # logical id of the stream, queue or table (or what reads its stream ARN)
+    # AWS::Kinesis::Stream, AWS::SQS::Queue or DYNAMODB_STREAM (a table's stream)
+    source_type: str
     batch_size: int
     batching_window_seconds: float
     starting_position: str
@@ -176,6 +180,9 @@ class EventSourceMapping:
     parallelization_factor: int
     report_batch_item_failures: bool
     on_failure: str | None  # logical id of the destination queue
+    # FilterCriteria.Filters[].Pattern (JSON text); a record matching any one is delivered.
+    filter_patterns: tuple[str, ...] = ()
+    table_name: str | None = None  # the table whose stream a DYNAMODB_STREAM mapping reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,13 +240,36 @@ class RegionalTemplate:
             raise DeploymentError(f"{self.stack}: {len(matches)} functions run {handler}")
         return matches[0]
 
+    def stream_table(self, arn: Any) -> str | None:
+        """The table whose stream an EventSourceArn names: a GetAtt StreamArn of a table, or
+        the output Table.LatestStreamArn of an AwsCustomResource calling DescribeTable (CDK's
+        way to read the stream ARN of a table another stack owns); None otherwise."""
+        if not (isinstance(arn, dict) and "Fn::GetAtt" in arn):
+            return None
+        target, attribute = arn["Fn::GetAtt"][0], str(arn["Fn::GetAtt"][1])
+        resource = self.resources.get(target, {})
+        props = resource.get("Properties", {})
+        if resource.get("Type") in ("AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable"):
+            return str(props["TableName"]) if attribute == "StreamArn" else None
+        if resource.get("Type") != "Custom::AWS" or attribute != "Table.LatestStreamArn":
+            return None
+        call = props.get("Create")
+        if not isinstance(call, str):
+            raise DeploymentError(f"{target}: its DescribeTable call is not literal: {call!r}")
+        sdk_call = json.loads(call)
+        if str(sdk_call.get("action", "")).lower() != "describetable":
+            return None
+        return str(sdk_call["parameters"]["TableName"])
+
     def mappings(self) -> list[EventSourceMapping]:
         found = []
         for resource in self.of_type("AWS::Lambda::EventSourceMapping").values():
             props = resource["Properties"]
             source = _ref_target(props["EventSourceArn"])
-            source_type = self.resources[source]["Type"]
-            kinesis = source_type == "AWS::Kinesis::Stream"
+            table = self.stream_table(props["EventSourceArn"])
+            source_type = DYNAMODB_STREAM if table else self.resources[source]["Type"]
+            # Stream sources (Kinesis, DynamoDB) default to 100 records, SQS to 10.
+            kinesis = source_type in ("AWS::Kinesis::Stream", DYNAMODB_STREAM)
             destination = props.get("DestinationConfig", {}).get("OnFailure", {})
             found.append(
                 EventSourceMapping(
@@ -260,6 +290,11 @@ class RegionalTemplate:
                     on_failure=_ref_target(destination["Destination"])
                     if "Destination" in destination
                     else None,
+                    filter_patterns=tuple(
+                        str(f["Pattern"])
+                        for f in props.get("FilterCriteria", {}).get("Filters", [])
+                    ),
+                    table_name=table,
                 )
             )
         return found

@@ -1,7 +1,8 @@
 """`python -m reportgrid.local.event_sources`: the Lambda service of one local region. Every
 Python function of the region's synthesized stack that has an event-source mapping runs from
 its asset (reportgrid/local/lambda_host.py), fed by a local event source configured from
-the mapping: the Kinesis runner for a stream, the SQS event source for a queue.
+the mapping: the Kinesis runner for a stream, the DynamoDB-stream source for a table's stream
+(reportgrid/local/dynamodb_stream_source.py), the SQS event source for a queue.
 
 Per function, invocations are serialized (one execution environment; Lambda's
 ParallelizationFactor is read but runs as 1 here, see docs/LOCAL_REGION.md). SIGTERM/SIGINT
@@ -22,7 +23,13 @@ from typing import Final
 
 from reportgrid import resources
 from reportgrid.local.bootstrap import client
-from reportgrid.local.deployed import DeploymentError, EventSourceMapping, LambdaFunction
+from reportgrid.local.deployed import (
+    DYNAMODB_STREAM,
+    DeploymentError,
+    EventSourceMapping,
+    LambdaFunction,
+)
+from reportgrid.local.dynamodb_stream_source import DynamoStreamRunner
 from reportgrid.local.kinesis_runner import Handler, KinesisRunner, MappingConfig
 from reportgrid.local.lambda_host import LambdaHost
 from reportgrid.local.launch import LocalDeployment, prepare
@@ -97,6 +104,32 @@ def kinesis_source(
     )
 
 
+def dynamodb_stream_source(
+    deployment: LocalDeployment,
+    host: LambdaHost,
+    *,
+    state_dir: Path,
+    invoke: Handler | None = None,
+) -> DynamoStreamRunner:
+    """The DynamoDB-stream event source of the host's function, configured from its
+    mapping, filter included (not started)."""
+    function = host.function
+    mapping = deployment.mapping(function)
+    if mapping.table_name is None:
+        raise DeploymentError(f"{function.logical_id}: its stream mapping names no table")
+    return DynamoStreamRunner(
+        invoke or host,
+        table_name=mapping.table_name,
+        region=deployment.region,
+        endpoint_url=deployment.endpoint_url,
+        config=mapping_config(mapping, function),
+        state_dir=checkpoint_dir(state_dir, function.service),
+        function_name=function.logical_id,
+        filter_patterns=mapping.filter_patterns,
+        failure_queue_url=deployment.on_failure_url(mapping),
+    )
+
+
 def sqs_source(
     deployment: LocalDeployment, host: LambdaHost, *, wait_seconds: int = 1
 ) -> SqsEventSource:
@@ -124,6 +157,9 @@ def start_source(deployment: LocalDeployment, host: LambdaHost, *, state_dir: Pa
     if source_type == "AWS::Kinesis::Stream":
         runner = kinesis_source(deployment, host, state_dir=state_dir)
         return Source(runner.stop, runner.start())
+    if source_type == DYNAMODB_STREAM:
+        stream = dynamodb_stream_source(deployment, host, state_dir=state_dir)
+        return Source(stream.stop, stream.start())
     if source_type == "AWS::SQS::Queue":
         queue = sqs_source(deployment, host)
         thread = threading.Thread(target=queue.run, name=function.logical_id, daemon=True)

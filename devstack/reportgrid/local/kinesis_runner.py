@@ -153,6 +153,7 @@ def on_failure_record(
     stream_arn: str,
     invoke_count: int,
     function_error: bool,
+    batch_info: str = "KinesisBatchInfo",
 ) -> dict[str, Any]:
     """The document Lambda sends to a Kinesis event source's on-failure destination: the
     metadata of the records given up on, never the records themselves. responseContext is
@@ -174,7 +175,7 @@ def on_failure_record(
     entry |= {
         "version": ON_FAILURE_VERSION,
         "timestamp": iso_millis(datetime.now(UTC)),
-        "KinesisBatchInfo": {
+        batch_info: {
             "shardId": first.shard_id,
             "startSequenceNumber": first.sequence_number,
             "endSequenceNumber": last.sequence_number,
@@ -265,10 +266,9 @@ class KinesisRunner:
         self._kinesis = kinesis or client("kinesis", region, endpoint_url)
         self.failure_queue_url = failure_queue_url
         self._sqs: Any = sqs or (client("sqs", region, endpoint_url) if failure_queue_url else None)
-        summary = self._kinesis.describe_stream_summary(StreamName=stream_name)
-        desc = summary["StreamDescriptionSummary"]
         self.stream_name = stream_name
-        self.stream_arn: str = desc["StreamARN"]
+        stream_arn, created = self._describe(stream_name)
+        self.stream_arn: str = stream_arn
         self.function_arn = f"arn:aws:lambda:{region}:{LOCAL_ACCOUNT}:function:{function_name}"
         self.role_arn = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{function_name}-role"
         self._state_dir = state_dir
@@ -277,7 +277,7 @@ class KinesisRunner:
         self.checkpoints = Checkpoints(
             state_dir / CHECKPOINT_FILE if state_dir else None,
             self.stream_arn,
-            str(desc["StreamCreationTimestamp"]),
+            created,
         )
         self._invoke_lock = threading.Lock()
         self._failure_lock = threading.Lock()
@@ -288,6 +288,25 @@ class KinesisRunner:
         self.invocations = 0
 
     # -- reading ---------------------------------------------------------------------------
+
+    # The on-failure record's batch metadata key (DDBStreamBatchInfo for DynamoDB).
+    BATCH_INFO = "KinesisBatchInfo"
+
+    def _describe(self, stream_name: str) -> tuple[str, str]:
+        """The stream's ARN and creation time (a re-created stream drops checkpoints)."""
+        desc = self._kinesis.describe_stream_summary(StreamName=stream_name)
+        summary = desc["StreamDescriptionSummary"]
+        return str(summary["StreamARN"]), str(summary["StreamCreationTimestamp"])
+
+    def lambda_event(self, batch: Sequence[StreamRecord]) -> dict[str, Any]:
+        return {
+            "Records": [
+                lambda_record(
+                    r, stream_arn=self.stream_arn, region=self.region, role_arn=self.role_arn
+                )
+                for r in batch
+            ]
+        }
 
     def shard_ids(self) -> list[str]:
         shards = self._kinesis.list_shards(StreamName=self.stream_name)["Shards"]
@@ -431,14 +450,7 @@ class KinesisRunner:
         return min(positions[f] for f in failed)
 
     def invoke(self, batch: Sequence[StreamRecord]) -> Any:
-        event = {
-            "Records": [
-                lambda_record(
-                    r, stream_arn=self.stream_arn, region=self.region, role_arn=self.role_arn
-                )
-                for r in batch
-            ]
-        }
+        event = self.lambda_event(batch)
         context = LambdaContext(
             function_name=self.function_name,
             invoked_function_arn=self.function_arn,
@@ -465,6 +477,7 @@ class KinesisRunner:
             stream_arn=self.stream_arn,
             invoke_count=invoke_count,
             function_error=bool(invoke_count and getattr(self._last_call, "raised", False)),
+            batch_info=self.BATCH_INFO,
         )
         log.error(
             "gave up on %d record(s) of %s from %s: %s",
