@@ -32,13 +32,16 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 # The API part of the client distribution (client/reportgrid/): the generated v1 messages,
-# the error classes and their gRPC status mapping, and the wire constants. The SDK
+# the error classes and their gRPC status mapping, the wire constants and the webhook
+# signature. The SDK
 # (reportgrid/client/) and the CLI are not runtime code of any service.
 API_PATHS: tuple[str, ...] = (
     "client/reportgrid/v1",
     "client/reportgrid/errors.py",
     "client/reportgrid/status.py",
     "client/reportgrid/wire.py",
+    # The webhook signature format: the service signs with it, a receiver verifies with it.
+    "client/reportgrid/webhooks.py",
 )
 CORE_PATHS: tuple[str, ...] = ("core/reportgrid",)
 # Never shipped: generated caches and tests inside the packages.

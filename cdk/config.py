@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
+from reportgrid import limits
 from reportgrid import resources as r
 
 PREFIX = "reportgrid:"
@@ -127,6 +128,21 @@ SHARD_BYTES_PER_SECOND: Final = 1024 * 1024
 TASK_RECORD_BYTES_MEASURED: Final = 254
 # Random report ids spread records evenly; a tenth in hand for the hash ranges' skew.
 SHARD_HEADROOM: Final = 1.1
+
+
+# An on-demand stream starts with the write capacity of 4 shards (4,000 records/s).
+ON_DEMAND_INITIAL_SHARDS: Final = 4
+
+
+def default_max_running(capacity: Capacity) -> int:
+    """REPORTGRID_DEFAULT_MAX_RUNNING: the running reports a tenant without a tenant item
+    may have at once in a region, half of what the stream workers hold at once
+    (reportgrid/limits.py default_max_running)."""
+    return limits.default_max_running(
+        shards=capacity.stream_shards or ON_DEMAND_INITIAL_SHARDS,
+        parallelization_factor=capacity.lambda_parallelization_factor,
+        batch_size=capacity.lambda_batch_size,
+    )
 
 
 def edge_submits_per_task(cpu_units: int, cpu_percent: int) -> int:

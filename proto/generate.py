@@ -14,6 +14,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from google.rpc import status_pb2
 from grpc_tools import protoc
 
 PROTO_ROOT = Path(__file__).resolve().parent
@@ -33,11 +34,15 @@ def distribution(proto: Path) -> str:
 def _protoc(out: Path, protos: list[Path]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     well_known = resources.files("grpc_tools") / "_proto"
+    # google/rpc/*.proto (status, error_details) ship with googleapis-common-protos, beside
+    # the google.rpc modules the generated code imports.
+    googleapis = Path(status_pb2.__file__).resolve().parents[2]
     bin_dir = Path(sys.executable).parent
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{well_known}",
+        f"-I{googleapis}",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out}",

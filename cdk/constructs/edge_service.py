@@ -83,6 +83,7 @@ class EdgeService(Construct):
                 **environment,
                 r.ENV.EDGE_PORT: str(r.EDGE_PORT),
                 r.ENV.EDGE_WORKERS: str(capacity.edge_workers),
+                r.ENV.DOWNLOAD_URI_SECONDS: str(r.EDGE_DOWNLOAD_URI_SECONDS),
                 r.ENV.SERVICE_NAME: r.SERVICE_EDGE,
             },
             secrets=dict(secrets),

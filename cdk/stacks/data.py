@@ -13,6 +13,7 @@ from cdk.config import DeployConfig
 from cdk.constructs.canary_key_secret import CanaryKeySecret
 from cdk.constructs.id_secret import IdSecret
 from cdk.constructs.report_table import LeaseTable, ReportTable
+from cdk.constructs.webhooks import WebhookSecret
 
 
 class DataStack(Stack):
@@ -32,6 +33,7 @@ class DataStack(Stack):
             else None
         )
         self.id_secret = IdSecret(self, "IdSecrets", replica_regions=others).secret
+        self.webhook_secret = WebhookSecret(self, "WebhookSecret", replica_regions=others).secret
         self.canary_key = (
             CanaryKeySecret(self, "CanaryKey", replica_regions=others).secret
             if config.guarded_rollouts

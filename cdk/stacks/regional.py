@@ -14,12 +14,14 @@ from constructs import Construct
 
 from cdk.artifacts import ARTIFACTS
 from cdk.config import DeployConfig
+from cdk.constructs.events import CompletionEvents
 from cdk.constructs.monitoring import RegionMonitoring
 from cdk.constructs.network import Network
 from cdk.constructs.python_function import bundled_code
 from cdk.constructs.results_bucket import ResultsBucket
 from cdk.constructs.service_cluster import ServiceCluster
 from cdk.constructs.task_mirror import TaskMirror
+from cdk.constructs.webhooks import Webhooks
 from cdk.stacks.region.canary import SyntheticCanary
 from cdk.stacks.region.edge import Edge
 from cdk.stacks.region.multi_region import LeaseArbitration, MultiRegion, Peer
@@ -30,8 +32,8 @@ from cdk.stacks.region.workers import Workers
 
 class RegionalStack(Stack):
     """Exposes the components (`storage`, `edge` — its ALB is Global Accelerator's endpoint —,
-    `workers`, `multi_region`, and with the pipeline `canary` and `rollout`), `network` and
-    `monitoring`."""
+    `workers`, `events`, `multi_region`, and with the pipeline `canary` and `rollout`),
+    `network` and `monitoring`."""
 
     def __init__(
         self,
@@ -79,6 +81,21 @@ class RegionalStack(Stack):
         )
         if config.lease_arbiter is not None:
             LeaseArbitration(self, workers=self.workers)
+        # One event per terminal state written here, from the table's stream (docs/EVENTS.md).
+        self.events = CompletionEvents(
+            self, "CompletionEvents", code=code, environment=storage.lambda_environment
+        )
+        storage.id_secret.grant_read(self.events.function)  # settings at cold start
+        # Fed by the completion-event bus: a rule on it to the webhook queue.
+        self.webhooks = Webhooks(
+            self,
+            "Webhooks",
+            code=code,
+            environment=storage.lambda_environment,
+            table=storage.table,
+            id_secret=storage.id_secret,
+            bus=self.events.bus,
+        )
         self.multi_region = (
             MultiRegion(self, config=config, peer=peer, storage=storage, code=code)
             if peer is not None
@@ -106,6 +123,8 @@ class RegionalStack(Stack):
                 self.edge.signals,
                 self.workers.signals,
                 storage.signals,
+                self.webhooks.signals,
+                self.events.signals,
                 *([self.multi_region.signals] if self.multi_region else []),
                 *([self.canary.signals] if self.canary else []),
             ],

@@ -75,6 +75,11 @@ class InvalidArgument(ReportgridError):
         return cls(FieldViolation(field, description))
 
 
+class OutOfRange(InvalidArgument):
+    """A position outside the resource (a DownloadReport read_offset past the result's
+    end): google.bytestream's OUT_OF_RANGE, with the same field violations."""
+
+
 class NotFound(ReportgridError):
     """No such resource for this caller. Also raised for forged and foreign ids, so that a
     caller cannot tell them from missing ones."""

@@ -35,6 +35,7 @@ MAX_NAME_BYTES: Final = 256  # a resource name or subject in a detail
 
 _CODES: dict[type[errors.ReportgridError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.Conflict: grpc.StatusCode.ABORTED,
@@ -170,13 +171,9 @@ def from_status(status: status_pb2.Status) -> errors.ReportgridError:  # noqa: P
         retry_after = info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     match status.code:
         case code_pb2.INVALID_ARGUMENT:
-            bad = error_details_pb2.BadRequest()
-            if (packed := details.get("google.rpc.BadRequest")) is not None:
-                packed.Unpack(bad)
-            violations = [
-                errors.FieldViolation(v.field, v.description) for v in bad.field_violations
-            ] or [errors.FieldViolation("", message)]
-            return errors.InvalidArgument(violations)
+            return errors.InvalidArgument(_violations(details, message))
+        case code_pb2.OUT_OF_RANGE:
+            return errors.OutOfRange(_violations(details, message))
         case code_pb2.NOT_FOUND:
             info_ = error_details_pb2.ResourceInfo()
             if (packed := details.get("google.rpc.ResourceInfo")) is not None:
@@ -198,6 +195,15 @@ def from_status(status: status_pb2.Status) -> errors.ReportgridError:  # noqa: P
             return errors.DeadlineExceeded(message)
         case _:
             return errors.Internal(message)
+
+
+def _violations(details: dict[str, any_pb2.Any], message: str) -> list[errors.FieldViolation]:
+    bad = error_details_pb2.BadRequest()
+    if (packed := details.get("google.rpc.BadRequest")) is not None:
+        packed.Unpack(bad)
+    return [errors.FieldViolation(v.field, v.description) for v in bad.field_violations] or [
+        errors.FieldViolation("", message)
+    ]
 
 
 def from_rpc_error(error: grpc.RpcError) -> errors.ReportgridError:

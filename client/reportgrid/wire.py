@@ -24,3 +24,5 @@ MAX_ERROR_MESSAGE_BYTES: Final = 1024
 # Read by the SDK's users and the `reportgrid` CLI, never by the service.
 CLIENT_ENDPOINT_ENV: Final = "REPORTGRID_ENDPOINT"  # host:port[,host:port...]
 CLIENT_API_KEY_ENV: Final = "REPORTGRID_API_KEY"
+# The google.rpc.ErrorInfo.domain in Report.error (a report that did not succeed).
+ERROR_DOMAIN: Final = "reportgrid.io"

@@ -63,6 +63,18 @@ MAX_PARAMS_DEPTH: Final = 8
 # jsonschema stops after this many errors in one request: collecting every error of a
 # bad list of thousands would cost as much as the huge document did.
 MAX_SCHEMA_ERRORS: Final = 50
+# The serialized parameters (Struct bytes): the report item keeps them for
+# REPORT_VIEW_FULL (zlib-compressed, records.request_spec), and an item is at most 400 KB
+# with up to MAX_INLINE_RESULT_BYTES (300 KiB) of result in it: 300 KiB + 64 KiB + the
+# labels (64 x 126 bytes) + the rest stays below. Every kind's largest valid document
+# (16 filters of 256 short values, tests/unit/engine) is far below it.
+MAX_PARAMS_BYTES: Final = 64 * 1024
+
+# Labels (SubmitReportRequest.labels, and the ListReportsRequest.labels filter): GCP's
+# label rules in lowercase. A key starts with a letter; values may be empty.
+MAX_LABELS: Final = 64
+MAX_LABEL_KEY_CHARS: Final = 63
+MAX_LABEL_VALUE_CHARS: Final = 63
 
 # Tabular parameters (summary, timeseries).
 MAX_GROUP_BY: Final = 8
@@ -93,3 +105,26 @@ MAX_HEAVY_OUTPUT_BYTES: Final = 512 * 1024**2
 MAX_LIGHT_OUTPUT_ROWS: Final = 1_000_000
 MAX_HEAVY_OUTPUT_ROWS: Final = 5_000_000
 MAX_PAYLOAD_BYTES_PER_ROW: Final = 64 * 1024
+
+# ---------------------------------------------------------------------------------------
+# Fairness between tenants: enforced by the workers before a run is claimed
+# (workers/functions/tenant_slots.py; docs/RELIABILITY.md "Fairness between tenants").
+# ---------------------------------------------------------------------------------------
+# A tenant without a tenant item (reportgrid/tenants.py) may have this many reports running
+# at once in a region: half of what the stream workers hold at once (default_max_running),
+# so one such tenant alone never fills more than half of the light path. This is its value
+# for the template's default capacity (11 shards x parallelization 2 x batch 100 / 2); the
+# CDK sets REPORTGRID_DEFAULT_MAX_RUNNING from the deployment's own capacity.
+DEFAULT_MAX_RUNNING: Final = 1_100
+# A task over its tenant's cap is put off (the heavy queue, SQS DelaySeconds) for
+# min(DEFER_MAX_SECONDS, DEFER_BASE_SECONDS x 2^(times put off)), less up to half as jitter.
+DEFER_BASE_SECONDS: Final = 1.0
+DEFER_MAX_SECONDS: Final = 30.0
+
+
+def default_max_running(*, shards: int, parallelization_factor: int, batch_size: int) -> int:
+    """The running reports of a tenant without a tenant item, from the light path's size:
+    every stream-worker invocation (shards x parallelization factor at once) claims its
+    whole batch before it runs them one by one, so the light path holds up to
+    shards x factor x batch reports RUNNING at once; such a tenant gets half."""
+    return max(1, shards * parallelization_factor * batch_size // 2)

@@ -8,6 +8,7 @@ Attribute names are the constants below; every writer uses them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import zlib
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from reportgrid import resources
+from reportgrid import outcomes, resources
 from reportgrid.states import State
 from reportgrid.v1 import reports_pb2 as pb
 
@@ -53,9 +54,12 @@ class ReportRecord:
     state: State
     created_ms: int
     output_format: int = pb.OUTPUT_FORMAT_CSV
-    priority: int = pb.PRIORITY_NORMAL
     home_region: str = ""
     region: str = ""  # the region whose worker ran (or runs) it
+    # The region that made the item's latest write (functions/store.py stamps every write):
+    # a global table's stream in each region also carries the writes replicated from the
+    # others, and the events function publishes only the ones made here (docs/EVENTS.md).
+    written_region: str = ""
     started_ms: int | None = None
     ended_ms: int | None = None
     expires_at: int | None = None  # epoch seconds (the table's TTL attribute)
@@ -65,9 +69,17 @@ class ReportRecord:
     cancel_requested: bool = False
     forwarded: bool = False  # handed to the heavy queue
     idempotency_key: str = ""
+    # The request's webhook (SubmitReportRequest.notify.url, validated by the edge): the
+    # completion event carries it, and the webhook function POSTs there (docs/USAGE.md).
+    notify_url: str = ""
     error_reason: str = ""
     error_message: str = ""
     result: ResultInfo | None = None
+    # SubmitReportRequest.labels (a map attribute, so ListReports can filter on it).
+    labels: dict[str, str] = field(default_factory=dict)
+    # The zlib-compressed serialized pb.ReportSpec (request_spec): returned by
+    # REPORT_VIEW_FULL only, so a BASIC read never decompresses or parses it.
+    spec: bytes | None = None
     # Incremented by every write; conditions on it make writes from two regions and
     # read-modify-write cycles safe (see docs/MULTI_REGION.md).
     revision: int = 0
@@ -96,6 +108,14 @@ A_LEASE_OWNER: Final = "lease_owner"
 A_CANCEL: Final = "cancel_requested"
 A_FORWARDED: Final = "forwarded"
 A_ATTEMPTS: Final = "attempts"
+A_LABELS: Final = "labels"
+A_SPEC: Final = "spec"
+# When the report's retention ends (EXPIRED from then on). The item itself lives at least
+# until its id's task could no longer be in the task log: the edge answers a verified id
+# with no item PENDING while it is younger than that (grpc_edge/reads.py view_missing), so
+# an item TTL-deleted sooner (a 1-minute ttl) would make a finished report PENDING again.
+A_EXPIRES: Final = "report_expires_at"
+_ITEM_MIN_LIFE_SECONDS: Final = (resources.TASK_RETENTION_HOURS + 1) * 3600
 
 _RESULT_PREFIX: Final = "result_"
 
@@ -118,7 +138,6 @@ def to_item(record: ReportRecord) -> Item:
         A_STATE: _s(record.state.value),
         "created_ms": _n(record.created_ms),
         "output_format": _n(record.output_format),
-        "priority": _n(record.priority),
         A_ATTEMPTS: _n(record.attempts),
         A_CANCEL: {"BOOL": record.cancel_requested},
         A_FORWARDED: {"BOOL": record.forwarded},
@@ -133,7 +152,9 @@ def to_item(record: ReportRecord) -> Item:
     for name in (
         "home_region",
         "region",
+        "written_region",
         "idempotency_key",
+        "notify_url",
         "error_reason",
         "error_message",
         A_LEASE_OWNER,
@@ -146,7 +167,14 @@ def to_item(record: ReportRecord) -> Item:
         if value is not None:
             item[name] = _n(value)
     if record.expires_at is not None:
-        item[resources.TTL_ATTRIBUTE] = _n(record.expires_at)
+        item[A_EXPIRES] = _n(record.expires_at)
+        item[resources.TTL_ATTRIBUTE] = _n(
+            max(record.expires_at, record.created_ms // 1000 + _ITEM_MIN_LIFE_SECONDS)
+        )
+    if record.labels:
+        item[A_LABELS] = {"M": {k: _s(v) for k, v in record.labels.items()}}
+    if record.spec is not None:
+        item[A_SPEC] = {"B": record.spec}
     if record.result is not None:
         item.update(_result_item(record.result))
     item.update(record.extra)
@@ -176,6 +204,7 @@ _KNOWN: Final = (
     | {
         resources.PARTITION_KEY,
         resources.TTL_ATTRIBUTE,
+        A_EXPIRES,
         resources.TENANT_INDEX_PARTITION_KEY,
         resources.TENANT_INDEX_SORT_KEY,
     }
@@ -194,6 +223,8 @@ def _plain(value: Mapping[str, Any]) -> Any:
         return bytes(value["B"])
     if "NULL" in value:
         return None
+    if "M" in value:
+        return {k: _plain(v) for k, v in value["M"].items()}
     raise ValueError(f"unsupported attribute value {value!r}")
 
 
@@ -207,7 +238,8 @@ def from_item(item: ReadItem) -> ReportRecord:
     result = ResultInfo(**result_values) if "sha256" in result_values else None
     kwargs = {k: v for k, v in values.items() if k in _RECORD_FIELDS and k != "result"}
     kwargs["state"] = State(kwargs["state"])
-    kwargs["expires_at"] = values.get(resources.TTL_ATTRIBUTE)
+    # Items written before A_EXPIRES existed carry the expiry in the TTL attribute only.
+    kwargs["expires_at"] = values.get(A_EXPIRES, values.get(resources.TTL_ATTRIBUTE))
     extra = {k: dict(v) for k, v in item.items() if k not in _KNOWN}
     return ReportRecord(**kwargs, result=result, extra=extra)
 
@@ -233,15 +265,39 @@ CONTENT_TYPES: Final = {
 }
 
 
-def to_proto(record: ReportRecord, *, now_ms: int, include_content: bool = False) -> pb.Report:
-    """The API view of a record. Inline content only when asked for and small enough."""
+def request_spec(request: pb.SubmitReportRequest, *, kind_version: int, ttl_seconds: int) -> bytes:
+    """ReportRecord.spec of a report submitted with `request` (validated): what FULL views
+    echo beyond the record's own fields. Inline input by its size and SHA-256 only."""
+    spec = pb.ReportSpec(
+        kind_version=kind_version,
+        durability=request.durability or pb.DURABILITY_REGIONAL,
+    )
+    spec.ttl.seconds = ttl_seconds
+    if request.HasField("params"):
+        spec.params.CopyFrom(request.params)
+    source = request.input.WhichOneof("source") if request.HasField("input") else None
+    if source is not None:
+        spec.input.format = request.input.format
+        if source == "s3_uri":
+            spec.input.s3_uri = request.input.s3_uri
+        else:
+            data = request.input.inline_data
+            spec.input.inline.size_bytes = len(data)
+            spec.input.inline.sha256 = hashlib.sha256(data).hexdigest()
+    return zlib.compress(spec.SerializeToString())
+
+
+def to_proto(
+    record: ReportRecord, *, now_ms: int, include_content: bool = False, full: bool = False
+) -> pb.Report:
+    """The API view of a record: BASIC, or FULL (`full`: with its spec). Inline content only
+    when asked for and small enough."""
     state = record.effective_state(now_ms)
     report = pb.Report(
         report_id=record.report_id,
         kind=record.kind,
         state=_STATE_TO_PROTO[state],
         output_format=record.output_format,  # type: ignore[arg-type]
-        priority=record.priority,  # type: ignore[arg-type]
         attempts=record.attempts,
         region=record.region,
         cancel_requested=record.cancel_requested,
@@ -256,9 +312,15 @@ def to_proto(record: ReportRecord, *, now_ms: int, include_content: bool = False
         ts = _timestamp(ms)
         if ts is not None:
             getattr(report, name).CopyFrom(ts)
-    if state is State.FAILED or record.error_reason:
-        report.error.reason = record.error_reason
-        report.error.message = record.error_message
+    if record.labels:
+        report.labels.update(record.labels)
+    if full and record.spec is not None:
+        report.spec.ParseFromString(zlib.decompress(record.spec))
+    error = outcomes.report_status(
+        state, ended_state=record.state, reason=record.error_reason, message=record.error_message
+    )
+    if error is not None:
+        report.error.CopyFrom(error)
     if record.result is not None and state is State.SUCCEEDED:
         r = record.result
         meta = report.result

@@ -61,6 +61,19 @@ def tombstone_key(report_id: str) -> dict[str, str]:
     return {PARTITION_KEY: TOMBSTONE_PREFIX + report_id}
 
 
+# An idempotency key's claim (grpc_edge/idempotency.py): which report a tenant's key names,
+# with the fingerprint of the request that made it, kept IDEMPOTENCY_KEY_HOURS (the TTL
+# attribute; a claim past it is replaced even while TTL has not swept it yet). The key
+# itself is hashed: it is the client's text, of any allowed character.
+IDEMPOTENCY_PREFIX: Final = "idem#"
+IDEMPOTENCY_KEY_HOURS: Final = 24
+
+
+def idempotency_claim_key(tenant: str, key_sha256_hex: str) -> dict[str, str]:
+    """The primary key of a tenant's idempotency-key claim ("#" is never in a tenant)."""
+    return {PARTITION_KEY: f"{IDEMPOTENCY_PREFIX}{tenant}#{key_sha256_hex}"}
+
+
 def api_key_key(key_sha256_hex: str) -> dict[str, str]:
     """The primary key of an API key item."""
     return {PARTITION_KEY: API_KEY_PREFIX + key_sha256_hex}
@@ -105,6 +118,59 @@ STANDBY_DLQ_NAME: Final = "reportgrid-standby-dlq"
 HEAVY_MAX_RECEIVES: Final = 5
 
 # ---------------------------------------------------------------------------------------
+# EventBridge: completion events (reportgrid/events.py holds the schema; docs/EVENTS.md).
+# One bus per region; the events function publishes each terminal state once, in the region
+# whose worker wrote it.
+# ---------------------------------------------------------------------------------------
+EVENT_BUS_NAME: Final = "reportgrid-events"
+EVENT_SOURCE: Final = "reportgrid"
+# The table-stream event source's on-failure destination: the metadata (shard, sequence
+# range) of stream batches the events function gave up on (docs/RUNBOOK.md).
+EVENTS_FAILURE_QUEUE_NAME: Final = "reportgrid-events-failed"
+
+# ---------------------------------------------------------------------------------------
+# Webhooks (docs/USAGE.md "Webhooks"): a rule on the bus puts every terminal event on the
+# webhook queue; the delivery function (functions/webhooks) POSTs it, signed, to the
+# report's notify URL or its tenant's default, re-queueing itself with a delay until it is
+# delivered or WEBHOOK_RETRY_WINDOW_SECONDS have passed, then gives up into the DLQ.
+# ---------------------------------------------------------------------------------------
+WEBHOOK_RULE_NAME: Final = "reportgrid-webhooks"
+WEBHOOK_QUEUE_NAME: Final = "reportgrid-webhooks"
+WEBHOOK_DLQ_NAME: Final = "reportgrid-webhooks-dlq"
+# The terminal events' detail-types (the events' schema, reportgrid/events.py).
+WEBHOOK_DETAIL_TYPES: Final = (
+    "Report Succeeded",
+    "Report Failed",
+    "Report Cancelled",
+    "Report Expired",
+)
+# A message the function cannot handle at all (it raises) is received this many times,
+# then SQS moves it to the DLQ; the retry schedule itself never relies on receives.
+WEBHOOK_MAX_RECEIVES: Final = 5
+WEBHOOK_TIMEOUT_SECONDS: Final = 60
+# AWS's advice for an SQS event source: the visibility timeout 6x the function's timeout.
+WEBHOOK_VISIBILITY_TIMEOUT_SECONDS: Final = 6 * WEBHOOK_TIMEOUT_SECONDS
+# Retries: exponential backoff with full jitter (each delay uniform in 0..min(cap,
+# base * 2^n)), cap SQS's longest DelaySeconds, for at least a day after the first attempt.
+WEBHOOK_RETRY_WINDOW_SECONDS: Final = 25 * 3600
+WEBHOOK_BACKOFF_BASE_SECONDS: Final = 30.0
+# One delivery attempt: connect within 3 s, all of it within 10 s; at most this much of a
+# response is read (and ignored).
+WEBHOOK_CONNECT_TIMEOUT_SECONDS: Final = 3.0
+WEBHOOK_TOTAL_TIMEOUT_SECONDS: Final = 10.0
+WEBHOOK_MAX_RESPONSE_BYTES: Final = 4096
+# A notify URL is at most this long (characters).
+WEBHOOK_MAX_URL_LENGTH: Final = 2048
+# After a rotation the previous signing secret still signs for this long by default.
+WEBHOOK_ROTATION_OVERLAP_SECONDS: Final = 24 * 3600
+# The deployment's webhook root secret: each tenant's signing secret is derived from it
+# (reportgrid/webhook_policy.py), so no signing secret is stored anywhere.
+# Not "...-secret": Secrets Manager reads a name ending in a hyphen and six characters as
+# one carrying its ARN's random suffix (its docs advise against such names), and so does the
+# local region's IAM check.
+WEBHOOK_SECRET_NAME: Final = "reportgrid/webhook-signing-root"  # noqa: S105 -- a name
+
+# ---------------------------------------------------------------------------------------
 # S3: large results (and nothing else). Bucket names are global, so they carry the
 # account and region.
 # ---------------------------------------------------------------------------------------
@@ -125,8 +191,10 @@ def result_object_key(report_id: str) -> str:
 # ---------------------------------------------------------------------------------------
 CACHE_REPORT_PREFIX: Final = "rg:report:"  # + report id -> serialized Report
 CACHE_EVENTS_PREFIX: Final = "rg:events:"  # + report id -> pub/sub channel for Watch
-CACHE_IDEMPOTENCY_PREFIX: Final = "rg:idem:"  # + report id -> marks a keyed submit as seen
 CACHE_RATE_PREFIX: Final = "rg:rate:"  # + tenant -> its fleet-wide submit bucket (a hash)
+# + tenant -> the reports it has running in this region: a sorted set of "<report id>/<run
+# owner>" scored by lease expiry (workers/functions/tenant_slots.py).
+CACHE_SLOTS_PREFIX: Final = "rg:slots:"
 
 
 def cache_report_key(report_id: str) -> str:
@@ -137,13 +205,14 @@ def cache_events_channel(report_id: str) -> str:
     return CACHE_EVENTS_PREFIX + report_id
 
 
-def cache_idempotency_key(report_id: str) -> str:
-    return CACHE_IDEMPOTENCY_PREFIX + report_id
-
-
 def cache_rate_key(tenant: str) -> str:
     # One key per tenant: a cluster-mode cache keeps each script call on one slot.
     return CACHE_RATE_PREFIX + tenant
+
+
+def cache_slots_key(tenant: str) -> str:
+    # One key per tenant, like the rate bucket: each slot script touches one hash slot.
+    return CACHE_SLOTS_PREFIX + tenant
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,6 +233,8 @@ class _EnvNames:
     # The Kinesis on-failure destination (only the local event source sends to it itself).
     STREAM_FAILURE_QUEUE_URL: str = "REPORTGRID_STREAM_FAILURE_QUEUE_URL"
     PEER_STANDBY_QUEUE_URL: str = "REPORTGRID_PEER_STANDBY_QUEUE_URL"
+    # The region's completion-event bus (EventBridge; functions/events publishes to it).
+    EVENT_BUS_NAME: str = "REPORTGRID_EVENT_BUS_NAME"
     RESULTS_BUCKET: str = "REPORTGRID_RESULTS_BUCKET"
     REPLICA_RESULTS_BUCKET: str = "REPORTGRID_REPLICA_RESULTS_BUCKET"
     REDIS_URL: str = "REPORTGRID_REDIS_URL"
@@ -186,6 +257,8 @@ class _EnvNames:
     MAX_WATCH_SECONDS: str = "REPORTGRID_MAX_WATCH_SECONDS"
     WATCH_HEARTBEAT_SECONDS: str = "REPORTGRID_WATCH_HEARTBEAT_SECONDS"
     MAX_CONCURRENT_WATCHES: str = "REPORTGRID_MAX_CONCURRENT_WATCHES"
+    # How long a presigned result URL (ResultMetadata.download_uri) is valid, seconds.
+    DOWNLOAD_URI_SECONDS: str = "REPORTGRID_DOWNLOAD_URI_SECONDS"
     TENANT_MAX_CONCURRENT_RPCS: str = "REPORTGRID_TENANT_MAX_CONCURRENT_RPCS"
     TENANT_MAX_CONCURRENT_WATCHES: str = "REPORTGRID_TENANT_MAX_CONCURRENT_WATCHES"
     MAX_STREAMS_PER_CONNECTION: str = "REPORTGRID_MAX_STREAMS_PER_CONNECTION"
@@ -194,6 +267,10 @@ class _EnvNames:
     # per request; only for the benchmark that shows what batching buys).
     EDGE_PRODUCER: str = "REPORTGRID_EDGE_PRODUCER"
     WORKER_CONCURRENCY: str = "REPORTGRID_WORKER_CONCURRENCY"
+    # The running reports a tenant without a tenant item may have at once in a region
+    # (workers/functions/tenant_slots.py); the CDK sets it from the fleet's size
+    # (cdk/config.py default_max_running).
+    DEFAULT_MAX_RUNNING: str = "REPORTGRID_DEFAULT_MAX_RUNNING"
     # The buckets report inputs may come from (comma-separated; context
     # reportgrid:inputBuckets), and the role the workers assume, tagged with the task's
     # tenant, to read them (cdk/constructs/input_reader.py; docs/SECURITY.md).
@@ -216,6 +293,18 @@ class _EnvNames:
     # standby adds to an expired lease and waits after its claim (docs/MULTI_REGION.md).
     MIRROR_GRACE_SECONDS: str = "REPORTGRID_MIRROR_GRACE_SECONDS"
     STANDBY_MARGIN_SECONDS: str = "REPORTGRID_STANDBY_MARGIN_SECONDS"
+    # Webhooks: the queue the delivery function re-queues retries on, and its DLQ; the root
+    # secret (its ARN in AWS); the retry window and backoff base (tests shorten them).
+    WEBHOOK_QUEUE_URL: str = "REPORTGRID_WEBHOOK_QUEUE_URL"
+    WEBHOOK_DLQ_URL: str = "REPORTGRID_WEBHOOK_DLQ_URL"
+    WEBHOOK_SECRET: str = "REPORTGRID_WEBHOOK_SECRET"  # noqa: S105 -- a variable name
+    WEBHOOK_SECRET_ARN: str = "REPORTGRID_WEBHOOK_SECRET_ARN"  # noqa: S105 -- a name
+    WEBHOOK_RETRY_WINDOW_SECONDS: str = "REPORTGRID_WEBHOOK_RETRY_WINDOW_SECONDS"
+    WEBHOOK_BACKOFF_BASE_SECONDS: str = "REPORTGRID_WEBHOOK_BACKOFF_BASE_SECONDS"
+    # Set by the local region's launch only (never by the template; tests/infra checks):
+    # notify URLs may be http://127.0.0.1 / [::1] / localhost, and delivery may connect to
+    # loopback, for the local region's own receivers.
+    WEBHOOK_ALLOW_LOOPBACK: str = "REPORTGRID_WEBHOOK_ALLOW_LOOPBACK"
     LOG_LEVEL: str = "LOG_LEVEL"  # Powertools' own
     METRICS_NAMESPACE: str = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own
     SERVICE_NAME: str = "POWERTOOLS_SERVICE_NAME"  # Powertools' own
@@ -259,6 +348,10 @@ EDGE_CALL_BUDGET_SECONDS: Final = 10.0
 EDGE_MAX_WATCH_SECONDS: Final = 3600.0
 # A quiet WatchReport sends a heartbeat this often: well under both idle timeouts above.
 EDGE_WATCH_HEARTBEAT_SECONDS: Final = 30.0
+# A presigned result URL is valid this long (or less: see grpc_edge/result_links.py). A
+# URL is a bearer credential for one object, so it is short, and capped at an hour.
+EDGE_DOWNLOAD_URI_SECONDS: Final = 900
+EDGE_MAX_DOWNLOAD_URI_SECONDS: Final = 3600
 # Concurrent calls (unary and DownloadReport) per process are settings.max_concurrent_rpcs;
 # WatchReport streams have their own pool, so idle watches never take call slots.
 EDGE_MAX_CONCURRENT_WATCHES: Final = 10_000
@@ -333,7 +426,8 @@ def region_heartbeat_key(region: str) -> dict[str, str]:
     return {PARTITION_KEY: REGION_PREFIX + region}
 
 
-# Kinesis keeps tasks this long; an unkeyed id with no record older than this is EXPIRED.
+# Kinesis keeps tasks this long; an id with no record older than this is NOT_FOUND
+# (grpc_edge/reads.py view_missing).
 TASK_RETENTION_HOURS: Final = 24
 
 # ---------------------------------------------------------------------------------------
@@ -355,6 +449,8 @@ SERVICE_STREAM_WORKER: Final = "reportgrid-stream-worker"
 SERVICE_QUEUE_WORKER: Final = "reportgrid-queue-worker"
 SERVICE_STREAM_FAILURES: Final = "reportgrid-stream-failures"
 SERVICE_MIRROR: Final = "reportgrid-mirror"
+SERVICE_EVENTS: Final = "reportgrid-events"
+SERVICE_WEBHOOKS: Final = "reportgrid-webhooks"
 METRIC_SERVICE_DIMENSION: Final = "service"
 
 
@@ -381,9 +477,25 @@ class _MetricNames:
     # Stream worker (light path): Milliseconds from the task's accept_time to the terminal
     # write, one value per report it ended; the time-to-terminal SLO (cdk/slo.py) reads it.
     TIME_TO_TERMINAL: str = "TimeToTerminal"
+    # Per-tenant fairness (workers/functions/tenant_slots.py): tasks put off because their
+    # tenant had max_running reports running (Count; with the dimension TENANT_CLASS as
+    # well), how long a put-off task waited for its slot from acceptance (Milliseconds),
+    # and slot checks that found the cache down and let the task run uncapped (Count).
+    TASKS_DEFERRED: str = "TasksDeferred"
+    SLOT_WAIT: str = "TenantSlotWait"
+    SLOTS_FAIL_OPEN: str = "TenantSlotsFailOpen"
+    # Webhooks: deliveries answered 2xx, failed attempts (re-queued), and events given up
+    # on after the retry window (now in the webhook DLQ).
+    WEBHOOKS_DELIVERED: str = "WebhooksDelivered"
+    WEBHOOK_ATTEMPTS_FAILED: str = "WebhookAttemptsFailed"
+    WEBHOOKS_GIVEN_UP: str = "WebhooksGivenUp"
 
 
 METRIC: Final = _MetricNames()
+# TASKS_DEFERRED's second dimension: "quota" (the tenant has a tenant item, its own
+# max_running) or "default" (REPORTGRID_DEFAULT_MAX_RUNNING).
+METRIC_TENANT_CLASS_DIMENSION: Final = "tenant_class"
+TENANT_CLASSES: Final = ("quota", "default")
 # The gRPC statuses that are the service's failure, not the caller's: what RequestFaults
 # counts, and the bad events of the availability SLOs (cdk/slo.py).
 REQUEST_FAULT_CODES: Final = frozenset({"INTERNAL", "UNAVAILABLE", "UNKNOWN", "DATA_LOSS"})

@@ -15,7 +15,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from reportgrid import ids, resources
+from reportgrid import ids, limits, resources
 from reportgrid.errors import SettingsError
 
 E = resources.ENV
@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=_env(E.PEER_STANDBY_QUEUE_URL)
     )
     results_bucket: str | None = Field(default=None, validation_alias=_env(E.RESULTS_BUCKET))
+    event_bus_name: str = Field(
+        default=resources.EVENT_BUS_NAME, min_length=1, validation_alias=_env(E.EVENT_BUS_NAME)
+    )
     input_buckets: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias=_env(E.INPUT_BUCKETS)
     )
@@ -106,6 +109,12 @@ class Settings(BaseSettings):
         lt=resources.GA_TCP_IDLE_TIMEOUT_SECONDS,
         validation_alias=_env(E.WATCH_HEARTBEAT_SECONDS),
     )
+    download_uri_seconds: int = Field(
+        default=resources.EDGE_DOWNLOAD_URI_SECONDS,
+        ge=1,
+        le=resources.EDGE_MAX_DOWNLOAD_URI_SECONDS,
+        validation_alias=_env(E.DOWNLOAD_URI_SECONDS),
+    )
     max_concurrent_watches: int = Field(
         default=resources.EDGE_MAX_CONCURRENT_WATCHES,
         ge=1,
@@ -139,6 +148,11 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         default=2, ge=1, le=64, validation_alias=_env(E.WORKER_CONCURRENCY)
     )
+    # A tenant without a tenant item may have this many reports running at once in the
+    # region (workers/functions/tenant_slots.py); the CDK derives it from the fleet's size.
+    default_max_running: int = Field(
+        default=limits.DEFAULT_MAX_RUNNING, ge=1, validation_alias=_env(E.DEFAULT_MAX_RUNNING)
+    )
     worker_memory_mib: int | None = Field(
         default=None, ge=128, le=1024 * 1024, validation_alias=_env(E.WORKER_MEMORY_MIB)
     )
@@ -169,12 +183,37 @@ class Settings(BaseSettings):
         le=600,
         validation_alias=_env(E.STANDBY_MARGIN_SECONDS),
     )
+    webhook_queue_url: str | None = Field(default=None, validation_alias=_env(E.WEBHOOK_QUEUE_URL))
+    webhook_dlq_url: str | None = Field(default=None, validation_alias=_env(E.WEBHOOK_DLQ_URL))
+    webhook_secret: SecretStr | None = Field(default=None, validation_alias=_env(E.WEBHOOK_SECRET))
+    webhook_retry_window_seconds: float = Field(
+        default=resources.WEBHOOK_RETRY_WINDOW_SECONDS,
+        gt=0,
+        le=13 * 86400,  # SQS keeps a message at most 14 days
+        validation_alias=_env(E.WEBHOOK_RETRY_WINDOW_SECONDS),
+    )
+    webhook_backoff_base_seconds: float = Field(
+        default=resources.WEBHOOK_BACKOFF_BASE_SECONDS,
+        gt=0,
+        le=resources.MAX_SQS_DELAY_SECONDS,
+        validation_alias=_env(E.WEBHOOK_BACKOFF_BASE_SECONDS),
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False, validation_alias=_env(E.WEBHOOK_ALLOW_LOOPBACK)
+    )
 
     @field_validator("region", "peer_region")
     @classmethod
     def _known_region(cls, value: str | None) -> str | None:
         if value is not None:
             ids.region_code(value)  # raises ValueError naming the region
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
         return value
 
     @field_validator("input_buckets", mode="before")
@@ -228,7 +267,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 # A value that may come as a Secrets Manager ARN instead (the Lambda gets ARNs; ECS injects
 # the values itself).
-SECRET_VARIABLES: Final = ((E.ID_SECRETS, E.ID_SECRETS_ARN), (E.REDIS_URL, E.REDIS_URL_ARN))
+SECRET_VARIABLES: Final = (
+    (E.ID_SECRETS, E.ID_SECRETS_ARN),
+    (E.REDIS_URL, E.REDIS_URL_ARN),
+    (E.WEBHOOK_SECRET, E.WEBHOOK_SECRET_ARN),
+)
 
 
 def _resolve_secret_arns(values: Mapping[str, str]) -> dict[str, str]:

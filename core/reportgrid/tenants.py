@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Final
 
-from reportgrid import resources
+from reportgrid import resources, webhook_policy
 from reportgrid.errors import FieldViolation, InvalidArgument
 from reportgrid.ids import validate_tenant
 
@@ -78,6 +78,39 @@ QUOTA_FIELDS: Final = tuple(f.name for f in fields(Quotas))
 
 
 @dataclass(frozen=True, slots=True)
+class Webhooks:
+    """A tenant's webhook settings: the default URL for reports submitted without a notify
+    URL (empty: none), and which of its derived signing secrets sign
+    (reportgrid/webhook_policy.py): `secret_version`, and after a rotation also
+    `previous_version` until `previous_until_ms`."""
+
+    url: str = ""
+    secret_version: int = 1
+    previous_version: int = 0
+    previous_until_ms: int = 0
+
+    def signing_versions(self, now_ms: int) -> tuple[int, ...]:
+        """The versions that sign a delivery now, the current one first."""
+        if self.previous_version and now_ms < self.previous_until_ms:
+            return (self.secret_version, self.previous_version)
+        return (self.secret_version,)
+
+    def signing_secrets(self, root: bytes, tenant: str, now_ms: int) -> tuple[str, ...]:
+        return tuple(
+            webhook_policy.signing_secret(root, tenant, version)
+            for version in self.signing_versions(now_ms)
+        )
+
+
+NO_WEBHOOKS: Final = Webhooks()
+# Attribute names of the webhook settings in the tenant item.
+A_WEBHOOK_URL: Final = "webhook_url"
+A_WEBHOOK_SECRET_VERSION: Final = "webhook_secret_version"  # noqa: S105 -- a name
+A_WEBHOOK_PREVIOUS_VERSION: Final = "webhook_previous_version"
+A_WEBHOOK_PREVIOUS_UNTIL: Final = "webhook_previous_until_ms"
+
+
+@dataclass(frozen=True, slots=True)
 class Tenant:
     tenant: str
     display_name: str = ""
@@ -85,9 +118,10 @@ class Tenant:
     created_ms: int = 0
     updated_ms: int = 0
     quotas: Quotas = DEFAULT_QUOTAS
+    webhooks: Webhooks = NO_WEBHOOKS
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "quotas": asdict(self.quotas)}
+        return {**asdict(self), "quotas": asdict(self.quotas), "webhooks": asdict(self.webhooks)}
 
 
 def now_ms() -> int:
@@ -116,10 +150,37 @@ def to_item(tenant: Tenant) -> dict[str, Any]:
         "created_ms": {"N": str(tenant.created_ms)},
         "updated_ms": {"N": str(tenant.updated_ms)},
         **quota_attributes(tenant.quotas),
+        **webhook_attributes(tenant.webhooks),
         resources.TENANT_INDEX_PARTITION_KEY: {"S": resources.ADMIN_TENANTS_PARTITION},
         # Listed by name: the sort key is the tenant itself.
         resources.TENANT_INDEX_SORT_KEY: {"S": tenant.tenant},
     }
+
+
+def webhook_attributes(webhooks: Webhooks) -> dict[str, dict[str, str]]:
+    attributes = {
+        A_WEBHOOK_SECRET_VERSION: {"N": str(webhooks.secret_version)},
+        A_WEBHOOK_PREVIOUS_VERSION: {"N": str(webhooks.previous_version)},
+        A_WEBHOOK_PREVIOUS_UNTIL: {"N": str(webhooks.previous_until_ms)},
+    }
+    if webhooks.url:
+        attributes[A_WEBHOOK_URL] = {"S": webhooks.url}
+    return attributes
+
+
+def webhooks_from_item(item: Mapping[str, Mapping[str, Any]]) -> Webhooks:
+    """A tenant item's webhook settings; missing attributes are the defaults (no URL,
+    secret version 1), so items written before webhooks existed read as such."""
+
+    def number(name: str, default: int) -> int:
+        return int(item.get(name, {}).get("N", str(default)))
+
+    return Webhooks(
+        url=item.get(A_WEBHOOK_URL, {}).get("S", ""),
+        secret_version=number(A_WEBHOOK_SECRET_VERSION, 1),
+        previous_version=number(A_WEBHOOK_PREVIOUS_VERSION, 0),
+        previous_until_ms=number(A_WEBHOOK_PREVIOUS_UNTIL, 0),
+    )
 
 
 def quotas_from_item(item: Mapping[str, Mapping[str, Any]]) -> Quotas:
@@ -141,4 +202,5 @@ def from_item(item: Mapping[str, Mapping[str, Any]]) -> Tenant:
         created_ms=int(item.get("created_ms", {}).get("N", "0")),
         updated_ms=int(item.get("updated_ms", {}).get("N", "0")),
         quotas=quotas_from_item(item),
+        webhooks=webhooks_from_item(item),
     )

@@ -12,13 +12,13 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from google.protobuf.json_format import MessageToDict
 
-from reportgrid import limits, resources
+from reportgrid import limits, resources, webhook_policy
 from reportgrid.engine.registry import KindSpec, Registry, SlowValidation
 from reportgrid.errors import FieldViolation, InvalidArgument
 from reportgrid.ids import validate_idempotency_key
@@ -29,7 +29,6 @@ MIN_TTL_SECONDS: Final = 60
 MAX_TTL_SECONDS: Final = 90 * 24 * 3600
 # Enum values, computed once: protobuf builds a new list on every .values() call.
 _OUTPUTFORMAT_VALUES: Final = frozenset(pb.OutputFormat.values())
-_PRIORITY_VALUES: Final = frozenset(pb.Priority.values())
 _DURABILITY_VALUES: Final = frozenset(pb.Durability.values())
 _DATAFORMAT_VALUES: Final = frozenset(pb.DataFormat.values())
 # s3://bucket/key with a bucket name as S3 allows it and a non-empty key.
@@ -37,6 +36,12 @@ _S3_URI: Final = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])
 # One segment of an input key below the tenant's prefix: S3's "safe characters" (plus "="
 # for hive-style partitions), so a key means the same to S3, IAM and a reader.
 _KEY_SEGMENT: Final = re.compile(r"^[A-Za-z0-9!_.*'()=-]+$")
+# Label keys and values (limits.MAX_LABEL_*): GCP's label rules, lowercase only. ASCII
+# classes, so no Unicode letter or digit slips through.
+_LABEL_KEY: Final = re.compile(rf"[a-z][a-z0-9_-]{{0,{limits.MAX_LABEL_KEY_CHARS - 1}}}", re.ASCII)
+_LABEL_VALUE: Final = re.compile(rf"[a-z0-9_-]{{0,{limits.MAX_LABEL_VALUE_CHARS}}}", re.ASCII)
+# A bad key is quoted in its field path cut to this many characters.
+_QUOTED_LABEL_KEY_CHARS: Final = limits.MAX_LABEL_KEY_CHARS + 1
 # The delimiters DuckDB's CSV sniffer tries (read_csv auto_detect): a header's columns are
 # counted with the one that splits it most, as the sniffer would pick.
 _CSV_DELIMITERS: Final = (",", "|", ";", "\t")
@@ -48,13 +53,16 @@ _JSON_ON_LOOP_BYTES: Final = 16 * 1024
 class InputPolicy:
     """Where report inputs may come from: the configured input buckets
     (ENV.INPUT_BUCKETS), each tenant only under resources.tenant_input_prefix(tenant).
-    Never the results bucket or any other bucket (docs/SECURITY.md, "Tenant boundary")."""
+    Never the results bucket or any other bucket (docs/SECURITY.md, "Tenant boundary").
+    Also where a request's webhook may point (reportgrid/webhook_policy.py): loopback only
+    in the local region (ENV.WEBHOOK_ALLOW_LOOPBACK)."""
 
     buckets: frozenset[str]
+    loopback_webhooks: bool = False
 
     @classmethod
-    def of(cls, buckets: Iterable[str]) -> InputPolicy:
-        return cls(frozenset(buckets))
+    def of(cls, buckets: Iterable[str], *, loopback_webhooks: bool = False) -> InputPolicy:
+        return cls(frozenset(buckets), loopback_webhooks)
 
 
 class InputForbidden(ValueError):
@@ -148,6 +156,7 @@ def validate_submit(
 
     # Before anything reads the parameters: a huge document is refused in bounded work.
     kind.check_params_size(request.params)
+    check_params_bytes(request)
     try:
         params = MessageToDict(request.params) if request.HasField("params") else {}
     except ValueError:  # NaN or Infinity: a Struct may hold them, JSON cannot
@@ -172,10 +181,10 @@ def validate_submit(
 
     violations += _input_violations(request, kind, tenant=tenant, inputs=inputs)
 
-    if request.priority not in _PRIORITY_VALUES:
-        violations.append(FieldViolation("priority", f"{request.priority} is not a priority"))
     if request.durability not in _DURABILITY_VALUES:
         violations.append(FieldViolation("durability", f"{request.durability} is not a durability"))
+
+    violations += _notify_violations(request, inputs)
 
     ttl_seconds = DEFAULT_TTL_SECONDS
     if request.HasField("ttl"):
@@ -189,6 +198,8 @@ def validate_submit(
                 )
             )
 
+    violations += label_violations(request.labels)
+
     if request.idempotency_key:
         try:
             validate_idempotency_key(request.idempotency_key)
@@ -198,6 +209,56 @@ def validate_submit(
     if violations:
         raise InvalidArgument(violations)
     return ValidSubmit(kind, params, output_format, ttl_seconds)
+
+
+def check_params_bytes(request: pb.SubmitReportRequest) -> None:
+    """InvalidArgument when the params are larger than a report item keeps
+    (limits.MAX_PARAMS_BYTES); ByteSize is C-speed and bounded by the message size."""
+    size = request.params.ByteSize() if request.HasField("params") else 0
+    if size > limits.MAX_PARAMS_BYTES:
+        raise InvalidArgument.field(
+            "params", f"is {size} bytes serialized; at most {limits.MAX_PARAMS_BYTES}"
+        )
+
+
+def label_violations(labels: Mapping[str, str], field: str = "labels") -> list[FieldViolation]:
+    """The violations of a labels map (a submit's labels, or a ListReports label filter):
+    too many, then one per bad entry, named `labels[<key>]`."""
+    if len(labels) > limits.MAX_LABELS:
+        # Said alone: which of thousands of entries is also malformed does not matter.
+        return [FieldViolation(field, f"has {len(labels)} labels; at most {limits.MAX_LABELS}")]
+    found: list[FieldViolation] = []
+    for key in sorted(labels):
+        value = labels[key]
+        where = f"{field}[{key[:_QUOTED_LABEL_KEY_CHARS]}]"
+        if not _LABEL_KEY.fullmatch(key):
+            found.append(
+                FieldViolation(
+                    where,
+                    f"is not a label key: 1 to {limits.MAX_LABEL_KEY_CHARS} characters of "
+                    "a-z, 0-9, _ and -, starting with a letter",
+                )
+            )
+        elif not _LABEL_VALUE.fullmatch(value):
+            found.append(
+                FieldViolation(
+                    where,
+                    f"is not a label value: 0 to {limits.MAX_LABEL_VALUE_CHARS} characters "
+                    "of a-z, 0-9, _ and -",
+                )
+            )
+    return found
+
+
+def _notify_violations(
+    request: pb.SubmitReportRequest, inputs: InputPolicy
+) -> list[FieldViolation]:
+    if not request.HasField("notify"):
+        return []
+    problem = webhook_policy.url_problem(
+        request.notify.url, allow_loopback=inputs.loopback_webhooks
+    )
+    return [] if problem is None else [FieldViolation("notify.url", problem)]
 
 
 def _input_violations(

@@ -5,7 +5,6 @@ costs nothing once detected.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from typing import Final
@@ -22,8 +21,6 @@ LRU_TTL_SECONDS: Final = 30.0
 LRU_SIZE: Final = 20_000
 # How long Redis keeps a terminal report the edge read from DynamoDB.
 REDIS_TERMINAL_TTL_SECONDS: Final = 3600
-# A keyed submit is remembered as long as its task can be in the task log.
-IDEMPOTENCY_TTL_SECONDS: Final = resources.TASK_RETENTION_HOURS * 3600
 
 
 class _Entry:
@@ -32,8 +29,9 @@ class _Entry:
     def __init__(self, stored_at: float, record: ReportRecord) -> None:
         self.stored_at = stored_at
         self.record = record
-        # include_content -> (valid until, epoch ms; the serialized GetReport reply)
-        self.replies: dict[bool, tuple[int, bytes]] = {}
+        # (include_content, full view) -> (valid until, epoch ms; the serialized GetReport
+        # reply): a reply is only ever served for the very request shape it was built for.
+        self.replies: dict[tuple[bool, bool], tuple[int, bytes]] = {}
 
 
 class TerminalLru:
@@ -61,7 +59,7 @@ class TerminalLru:
         return None if entry is None else entry.record
 
     def reply(
-        self, tenant: str, report_id: str, include_content: bool, now_ms: int
+        self, tenant: str, report_id: str, include_content: bool, full: bool, now_ms: int
     ) -> bytes | None:
         """The cached reply to GetReport(report_id) for this tenant, if there is one.
 
@@ -71,13 +69,13 @@ class TerminalLru:
         entry = self._live(report_id)
         if entry is None or entry.record.tenant != tenant:
             return None
-        found = entry.replies.get(include_content)
+        found = entry.replies.get((include_content, full))
         if found is None or now_ms >= found[0]:
             return None
         return found[1]
 
     def keep_reply(
-        self, record: ReportRecord, include_content: bool, reply: bytes, now_ms: int
+        self, record: ReportRecord, include_content: bool, full: bool, reply: bytes, now_ms: int
     ) -> None:
         """Remember a terminal report's serialized reply while it stays right: until its
         retention ends (it then reads EXPIRED) or the record leaves the cache."""
@@ -86,7 +84,7 @@ class TerminalLru:
             return
         expires_ms = record.expires_at * 1000 if record.expires_at is not None else None
         valid_until = expires_ms if expires_ms is not None and now_ms < expires_ms else 2**62
-        entry.replies[include_content] = (valid_until, reply)
+        entry.replies[include_content, full] = (valid_until, reply)
 
     def put(self, record: ReportRecord) -> None:
         if not record.terminal:
@@ -110,9 +108,6 @@ class RedisTier:
         self.client = client
         self.breaker = breaker
         self.errors = 0
-        # Keyed Submits waiting for their SET NX, sent together (mark_submit).
-        self._marks: list[tuple[str, float | None, asyncio.Future[bool]]] = []
-        self._mark_calls: set[asyncio.Task[None]] = set()
 
     async def get_record(self, report_id: str, budget: float | None) -> ReportRecord | None:
         client = self.client
@@ -173,51 +168,3 @@ class RedisTier:
             )
         except Exception:  # BreakerOpen, timeouts, connection errors: a miss
             self.errors += 1
-
-    async def mark_submit(self, report_id: str, budget: float | None) -> bool:
-        """Remember an accepted keyed report (SET NX). True if this call set it first.
-
-        The marks of every keyed Submit that gets here in one turn of the event loop go to
-        Redis as one pipeline: one round trip and one pass through redis-py for all of
-        them (measured: ~17 us of CPU per command pipelined, ~150 us each when 200
-        concurrent calls take a pooled connection apiece)."""
-        if self.client is None:
-            return True
-        loop = asyncio.get_running_loop()
-        if not self._marks:
-            loop.call_soon(self._send_marks)
-        future: asyncio.Future[bool] = loop.create_future()
-        self._marks.append((report_id, budget, future))
-        return await future
-
-    def _send_marks(self) -> None:
-        marks, self._marks = self._marks, []
-        task = asyncio.get_running_loop().create_task(self._mark_all(marks))
-        self._mark_calls.add(task)
-        task.add_done_callback(self._mark_calls.discard)
-
-    async def _mark_all(self, marks: list[tuple[str, float | None, asyncio.Future[bool]]]) -> None:
-        client = self.client
-        assert client is not None
-        budgets = [b for _, b, _ in marks if b is not None]
-
-        async def pipeline() -> list[object]:
-            pipe = client.pipeline(transaction=False)
-            for report_id, _, _ in marks:
-                pipe.set(
-                    resources.cache_idempotency_key(report_id),
-                    b"1",
-                    nx=True,
-                    ex=IDEMPOTENCY_TTL_SECONDS,
-                )
-            return list(await pipe.execute(raise_on_error=False))
-
-        try:
-            created = await self.breaker.call(pipeline, budget=min(budgets, default=None))
-        except Exception:  # BreakerOpen, timeouts, connection errors: a miss
-            self.errors += 1
-            created = [True] * len(marks)
-        for (_, _, future), result in zip(marks, created, strict=True):
-            if not future.done():
-                # A failed command is a miss too: best effort, as with Redis down.
-                future.set_result(isinstance(result, Exception) or bool(result))

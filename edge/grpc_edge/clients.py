@@ -14,6 +14,7 @@ import aiobotocore.session
 import redis.asyncio as aioredis
 from aiobotocore.config import AioConfig
 
+from grpc_edge.aws_json import AwsJsonClient
 from grpc_edge.kinesis_writer import KinesisWriter
 from reportgrid.settings import Settings
 
@@ -55,6 +56,10 @@ class Clients:
     # (grpc_edge/kinesis_writer.py); None when no credentials could be found.
     kinesis_writer: KinesisWriter | None = None
     _writer_for: object = None  # the `kinesis` client the writer stands in for
+    # The lean DynamoDB path (idempotency claims: grpc_edge/idempotency.py) over the same
+    # endpoint and credentials as `dynamodb`; None without credentials.
+    dynamodb_json: AwsJsonClient | None = None
+    _json_for: object = None  # the `dynamodb` client it stands in for
 
     def task_log(self) -> KinesisWriter | KinesisClient:
         """What the producer sends PutRecords through: the lean writer, unless `kinesis`
@@ -62,6 +67,11 @@ class Clients:
         if self.kinesis_writer is not None and self._writer_for is self.kinesis:
             return self.kinesis_writer
         return self.kinesis
+
+    def claims_json(self) -> AwsJsonClient | None:
+        """The lean DynamoDB client for claims, unless `dynamodb` was replaced after
+        opening (a test's wrapper: then every claim goes through that)."""
+        return self.dynamodb_json if self._json_for is self.dynamodb else None
 
     @classmethod
     async def open(cls, settings: Settings) -> Clients:
@@ -85,8 +95,11 @@ class Clients:
                 endpoint_url=endpoint,
             )
         )
+        # SigV4 for presigned result URLs too (botocore would presign with SigV2 in
+        # us-east-1): X-Amz-Expires, and the region-scoped signature S3 requires.
+        s3_config = _config(3, 30).merge(AioConfig(signature_version="s3v4"))
         s3 = await stack.enter_async_context(
-            session.client("s3", config=_config(3, 30), region_name=home, endpoint_url=endpoint)
+            session.client("s3", config=s3_config, region_name=home, endpoint_url=endpoint)
         )
         replica_s3 = None
         if settings.replica_results_bucket and settings.peer_region:
@@ -108,11 +121,28 @@ class Clients:
             )
         # The same provider chain botocore uses (env, the ECS task role ...), refreshed by it.
         credentials = await aiobotocore.session.get_session().get_credentials()
-        writer = None
+        writer = dynamodb_json = None
         if credentials is not None:
             writer = KinesisWriter(kinesis.meta.endpoint_url, home, credentials, first_via=kinesis)
             stack.push_async_callback(writer.close)
-        return cls(dynamodb, kinesis, s3, redis_client, stack, replica_s3, writer, kinesis)
+            # One claim per keyed Submit, as many at once as calls in flight: keep as many
+            # connections alive as the aiobotocore pool holds.
+            dynamodb_json = AwsJsonClient(
+                dynamodb.meta.endpoint_url, home, "dynamodb", credentials, idle_connections=_POOL
+            )
+            stack.push_async_callback(dynamodb_json.close)
+        return cls(
+            dynamodb,
+            kinesis,
+            s3,
+            redis_client,
+            stack,
+            replica_s3,
+            writer,
+            kinesis,
+            dynamodb_json,
+            dynamodb,
+        )
 
     async def close(self) -> None:
         if self.redis is not None:

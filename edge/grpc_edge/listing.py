@@ -1,4 +1,6 @@
 """ListReports: a tenant's reports, newest first, merged from the shards of the tenant index.
+Newest first is the only order (no `order_by`): it is the index's sort key, so any other
+order would mean reading every report of the tenant.
 
 Each shard is queried for up to a page of matches below its cursor, side by side; the
 newest `page_size` of all of them make the page. The page token (grpc_edge/tokens.py)
@@ -82,6 +84,7 @@ class ReportLister:
                     low=filters.low,
                     high=cursors[shard] or filters.high,
                     limit=filters.page_size,
+                    labels=filters.labels,
                     wanted=lambda record: filters.wanted(record, now_ms()),
                 )
                 for shard in range(shard_count)
@@ -91,7 +94,9 @@ class ReportLister:
         page, cursors = merge(offers, cursors, filters.page_size)
         views = await self._with_intents(page, call)
         response = pb.ListReportsResponse(
-            reports=[records.to_proto(record, now_ms=now_ms()) for record in views]
+            reports=[
+                records.to_proto(record, now_ms=now_ms(), full=filters.full) for record in views
+            ]
         )
         if any(cursor != "" for cursor in cursors):
             response.next_page_token = self.tokens.issue(call.tenant, cursors, digest)
@@ -121,6 +126,7 @@ class ReportLister:
         low: str,
         high: str,
         limit: int,
+        labels: Sequence[tuple[str, str]],
         wanted: Callable[[ReportRecord], bool],
     ) -> ShardMatches:
         """Up to `limit`-or-more matching reports of one shard with sort key < high, newest
@@ -136,6 +142,7 @@ class ReportLister:
                 limit=max(limit, _MIN_QUERY_LIMIT),
                 start_key=start_key,
                 deadline=call.deadline,
+                labels=labels,
             )
             for item in items:
                 sort_key = item.get(resources.TENANT_INDEX_SORT_KEY, {}).get("S", "")

@@ -51,13 +51,16 @@ def now_ms() -> int:
 
 
 def view_missing(report_id: ReportId) -> pb.Report:
-    """A verified id with no record. The id proves we accepted its task, so it is PENDING
-    (queued, no worker has written it yet) -- unless it is unkeyed and older than the task
-    log's retention: then its task can no longer run and the record, if there was one, was
-    deleted or swept by TTL, so it is NOT_FOUND, like any deleted report. Keyed ids carry no
-    time and stay PENDING."""
+    """A verified id with no record. The id proves we accepted its task at the time it
+    carries (every id carries one, keyed or not: reportgrid/ids.py), so while that task can
+    still be in the task log it is PENDING (queued, no worker has written it yet). Older,
+    the task can no longer run, and a record that existed was deleted (its tombstone gone
+    too) or swept by TTL: NOT_FOUND, as for any deleted report. Not EXPIRED: a deleted
+    report must read exactly like one that never existed, and nothing left tells the two
+    apart (a report whose result expired reads EXPIRED from its record until TTL removes
+    it)."""
     created = report_id.created_ms
-    if created is not None and now_ms() - created > _RETENTION_MS:
+    if now_ms() - created > _RETENTION_MS:
         raise not_found(report_id.value)
     return records.pending_report(report_id.value, created_ms=created)
 
@@ -124,22 +127,27 @@ class ReportReader:
             task.add_done_callback(_ignore_result)
         return record
 
-    def cached_reply(self, tenant: str, report_id: str, include_content: bool) -> bytes | None:
-        """The serialized reply to GetReport of a hot terminal report, or None."""
-        reply = self.lru.reply(tenant, report_id, include_content, now_ms())
+    def cached_reply(
+        self, tenant: str, report_id: str, include_content: bool, full: bool
+    ) -> bytes | None:
+        """The serialized reply to GetReport of a hot terminal report in this view, or
+        None."""
+        reply = self.lru.reply(tenant, report_id, include_content, full, now_ms())
         if reply is not None:
             self.stats.lru_hits += 1
         return reply
 
-    def render(self, record: ReportRecord, include_content: bool) -> pb.Report | bytes:
-        """The GetReport reply for a record: serialized and kept with the record when it
-        is terminal (it does not change), a message otherwise."""
+    def render(
+        self, record: ReportRecord, include_content: bool, *, full: bool = False
+    ) -> pb.Report | bytes:
+        """The GetReport reply for a record (FULL view when `full`): serialized and kept
+        with the record when it is terminal (it does not change), a message otherwise."""
         now = now_ms()
-        report = records.to_proto(record, now_ms=now, include_content=include_content)
+        report = records.to_proto(record, now_ms=now, include_content=include_content, full=full)
         if not record.terminal:
             return report
         reply = report.SerializeToString()
-        self.lru.keep_reply(record, include_content, reply, now)
+        self.lru.keep_reply(record, include_content, full, reply, now)
         return reply
 
     def forget(self, report_id: str) -> None:

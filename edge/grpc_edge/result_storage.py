@@ -18,7 +18,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
 from grpc_edge.store import bounded
-from reportgrid import results
+from reportgrid import resources, results
 from reportgrid.errors import Internal, NotFound, Unavailable
 from reportgrid.records import ResultInfo
 from reportgrid.settings import Settings
@@ -41,8 +41,12 @@ class ResultStorage:
         bucket: str | None,
         replica_bucket: str | None = None,
         replica_s3: S3Client | None = None,
+        uri_seconds: int = resources.EDGE_DOWNLOAD_URI_SECONDS,
+        local: bool = False,
     ) -> None:
         self.s3 = s3
+        self.uri_seconds = uri_seconds
+        self.local = local  # the local region: URLs point at the moto server over http
         self.bucket = bucket
         self.replica_bucket = replica_bucket
         # The home client only when no peer client exists (the replica then is reached
@@ -56,6 +60,8 @@ class ResultStorage:
             bucket=settings.results_bucket,
             replica_bucket=settings.replica_results_bucket,
             replica_s3=replica_s3,
+            uri_seconds=settings.download_uri_seconds,
+            local=settings.aws_endpoint_url is not None,
         )
 
     def _home_bucket(self) -> str:
@@ -65,13 +71,53 @@ class ResultStorage:
 
     # -- reading -------------------------------------------------------------------------
 
+    async def presign(self, result: ResultInfo) -> tuple[str, int] | None:
+        """A presigned GET URL of the result's own object in this region's bucket and when
+        it stops working (epoch ms); None for an inline result. Local CPU only (SigV4 query
+        signing, ~0.2 ms), no call to AWS.
+
+        A presigned URL is valid no longer than the credentials that signed it: "If you
+        created a presigned URL using a temporary credential, the URL expires when the
+        credential expires" (docs.aws.amazon.com/AmazonS3/latest/userguide/
+        using-presigned-url.html, "Expiration time for presigned URLs"). The ECS task
+        role's credentials rotate, so the returned time is the earlier of the lifetime and
+        the signing credentials' expiry. They are read after a refresh, before signing:
+        the credentials that sign are those or newer ones, never older."""
+        if result.inline_compressed is not None or not result.s3_key:
+            return None
+        now_ms = int(time.time() * 1000)
+        expire_ms = now_ms + self.uri_seconds * 1000
+        # The signer's own credentials (botocore has no public accessor for them).
+        credentials = getattr(getattr(self.s3, "_request_signer", None), "_credentials", None)
+        if credentials is not None:
+            await credentials.get_frozen_credentials()  # refreshes when near expiry
+            expiry = getattr(credentials, "_expiry_time", None)  # refreshable ones only
+            if expiry is not None:
+                expire_ms = min(expire_ms, int(expiry.timestamp() * 1000))
+        seconds = max(1, (expire_ms - now_ms) // 1000)
+        url = await self.s3.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._home_bucket(), "Key": result.s3_key},
+            ExpiresIn=seconds,
+        )
+        # The bucket denies plain http (enforce_ssl); only the local moto server has none.
+        if not url.startswith("https://") and not self.local:
+            raise Internal("a presigned result URL is not https")
+        return url, now_ms + seconds * 1000
+
     async def read(
-        self, result: ResultInfo, report_id: str, deadline: float
+        self, result: ResultInfo, report_id: str, deadline: float, *, offset: int = 0
     ) -> AsyncIterator[bytes]:
-        """The result's bytes, inline or from S3, verified; NotFound when the object is
-        gone, Unavailable when storage cannot be read, Internal when it is damaged."""
+        """The result's bytes from `offset` on, inline or from S3, verified; NotFound when
+        the object is gone, Unavailable when storage cannot be read, Internal when it is
+        damaged.
+
+        An S3 object is one zlib stream, so an offset in the result has no byte range in
+        the object: the whole object is read and inflated, the first `offset` bytes are
+        dropped, and the SHA-256 of all of it is still checked at the end (a ranged GET
+        could neither find the offset nor verify the result)."""
         if result.inline_compressed is not None:
-            yield zlib.decompress(result.inline_compressed)
+            yield zlib.decompress(result.inline_compressed)[offset:]
             return
         if not result.s3_key:
             raise Internal("a SUCCEEDED report has neither inline nor S3 result")
@@ -83,10 +129,15 @@ class ResultStorage:
             response = await self._get_object(result.s3_key, deadline)
             body = response["Body"]
             try:
+                skip = offset
                 while packed := await body.read(READ_BYTES):
                     if piece := inflate.decompress(packed):
                         digest.update(piece)
-                        yield piece
+                        if skip >= len(piece):
+                            skip -= len(piece)
+                            continue
+                        yield piece[skip:]
+                        skip = 0
             finally:
                 body.close()
         except ClientError as err:
@@ -98,7 +149,8 @@ class ResultStorage:
             raise Internal(f"stored result of {report_id} is not a zlib stream") from None
         if tail := inflate.flush():
             digest.update(tail)
-            yield tail
+            if skip < len(tail):
+                yield tail[skip:]
         if digest.hexdigest() != result.sha256:
             raise Internal(f"stored result of {report_id} does not match its recorded sha256")
 

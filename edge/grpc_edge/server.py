@@ -29,6 +29,7 @@ from grpc_edge.breaker import CircuitBreaker
 from grpc_edge.cache import RedisTier, TerminalLru
 from grpc_edge.clients import Clients
 from grpc_edge.dependency_health import DependencyHealth, HealthTiming, KinesisSignal
+from grpc_edge.idempotency import ClaimStore
 from grpc_edge.interceptors import Chain
 from grpc_edge.listing import ReportLister
 from grpc_edge.metrics import FLUSH_SECONDS, EdgeMetrics
@@ -262,14 +263,23 @@ async def build_server(
         redis=redis_tier,
         hub=hub,
         producer=producer,
-        # Page tokens are signed with the first id secret, under their own context string.
-        lister=ReportLister(store, PageTokens(settings.id_secrets[0].get_secret_value().encode())),
+        # Page tokens are signed with the first id secret, under their own context string;
+        # every id secret verifies them (a rotation keeps issued tokens working).
+        lister=ReportLister(
+            store, PageTokens([s.get_secret_value().encode() for s in settings.id_secrets])
+        ),
         results=ResultStorage.of(settings, clients.s3, clients.replica_s3),
         peer=await PeerSender.open(settings),  # None without a peer region
         # Tenants' quotas (issue 15): read with their keys, the submit rate fleet-wide.
         quotas=auth.quotas,
         submit_limiter=FleetRateLimiter(clients.redis, breaker),
         audit=AuditLog(clients.dynamodb, settings.table_name, settings.region),
+        claims=ClaimStore(
+            clients.dynamodb,
+            settings.table_name,
+            region=settings.region,
+            lean=clients.claims_json(),
+        ),
     )
     metrics = EdgeMetrics()
     limiter = TenantRateLimiter(settings.tenant_rate_limit)

@@ -7,12 +7,16 @@ their download stream (download.py), reads (reads.py), watches (watch.py).
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import Final
 
+from grpc_edge import idempotency
 from grpc_edge.audit_log import AuditLog
 from grpc_edge.cache import RedisTier
 from grpc_edge.call import Call
-from grpc_edge.download import download_chunks
+from grpc_edge.download import check_read_offset, download_chunks, set_download_uri, uri_chunk
+from grpc_edge.idempotency import ClaimStore
 from grpc_edge.listing import ReportLister
 from grpc_edge.peer import PeerSender, send_both
 from grpc_edge.producer import TaskProducer
@@ -21,16 +25,20 @@ from grpc_edge.ratelimit import FleetRateLimiter
 from grpc_edge.reads import ReportReader, now_ms, view_missing
 from grpc_edge.result_storage import ResultStorage
 from grpc_edge.store import ReportStore
+from grpc_edge.views import is_full
 from grpc_edge.watch import EventHub, watch_report
 from reportgrid import intents, records, tasks
 from reportgrid.engine.registry import Registry
-from reportgrid.errors import FailedPrecondition, NotFound
+from reportgrid.errors import FailedPrecondition, NotFound, Unavailable
 from reportgrid.settings import Settings
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.tenants import Quotas
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.validation import InputPolicy, validate_submit_on_loop
+
+# A failed keyed Submit's claim release may take this long whatever is left of the call.
+RELEASE_SECONDS: Final = 0.5
 
 
 class ReportService:
@@ -49,6 +57,7 @@ class ReportService:
         quotas: Callable[[str], Quotas | None],
         submit_limiter: FleetRateLimiter,
         audit: AuditLog,
+        claims: ClaimStore,
         peer: PeerSender | None = None,
     ) -> None:
         self.settings = settings
@@ -66,8 +75,11 @@ class ReportService:
         self.quotas = quotas  # the tenant's, None for a tenant without an item
         self.submit_limiter = submit_limiter
         self.audit = audit
+        self.claims = claims  # idempotency keys' claim items
         self._kinds = registry.to_proto()
-        self.inputs = InputPolicy.of(settings.input_buckets)
+        self.inputs = InputPolicy.of(
+            settings.input_buckets, loopback_webhooks=settings.webhook_allow_loopback
+        )
 
     # -- SubmitReport: the hot path --------------------------------------------------------
 
@@ -75,6 +87,9 @@ class ReportService:
         await validate_submit_on_loop(
             request, self.registry, tenant=call.tenant, inputs=self.inputs
         )
+        key = request.idempotency_key
+        # The request as the client sent it: before the quotas fill defaults in.
+        fingerprint = idempotency.fingerprint(request) if key else ""
         quotas = self.quotas(call.tenant)
         if quotas is not None:
             apply_quotas(request, quotas)
@@ -89,9 +104,23 @@ class ReportService:
                 "standby queue configured; use DURABILITY_REGIONAL or leave durability unset",
                 type_="DURABILITY",
             )
-        key = request.idempotency_key or None
-        report_id = self.codec.new(call.tenant, self.settings.region, idempotency_key=key)
+        report_id = self.codec.new(call.tenant, self.settings.region)
         rid = report_id.value
+        claimed = None
+        if key:
+            # Claim first, enqueue after: a key reused with another request is refused
+            # before anything is enqueued (grpc_edge/idempotency.py).
+            claimed = await self.claims.claim(
+                call.tenant,
+                key,
+                fingerprint,
+                report_id=rid,
+                created_ms=report_id.created_ms,
+                deadline=call.deadline,
+            )
+            if claimed.claim.fingerprint != fingerprint:
+                raise idempotency.reused(key, claimed.claim)
+            rid = claimed.claim.report_id
         task = TaskRecord(
             report_id=rid,
             tenant=call.tenant,
@@ -102,6 +131,28 @@ class ReportService:
         # are C (upb), 2.2 us per Submit, and writing the record from the received bytes
         # saved nothing measurable (docs/PERFORMANCE.md, the edge's cost by cause).
         task.accept_time.FromMilliseconds(now_ms())
+        try:
+            await self._enqueue(task, rid, multi_region, call)
+        except Unavailable:
+            if claimed is not None and claimed.fresh:
+                # Nothing acknowledged: the key must not stay bound to a report that may
+                # never run. (Not on cancellation: a client that gave up retries with the
+                # same key and must get the same id.)
+                # The producer answers with time to spare; the release gets at least
+                # RELEASE_SECONDS even so, within the client's patience or not.
+                release_by = max(call.deadline, time.monotonic() + RELEASE_SECONDS)
+                await self.claims.release(call.tenant, key, rid, release_by)
+            raise
+        if claimed is None or claimed.fresh:
+            return pb.SubmitReportResponse(report_id=rid, state=pb.REPORT_STATE_PENDING)
+        # An earlier call with this key and this request claimed the id: enqueued again
+        # anyway (that call's enqueue may have failed after its claim), harmless because
+        # the workers' conditional writes make every task of one id one report.
+        return pb.SubmitReportResponse(
+            report_id=rid, state=self._known_state(rid), deduplicated=True
+        )
+
+    async def _enqueue(self, task: TaskRecord, rid: str, multi_region: bool, call: Call) -> None:
         # The report id as partition key spreads tasks evenly over the shards.
         if multi_region and self.peer is not None:
             # Acknowledged only once both the local log and the peer's standby queue
@@ -112,21 +163,6 @@ class ReportService:
             )
         else:
             await self.producer.put(tasks.encode(task), rid, call.deadline)
-        if key is None:
-            return pb.SubmitReportResponse(report_id=rid, state=pb.REPORT_STATE_PENDING)
-        # A keyed submit costs one Redis round trip: SET NX once Kinesis holds the task.
-        # A retry of a key already accepted is enqueued again and answered deduplicated
-        # here; its second task is harmless, because the workers' conditional writes make
-        # every task of one id one report (the same holds with Redis down). Marking only
-        # after the enqueue succeeded means a deduplicated answer never stands for a task
-        # that was lost. (Checking first, EXISTS before the enqueue, would save the
-        # duplicate record but cost every keyed Submit a second round trip.)
-        first = await self.redis.mark_submit(rid, call.remaining())
-        return pb.SubmitReportResponse(
-            report_id=rid,
-            state=pb.REPORT_STATE_PENDING if first else self._known_state(rid),
-            deduplicated=not first,
-        )
 
     def _known_state(self, report_id: str) -> pb.ReportState.ValueType:
         record = self.reader.lru.get(report_id)
@@ -138,19 +174,34 @@ class ReportService:
 
     async def get(self, request: pb.GetReportRequest, call: Call) -> pb.Report | bytes:
         # Hot terminal reports: the reply as serialized last time (see TerminalLru.reply).
-        reply = self.reader.cached_reply(call.tenant, request.report_id, request.include_content)
-        if reply is not None:
+        # Only valid views are ever cached, so a bad one misses and is refused below.
+        reply = self.reader.cached_reply(
+            call.tenant,
+            request.report_id,
+            request.include_content,
+            request.view == pb.REPORT_VIEW_FULL,
+        )
+        if reply is not None and not request.include_download_uri:
             return reply
+        full = is_full(request.view)
         report_id = self.codec.verify(call.tenant, request.report_id)
         record = await self.reader.lookup(call.tenant, report_id.value, call.deadline)
         if record is None:
             return view_missing(report_id)
-        return self.reader.render(record, request.include_content)
+        rendered = self.reader.render(record, request.include_content, full=full)
+        if request.include_download_uri and record.result is not None:
+            # Asked for only: a URL is new on every call, so this reply is never cached.
+            report = rendered if isinstance(rendered, pb.Report) else pb.Report.FromString(rendered)
+            if report.HasField("result") and (link := await self.results.presign(record.result)):
+                set_download_uri(report.result, *link)
+            return report
+        return rendered
 
     async def watch(
         self, request: pb.WatchReportRequest, call: Call
     ) -> AsyncIterator[pb.WatchReportResponse]:
         # `call` carries the stream's own budget (Chain.stream with long_lived=True).
+        full = is_full(request.view)
         report_id = self.codec.verify(call.tenant, request.report_id)
         async for response in watch_report(
             call.tenant,
@@ -159,6 +210,7 @@ class ReportService:
             self.hub,
             call.remaining,
             heartbeat_seconds=self.settings.watch_heartbeat_seconds,
+            full=full,
         ):
             yield response
 
@@ -236,8 +288,14 @@ class ReportService:
             raise FailedPrecondition(f"report/{rid}", f"the report is {state.value}; {hint}")
         metadata = pb.ResultMetadata()
         metadata.CopyFrom(records.to_proto(record, now_ms=now_ms()).result)
-        pieces = self.results.read(record.result, rid, call.deadline)
-        async for chunk in download_chunks(metadata, pieces):
+        check_read_offset(request.read_offset, record.result.size_bytes)
+        if request.prefer_uri and (link := await self.results.presign(record.result)):
+            set_download_uri(metadata, *link)
+            yield uri_chunk(metadata, request.read_offset)
+            return
+        offset = request.read_offset
+        pieces = self.results.read(record.result, rid, call.deadline, offset=offset)
+        async for chunk in download_chunks(metadata, pieces, start=offset):
             yield chunk
 
     async def list_kinds(

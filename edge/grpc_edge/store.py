@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from botocore.exceptions import ClientError
 
-from reportgrid import intents, resources
+from reportgrid import intents, records, resources
 from reportgrid.errors import Unavailable
 from reportgrid.intents import Snapshot
 from reportgrid.records import Item, ReadItem
@@ -122,24 +122,37 @@ class ReportStore:
         limit: int,
         start_key: StartKey | None,
         deadline: float | None,
+        labels: Sequence[tuple[str, str]] = (),
     ) -> tuple[Sequence[ReadItem], StartKey | None]:
-        """One page of a tenant-index shard, newest first, sort keys in [low, high]."""
+        """One page of a tenant-index shard, newest first, sort keys in [low, high], only
+        items carrying every (key, value) of `labels`. `Limit` counts the items read
+        before the filter, so a page may hold fewer (or none) with more to come."""
+        names = {"#p": resources.TENANT_INDEX_PARTITION_KEY, "#s": resources.TENANT_INDEX_SORT_KEY}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":p": {"S": resources.tenant_shard(tenant, shard)},
+            ":lo": {"S": low},
+            ":hi": {"S": high},
+        }
         kwargs: QueryInputTypeDef = {
             "TableName": self._table,
             "IndexName": resources.TENANT_INDEX_NAME,
             "KeyConditionExpression": "#p = :p AND #s BETWEEN :lo AND :hi",
-            "ExpressionAttributeNames": {
-                "#p": resources.TENANT_INDEX_PARTITION_KEY,
-                "#s": resources.TENANT_INDEX_SORT_KEY,
-            },
-            "ExpressionAttributeValues": {
-                ":p": {"S": resources.tenant_shard(tenant, shard)},
-                ":lo": {"S": low},
-                ":hi": {"S": high},
-            },
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
             "ScanIndexForward": False,
             "Limit": limit,
         }
+        if labels:
+            # Every user-given key and value travels as a placeholder (#lN / :lN), never in
+            # the expression text; "#lb.#l0" is the document path labels.<key>.
+            # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Expressions.ExpressionAttributeNames.html
+            names["#lb"] = records.A_LABELS
+            terms = []
+            for i, (key, value) in enumerate(labels):
+                names[f"#l{i}"] = key
+                values[f":l{i}"] = {"S": value}
+                terms.append(f"#lb.#l{i} = :l{i}")
+            kwargs["FilterExpression"] = " AND ".join(terms)
         if start_key is not None:
             kwargs["ExclusiveStartKey"] = start_key
         try:

@@ -129,12 +129,14 @@ class EventHub:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-def _view(report_id: ReportId, record: ReportRecord | None, cancel_seen: bool) -> pb.Report:
+def _view(
+    report_id: ReportId, record: ReportRecord | None, cancel_seen: bool, full: bool
+) -> pb.Report:
     if record is None:
         return view_missing(report_id)
     if cancel_seen and not record.terminal:
         record = record.with_(cancel_requested=True)
-    return records.to_proto(record, now_ms=now_ms())
+    return records.to_proto(record, now_ms=now_ms(), full=full)
 
 
 def heartbeat(interval: float) -> pb.WatchReportResponse:
@@ -160,18 +162,19 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
     remaining: Callable[[], float],
     *,
     heartbeat_seconds: float,
+    full: bool = False,
 ) -> AsyncIterator[pb.WatchReportResponse]:
-    """Yield the report's views until it is terminal, and a heartbeat whenever nothing was
-    sent for `heartbeat_seconds`. `remaining` is the stream's budget: when it runs out the
-    stream ends with UNAVAILABLE (a client deadline that comes first ends it earlier: grpc
-    cancels the handler)."""
+    """Yield the report's views (FULL when `full`) until it is terminal, and a heartbeat
+    whenever nothing was sent for `heartbeat_seconds`. `remaining` is the stream's budget:
+    when it runs out the stream ends with UNAVAILABLE (a client deadline that comes first
+    ends it earlier: grpc cancels the handler)."""
 
     def read_deadline() -> float:
         return time.monotonic() + min(_READ_SECONDS, remaining())
 
     record = await reader.lookup(tenant, report_id.value, read_deadline())
     cancel_seen = record is not None and record.cancel_requested
-    last = _view(report_id, record, cancel_seen)
+    last = _view(report_id, record, cancel_seen, full)
     yield pb.WatchReportResponse(report=last)
     if record is not None and record.terminal:
         return
@@ -225,7 +228,7 @@ async def watch_report(  # noqa: PLR0912, PLR0915 -- one loop over three event s
             else:
                 continue
             cancel_seen = cancel_seen or record.cancel_requested
-            view = _view(report_id, record, cancel_seen)
+            view = _view(report_id, record, cancel_seen, full)
             if view != last:
                 last = view
                 yield pb.WatchReportResponse(report=view)

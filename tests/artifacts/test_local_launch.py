@@ -65,10 +65,16 @@ def test_every_setting_of_every_process_resolves_locally(template: RegionalTempl
         "functions.stream_worker.handler.handler",
         "functions.mirror.handler.handler",
         "functions.stream_failures.handler.handler",
+        "functions.events.handler.handler",
+        "functions.webhooks.handler.handler",
     }
     for function in functions.values():
         env = resolve_all(local, dict(function.environment), function.logical_id)
-        assert env[E.ID_SECRETS_ARN].startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}")
+        assert env[E.REGION] == REGION, function.logical_id
+        # Every secret a function reads is one of this local region's.
+        for name, value in env.items():
+            if name.endswith("_SECRET_ARN") or name == E.ID_SECRETS_ARN:
+                assert value.startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}"), name
         assert (function.asset_dir / "functions" / "__init__.py").is_file()
 
 

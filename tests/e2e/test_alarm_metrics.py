@@ -25,11 +25,15 @@ from reportgrid.local.dev import DEV_TENANT
 from reportgrid.resources import (
     METRIC,
     METRIC_SERVICE_DIMENSION,
+    METRIC_TENANT_CLASS_DIMENSION,
     METRICS_NAMESPACE,
     REQUEST_FAULT_CODES,
     SERVICE_EDGE,
+    SERVICE_QUEUE_WORKER,
     SERVICE_STREAM_FAILURES,
     SERVICE_STREAM_WORKER,
+    SERVICE_WEBHOOKS,
+    TENANT_CLASSES,
     tenant_input_prefix,
 )
 from tests.e2e import test_local_region as local_region
@@ -71,6 +75,36 @@ FAULT_ONLY: dict[emf.MetricKey, str] = (
             METRICS_NAMESPACE, METRIC.POISON_RECORDS, {METRIC_SERVICE_DIMENSION: service}
         ): "PoisonTasks: only for an undecodable task record (tests/faults poison scenarios)"
         for service in (SERVICE_STREAM_WORKER, SERVICE_STREAM_FAILURES)
+    }
+    | {
+        emf.MetricKey.of(
+            METRICS_NAMESPACE,
+            METRIC.TASKS_DEFERRED,
+            {METRIC_SERVICE_DIMENSION: service, METRIC_TENANT_CLASS_DIMENSION: tenant_class},
+        ): "only over a max_running (tests/faults/test_fairness runs it; emission unasserted)"
+        for service in (SERVICE_STREAM_WORKER, SERVICE_QUEUE_WORKER)
+        for tenant_class in TENANT_CLASSES
+    }
+    | {
+        emf.MetricKey.of(
+            METRICS_NAMESPACE, METRIC.SLOT_WAIT, {METRIC_SERVICE_DIMENSION: SERVICE_QUEUE_WORKER}
+        ): "only for a put-off task (tests/faults/test_fairness runs it; emission unasserted)"
+    }
+    | {
+        emf.MetricKey.of(
+            METRICS_NAMESPACE, METRIC.SLOTS_FAIL_OPEN, {METRIC_SERVICE_DIMENSION: service}
+        ): "only with the cache down (test_tenant_slots runs it; emission unasserted)"
+        for service in (SERVICE_STREAM_WORKER, SERVICE_QUEUE_WORKER)
+    }
+    | {
+        emf.MetricKey.of(
+            METRICS_NAMESPACE, name, {METRIC_SERVICE_DIMENSION: SERVICE_WEBHOOKS}
+        ): "only for a report or tenant with a webhook URL (none in this workload)"
+        for name in (
+            METRIC.WEBHOOKS_DELIVERED,
+            METRIC.WEBHOOK_ATTEMPTS_FAILED,
+            METRIC.WEBHOOKS_GIVEN_UP,
+        )
     }
 )
 

@@ -37,6 +37,8 @@ from reportgrid.local.dev import DEV_TENANT
 from reportgrid.local.servers import free_port
 from reportgrid.resources import (
     ENV,
+    EVENT_BUS_NAME,
+    EVENT_SOURCE,
     MAX_INLINE_RESULT_BYTES,
     result_object_key,
     results_bucket_name,
@@ -290,6 +292,63 @@ def test_a_result_over_the_inline_limit_is_stored_in_the_bucket_and_downloaded_i
     assert head["Metadata"]["sha256"] == metadata["sha256"]
     assert head["ContentEncoding"] == "deflate"
     assert MAX_INLINE_RESULT_BYTES < head["ContentLength"] < len(data)
+
+
+def _submit(region: DevRegion, *argv: str) -> dict[str, object]:
+    result = region.cli("submit", *argv, "--wait", "--json")
+    lines = result.stdout.strip().splitlines()
+    assert lines, result.stderr
+    final: dict[str, object] = json.loads(lines[-1])
+    return final
+
+
+def test_each_terminal_report_publishes_exactly_one_completion_event(
+    dev: DevRegion, tmp_path: Path
+) -> None:
+    # Given a rule on the region's event bus that copies every completion event to a queue
+    # (the completion-event function runs on the table's stream, filter from the template)
+    sqs = client("sqs", REGION, dev.moto_url)
+    events = client("events", REGION, dev.moto_url)
+    queue_url = sqs.create_queue(QueueName="e2e-completion-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events.put_rule(
+        Name="e2e-completion-events",
+        EventBusName=EVENT_BUS_NAME,
+        EventPattern=json.dumps({"source": [EVENT_SOURCE]}),
+        State="ENABLED",
+    )
+    events.put_targets(
+        Rule="e2e-completion-events",
+        EventBusName=EVENT_BUS_NAME,
+        Targets=[{"Id": "e2e", "Arn": queue_arn}],
+    )
+    data = tmp_path / "sales.csv"
+    data.write_text("region,amount\neu,1\nus,2\n")
+    # When a light report succeeds and another fails on its input
+    ok = _submit(dev, "summary", "--input", str(data), *SUMMARY_PARAMS)
+    bad = _submit(
+        dev, "summary", "--input", str(data), "--param", 'group_by=["nope"]', *SUMMARY_PARAMS[2:]
+    )
+    assert (ok["state"], bad["state"]) == ("REPORT_STATE_SUCCEEDED", "REPORT_STATE_FAILED")
+    ours = {str(ok["report_id"]): "SUCCEEDED", str(bad["report_id"]): "FAILED"}
+    # Then the queue receives one event per report, with its state, and none twice
+    got: list[dict[str, object]] = []
+    quiet_until = time.monotonic() + 12.0
+    while time.monotonic() < quiet_until:
+        reply = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in reply.get("Messages", []):
+            detail = json.loads(message["Body"])["detail"]
+            if detail["report_id"] in ours:
+                got.append(detail)
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        if len(got) >= len(ours) and quiet_until - time.monotonic() > 2.0:
+            quiet_until = time.monotonic() + 2.0  # a little longer, for a duplicate
+    by_report = {str(d["report_id"]): str(d["state"]) for d in got}
+    assert by_report == ours, got
+    ids = [d["event_id"] for d in got]
+    assert len(ids) == len(set(ids)) == len(ours), got
 
 
 def test_reflection_lists_the_service_and_its_methods(dev: DevRegion) -> None:

@@ -152,7 +152,62 @@ async def test_invalid_fields_get_the_right_code_and_field_violations(
             grpc.StatusCode.INVALID_ARGUMENT,
             {"input.inline_data"},
         ),
+        (
+            "too many labels",
+            stub.SubmitReport(
+                synthetic_request(labels={f"k{i}": "v" for i in range(65)}), metadata=edge.auth()
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            {"labels"},
+        ),
+        (
+            "bad label key and value",
+            stub.SubmitReport(
+                synthetic_request(labels={"Team": "x", "env": "Prod!"}), metadata=edge.auth()
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            {"labels[Team]", "labels[env]"},
+        ),
+        (
+            "bad view on get",
+            stub.GetReport(
+                pb.GetReportRequest(report_id=foreign, view=9),
+                metadata=edge.auth(),  # type: ignore[arg-type]
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            {"view"},
+        ),
+        (
+            "bad view on list",
+            stub.ListReports(pb.ListReportsRequest(view=9), metadata=edge.auth()),  # type: ignore[arg-type]
+            grpc.StatusCode.INVALID_ARGUMENT,
+            {"view"},
+        ),
+        (
+            "bad label filter key",
+            stub.ListReports(pb.ListReportsRequest(labels={"9lives": "x"}), metadata=edge.auth()),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            {"labels[9lives]"},
+        ),
     ]
+    # Webhooks (issue 17): each bad notify URL names notify.url.
+    for label, url in (
+        ("http notify URL", "http://hooks.example.com/h"),
+        ("private-address notify URL", "https://10.0.0.1/h"),
+        ("metadata notify URL", "https://169.254.169.254/latest/meta-data"),
+        ("too long notify URL", "https://hooks.example.com/" + "a" * 2048),
+        ("notify URL with userinfo", "https://user:pw@hooks.example.com/h"),
+    ):
+        bad_notify = synthetic_request()
+        bad_notify.notify.url = url
+        cases.append(
+            (
+                label,
+                stub.SubmitReport(bad_notify, metadata=edge.auth()),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                {"notify.url"},
+            )
+        )
     passed = 0
     for name, pending, code, fields in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:

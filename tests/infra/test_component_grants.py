@@ -130,7 +130,8 @@ def expected(region: str, peer: str) -> dict[str, set[Pair]]:
             report_runner
             | on(["*"], TRACING)
             | on([stream], STREAM_EVENT_SOURCE)
-            # heavy kinds are forwarded; the event source sends given-up batches
+            # heavy kinds are forwarded and tasks over their tenant's max_running put off
+            # (functions/deferral.py); the event source sends given-up batches
             | on([queue(r.HEAVY_QUEUE_NAME), queue(r.STREAM_FAILURE_QUEUE_NAME)], QUEUE_SEND)
             | on([id_secrets, cache_url], SECRET_READ)  # read by ARN at cold start
         ),
@@ -138,6 +139,9 @@ def expected(region: str, peer: str) -> dict[str, set[Pair]]:
             report_runner
             # queue_worker/worker.py: the heavy queue, and drain_dlq on its DLQ
             | on([queue(r.HEAVY_QUEUE_NAME), queue(r.HEAVY_DLQ_NAME)], QUEUE_CONSUME)
+            # a task still over its tenant's max_running is put off again as a new, delayed
+            # message (functions/deferral.py)
+            | on([queue(r.HEAVY_QUEUE_NAME)], QUEUE_SEND)
         ),
         "QueueWorkerTaskExecutionRole": execution_role("<QueueWorkerLogs>"),
         "StandbyWorkerTaskTaskRole": (
@@ -161,6 +165,41 @@ def expected(region: str, peer: str) -> dict[str, set[Pair]]:
             | on([queue(r.HEAVY_QUEUE_NAME)], QUEUE_SEND)
             | on(tables, TABLE_READ_WRITE)
             | on([id_secrets], SECRET_READ)
+        ),
+        # --- completion events (functions/events; cdk/constructs/events.py)
+        "CompletionEventsFunctionServiceRole": (
+            on(["*"], TRACING)
+            | on(["<CompletionEventsBus>"], ["events:PutEvents"])  # events/publish.py
+            # its event source polls the table replica's stream (generated label)
+            | on(
+                [f"{table}/stream/*"],
+                [
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator",
+                    "dynamodb:ListStreams",
+                ],
+            )
+            | on([queue(r.EVENTS_FAILURE_QUEUE_NAME)], QUEUE_SEND)  # given-up batches
+            | on([id_secrets], SECRET_READ)  # settings at cold start
+        ),
+        # the deploy-time DescribeTable that finds that stream's ARN
+        "AWS679f53fac002430cb0da5b7982bd2287ServiceRole": on([table], ["dynamodb:DescribeTable"]),
+        # --- webhooks (functions/webhooks; cdk/constructs/webhooks.py)
+        "WebhooksFunctionServiceRole": (
+            on(["*"], TRACING)
+            | on([queue(r.WEBHOOK_QUEUE_NAME)], QUEUE_CONSUME)  # its event source
+            # handler.py: retries re-queued with a delay, give-ups to the DLQ
+            | on([queue(r.WEBHOOK_QUEUE_NAME), queue(r.WEBHOOK_DLQ_NAME)], QUEUE_SEND)
+            | on([table], ["dynamodb:GetItem"])  # tenant items: default URL, secret version
+            | on(
+                [
+                    id_secrets,
+                    f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:"
+                    f"{r.WEBHOOK_SECRET_NAME}-??????",
+                ],
+                SECRET_READ,
+            )
         ),
         # --- multi-region
         "TaskMirrorFunctionServiceRole": (

@@ -122,6 +122,10 @@ def test_edge_container_runs_the_edge_with_its_secrets_and_drain_time(eu: Templa
     assert environment[r.ENV.SERVICE_NAME] == r.SERVICE_EDGE
     assert environment[r.ENV.REGION] == "eu-west-1"
     assert environment[r.ENV.PEER_REGION] == "us-east-1"
+    # Presigned result URLs: their lifetime, read by settings (and validated there). The
+    # edge's s3:GetObject* on the results bucket (test_component_grants) signs them, and
+    # the bucket is SSE-S3 (test_storage_and_cache), so no KMS grant is needed.
+    assert environment[r.ENV.DOWNLOAD_URI_SECONDS] == str(r.EDGE_DOWNLOAD_URI_SECONDS)
     # Secrets come from Secrets Manager, never as plain environment values.
     secrets = {s["Name"]: s["ValueFrom"] for s in edge["Secrets"]}
     assert set(secrets) == {r.ENV.ID_SECRETS, r.ENV.REDIS_URL}

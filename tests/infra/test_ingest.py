@@ -40,7 +40,9 @@ def test_heavy_queue_visibility_is_six_times_the_worker_timeout(eu: Template) ->
 
 def test_every_queue_denies_plain_http(eu: Template) -> None:
     queues = eu.find_resources("AWS::SQS::Queue")
-    assert len(queues) == 6  # heavy, standby and stream failures, each with its DLQ
+    # heavy, standby, stream failures and webhooks, each with its DLQ; the completion
+    # events' on-failure queue
+    assert len(queues) == 9
     policies = eu.find_resources(
         "AWS::SQS::QueuePolicy",
         {

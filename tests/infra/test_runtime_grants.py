@@ -15,7 +15,7 @@ from functions.store import ReportStore
 from reportgrid import resources as r
 from reportgrid.local.bootstrap import RegionResources, client
 from reportgrid.settings import Settings
-from tests.infra.conftest import role_statements
+from tests.infra.conftest import ACCOUNT, role_statements
 
 
 def _queue_arn(template: Template, name: str) -> dict[str, Any]:
@@ -106,3 +106,72 @@ def test_edge_may_probe_the_task_stream(eu: Template) -> None:
     assert {"Fn::GetAtt": [stream, "Arn"]} in _allowed_on(
         statements, "kinesis:DescribeStreamSummary"
     )
+
+
+def test_edge_may_write_and_release_idempotency_claims(eu: Template) -> None:
+    # A keyed Submit claims its key with a conditional PutItem on the report table, reads
+    # it consistently when an answer lacks the item, and releases it with a conditional
+    # DeleteItem when its enqueue failed (grpc_edge/idempotency.py). The lean path signs
+    # its calls itself, so the local region's IAM hook judges only the first claim: the
+    # template must allow them on the table itself (not only its indexes).
+    table = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                f":dynamodb:eu-west-1:{ACCOUNT}:table/{r.TABLE_NAME}",
+            ],
+        ]
+    }
+    statements = role_statements(eu, "EdgeTaskTaskRole")
+    for action in ("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DeleteItem"):
+        assert table in _allowed_on(statements, action), action
+
+
+def test_queue_worker_may_put_a_task_off_again(
+    aws: RegionResources, settings: Settings, redis_url: str, eu: Template
+) -> None:
+    # A heavy task whose tenant (cap 1) has its one slot taken: the worker puts it off again
+    # (functions/deferral.py), and every SQS call of that is allowed on the heavy queue.
+    from functions.tenant_slots import TenantQuotas, TenantSlots, Wanted
+    from reportgrid import tasks
+    from tests.integration.workers.conftest import TENANT, make_task
+
+    sqs = client("sqs", aws.region, aws.endpoint_url)
+    ddb = client("dynamodb", aws.region, aws.endpoint_url)
+    slots = TenantSlots(
+        redis_url, TenantQuotas(ddb, aws.table_name, default_max_running=1), lease_seconds=30
+    )
+    assert slots.acquire([Wanted(TENANT, "someone-else", "owner")]).granted
+    task = make_task(settings, "synthetic_heavy", {"output_rows": 1})
+    sqs.send_message(QueueUrl=aws.heavy_queue_url, MessageBody=tasks.encode_text(task))
+    services = Services(
+        settings=settings,
+        store=ReportStore(ddb, aws.table_name),
+        s3=client("s3", aws.region, aws.endpoint_url),
+        notifier=Notifier(redis_url),
+        slots=slots,
+    )
+    worker = QueueWorker(
+        Runner(services), sqs=sqs, queue_url=aws.heavy_queue_url, concurrency=1, lease_seconds=5
+    )
+    (message,) = worker._receive(1)
+    calls = _record_calls(sqs)
+    try:
+        worker.handle(message)
+    finally:
+        services.notifier.close()
+        slots.close()
+
+    # SendMessageBatch is authorized as sqs:SendMessage (SQS API reference, batch actions).
+    actions = {
+        "sqs:" + n.removesuffix("Batch")
+        for n, p in calls
+        if p.get("QueueUrl") == aws.heavy_queue_url
+    }
+    assert {"sqs:SendMessage", "sqs:DeleteMessage"} <= actions, calls
+    statements = role_statements(eu, "QueueWorkerTaskTaskRole")
+    queue_arn = _queue_arn(eu, r.HEAVY_QUEUE_NAME)
+    for action in actions:
+        assert queue_arn in _allowed_on(statements, action), f"{action} not allowed on the queue"

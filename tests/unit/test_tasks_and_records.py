@@ -5,8 +5,10 @@ from __future__ import annotations
 import zlib
 
 import pytest
+from google.rpc import code_pb2
 
 from reportgrid import ids, records, resources, tasks
+from reportgrid.client import error_info
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
 from reportgrid.v1 import reports_pb2 as pb
@@ -62,7 +64,6 @@ def _largest_task() -> TaskRecord:
         kind="summary",
         idempotency_key="k" * 128,
         output_format=pb.OUTPUT_FORMAT_MARKDOWN,
-        priority=pb.PRIORITY_HIGH,
         durability=pb.DURABILITY_MULTI_REGION,
     )
     request.params.update({"aggregates": [{"op": "count"}]})
@@ -124,10 +125,22 @@ def test_item_round_trip_and_keys() -> None:
     record = _record()
     item = records.to_item(record)
     assert item[resources.PARTITION_KEY] == {"S": "report#rpt_a"}
-    assert item[resources.TTL_ATTRIBUTE] == {"N": "10000"}
+    # The item outlives the task log's retention of its id, whatever the report's ttl.
+    assert item[resources.TTL_ATTRIBUTE] == {
+        "N": str(1 + (resources.TASK_RETENTION_HOURS + 1) * 3600)
+    }
+    assert item[records.A_EXPIRES] == {"N": "10000"}
     assert item[resources.TENANT_INDEX_SORT_KEY] == {"S": "0000000001000#rpt_a"}
     assert item[resources.TENANT_INDEX_PARTITION_KEY]["S"].startswith("acme#")
     assert records.from_item(item) == record
+
+
+def test_a_long_retention_is_the_items_ttl_and_old_items_read_their_expiry_from_it() -> None:
+    far = 1 + 90 * 24 * 3600
+    item = records.to_item(_record(expires_at=far))
+    assert item[resources.TTL_ATTRIBUTE] == item[records.A_EXPIRES] == {"N": str(far)}
+    del item[records.A_EXPIRES]
+    assert records.from_item(item).expires_at == far
 
 
 def test_proto_view_inlines_small_content_only_when_asked() -> None:
@@ -157,10 +170,13 @@ def test_failed_report_carries_its_error() -> None:
         ),
         now_ms=5_000,
     )
-    assert (view.error.reason, view.error.message) == (
-        "MISSING_COLUMN",
+    info = error_info(view)
+    assert info is not None
+    assert (view.error.code, view.error.message) == (
+        code_pb2.INVALID_ARGUMENT,
         "column 'price' is not in the input",
     )
+    assert (info.reason, info.domain) == ("MISSING_COLUMN", "reportgrid.io")
 
 
 def test_tenant_shards_spread() -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sts.client import STSClient
 
-Service = Literal["dynamodb", "kinesis", "s3", "sqs", "sts"]
+Service = Literal["dynamodb", "events", "kinesis", "s3", "sqs", "sts"]
 
 USER_AGENT: Final = "reportgrid-workers"
 _CONFIG = Config(
@@ -47,6 +47,10 @@ _CONFIG = Config(
 def client(
     service: Literal["dynamodb"], settings: Settings, *, session: Session | None = None
 ) -> DynamoDBClient: ...
+@overload
+def client(
+    service: Literal["events"], settings: Settings, *, session: Session | None = None
+) -> BaseClient: ...  # no EventBridge stubs installed: functions/events types its calls
 @overload
 def client(
     service: Literal["kinesis"], settings: Settings, *, session: Session | None = None

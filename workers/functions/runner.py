@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -58,6 +58,7 @@ from functions.store import (
     is_transient,
     task_ttl,
 )
+from functions.tenant_slots import Grant, TenantSlots, Wanted
 from reportgrid import limits, validation
 from reportgrid.engine.exceptions import Cancelled
 from reportgrid.engine.kinds import REGISTRY
@@ -117,6 +118,9 @@ class Outcome(enum.Enum):
     CANCELLED = "CANCELLED"
     NOOP = "NOOP"  # already terminal, deleted, or another worker took it over
     BUSY = "BUSY"  # another worker holds a live lease: try again after retry_after
+    # Its tenant has max_running reports running (functions/tenant_slots.py): nothing was
+    # written; the caller puts the task off (functions/deferral.py), never fails it.
+    DEFERRED = "DEFERRED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +143,15 @@ class Services:
     # Reads S3 inputs as the task's tenant (functions/input_access.py); by default from
     # the settings' input reader role.
     tenant_inputs: TenantInputs | None = None
+    # Per-tenant running caps; None runs every task uncapped (the standby worker: mirrored
+    # tasks of a region that may be lost).
+    slots: TenantSlots | None = None
     inputs: validation.InputPolicy = field(init=False)
 
     def __post_init__(self) -> None:
-        self.inputs = validation.InputPolicy.of(self.settings.input_buckets)
+        self.inputs = validation.InputPolicy.of(
+            self.settings.input_buckets, loopback_webhooks=self.settings.webhook_allow_loopback
+        )
         if self.tenant_inputs is None:
             self.tenant_inputs = boto3_tenant_inputs(self.settings, self.s3)
 
@@ -303,10 +312,12 @@ class Heartbeat:
         *,
         lease_seconds: float,
         pool: Executor | None = None,
+        each_beat: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._lease = lease_seconds
         self._pool = pool
+        self._each_beat = each_beat  # once per beat for all (the runs' tenant slots)
         self._open = {id(lease): lease for lease in leases}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -329,6 +340,11 @@ class Heartbeat:
         while not self._stop.wait(interval):
             with self._lock:
                 due = list(self._open.values())
+            if self._each_beat is not None:
+                try:
+                    self._each_beat()
+                except Exception:
+                    log.warning("heartbeat's extra renewal failed", exc_info=True)
             if self._pool is not None and len(due) > 1:
                 # A batch's renewals: their reads in one BatchGetItem per 33 reports
                 # (ReportStore.with_snapshots), their writes in flight together.
@@ -572,6 +588,41 @@ class Runner:
         if isinstance(valid, RunResult):
             return valid
         owner = self.new_owner()
+        slot = Wanted(task.tenant, task.report_id, owner)
+        if not self.take_slots([slot]).has(slot):
+            return RunResult(Outcome.DEFERRED)
+        hooks = list(heartbeat_hooks)
+        if self._s.slots is not None:
+            slots = self._s.slots
+            hooks.append(lambda: slots.renew([slot]))
+        try:
+            return self._run_valid(
+                task, valid, owner, started, heartbeat_hooks=hooks, after_claim=after_claim
+            )
+        finally:
+            self.give_back_slots([slot])
+
+    def take_slots(self, runs: Sequence[Wanted]) -> Grant:
+        """Slots for as many runs as their tenants' caps allow (all, without slots)."""
+        if self._s.slots is None or not runs:
+            return Grant(frozenset(), fail_open=True)
+        return self._s.slots.acquire(runs)
+
+    def give_back_slots(self, runs: Sequence[Wanted]) -> None:
+        if self._s.slots is not None and runs:
+            self._s.slots.release(runs)
+
+    def _run_valid(
+        self,
+        task: TaskRecord,
+        valid: validation.ValidSubmit,
+        owner: str,
+        started: float,
+        *,
+        heartbeat_hooks: Sequence[Callable[[], None]],
+        after_claim: Callable[[ReportRecord], bool] | None,
+    ) -> RunResult:
+        """`run` once the task is valid and holds its tenant slot."""
         settings = self._s.settings
         claim = self._s.store.claim(
             task, owner=owner, region=settings.region, lease_seconds=settings.worker_lease_seconds
@@ -637,12 +688,40 @@ class Runner:
                 valid.append((i, checked))
             else:
                 results[i] = checked
-        claimed = self._claim_batch(tasks, valid, results)
-        if claimed:
-            self._run_batch_claimed(claimed, results)
+        # Each tenant's slots for as many of its tasks as its cap allows (in stream order);
+        # the others are put off by the caller, so the shard moves on to other tenants.
+        owners = {i: self.new_owner() for i, _ in valid}
+        wanted = {i: Wanted(tasks[i].tenant, tasks[i].report_id, owners[i]) for i, _ in valid}
+        try:
+            grant = self.take_slots(list(wanted.values()))
+        except Exception as err:  # the quota read or the cache in a way not foreseen
+            log.warning("the tenant slot check failed; running the batch uncapped: %s", err)
+            grant = Grant(frozenset(), fail_open=True)
+        for i, _ in valid:
+            if not grant.has(wanted[i]):
+                results[i] = RunResult(Outcome.DEFERRED)
+        valid = [(i, v) for i, v in valid if grant.has(wanted[i])]
+        held = [wanted[i] for i, _ in valid]
+        try:
+            claimed = self._claim_batch(tasks, valid, results, owners)
+            running = {id(wanted[item.index]) for item in claimed}
+            # Reports that will not run here (done, busy, cancelled) free their slot now.
+            self.give_back_slots([w for w in held if id(w) not in running])
+            held = [wanted[item.index] for item in claimed]
+            if claimed:
+                self._run_batch_claimed(claimed, results, slots=held)
+        finally:
+            self.give_back_slots(held)
         for i in later:
             results[i] = self._guarded(self.run, tasks[i])
         return [r if r is not None else RuntimeError("no outcome") for r in results]
+
+    def _slot_renewal(self, runs: Sequence[Wanted]) -> Callable[[], None] | None:
+        """The heartbeat's renewal of a batch's slots (one script call per tenant)."""
+        slots = self._s.slots
+        if slots is None or not runs:
+            return None
+        return lambda: slots.renew(runs)
 
     @staticmethod
     def _guarded(call: Callable[[TaskRecord], _T], task: TaskRecord) -> _T | BaseException:
@@ -656,6 +735,7 @@ class Runner:
         tasks: Sequence[TaskRecord],
         valid: Sequence[tuple[int, validation.ValidSubmit]],
         results: list[RunResult | BaseException | None],
+        owners: Mapping[int, str],
     ) -> list[_Claimed]:
         settings = self._s.settings
         store = self._s.store
@@ -664,7 +744,7 @@ class Runner:
         except (Unavailable, StoreRejected):
             log.warning("batched read failed; each claim reads its own", exc_info=True)
         started = time.monotonic()
-        items = [_Claimed(i, tasks[i], v, self.new_owner(), started) for i, v in valid]
+        items = [_Claimed(i, tasks[i], v, owners[i], started) for i, v in valid]
 
         def claim(item: _Claimed) -> ClaimResult:
             return store.claim(
@@ -694,7 +774,11 @@ class Runner:
         return claimed
 
     def _run_batch_claimed(
-        self, claimed: list[_Claimed], results: list[RunResult | BaseException | None]
+        self,
+        claimed: list[_Claimed],
+        results: list[RunResult | BaseException | None],
+        *,
+        slots: Sequence[Wanted] = (),
     ) -> None:
         settings = self._s.settings
         root = self._scratch_root()
@@ -710,6 +794,7 @@ class Runner:
                 [item.lease for item in claimed if item.lease is not None],
                 lease_seconds=settings.worker_lease_seconds,
                 pool=self._pool(),
+                each_beat=self._slot_renewal(slots),
             ) as heartbeat:
                 for item in claimed:
                     assert item.lease is not None

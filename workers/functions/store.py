@@ -32,6 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from functions.arbiter import LeaseArbiter
 from reportgrid import intents, records, resources
+from reportgrid.engine.kinds import REGISTRY
 from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded
 from reportgrid.intents import Snapshot
 from reportgrid.records import ReadItem, ReportRecord, ResultInfo
@@ -142,11 +143,14 @@ class ReportStore:
         *,
         clock: Callable[[], int] = now_ms,
         arbiter: LeaseArbiter | None = None,
+        region: str = "",
     ) -> None:
         self._ddb = ddb
         self._table = table_name
         self._clock = clock
         self._arbiter = arbiter
+        # Stamped on every write (ReportRecord.written_region): where a change originated.
+        self._region = region
 
     # --- reads -----------------------------------------------------------------------
 
@@ -270,7 +274,7 @@ class ReportStore:
         Returns the stored record, or None when another writer changed the item first.
         A lost reply is recognised on re-read (same owner and the revision we wrote)."""
         check_transition(new.report_id, old.state if old else None, new.state)
-        new = new.with_(revision=(old.revision if old else 0) + 1)
+        new = new.with_(revision=(old.revision if old else 0) + 1, written_region=self._region)
         condition = transition_condition(new.state, key_attribute=resources.PARTITION_KEY)
         if old is None:
             condition = Condition(
@@ -562,7 +566,7 @@ def store_for(settings: Settings, ddb: DynamoDBClient) -> ReportStore:
     arbiter = None
     if settings.arbiter_table_name:
         arbiter = LeaseArbiter(ddb, settings.arbiter_table_name)
-    return ReportStore(ddb, settings.table_name, arbiter=arbiter)
+    return ReportStore(ddb, settings.table_name, arbiter=arbiter, region=settings.region)
 
 
 class _PrefetchedStore(ReportStore):
@@ -610,10 +614,20 @@ def _new_record(task: TaskRecord, now: int) -> ReportRecord:
         state=State.PENDING,
         created_ms=created,
         output_format=request.output_format or pb.OUTPUT_FORMAT_CSV,
-        priority=request.priority or pb.PRIORITY_NORMAL,
         home_region=task.home_region,
         idempotency_key=request.idempotency_key,
+        notify_url=request.notify.url,
+        labels=dict(request.labels),
+        spec=records.request_spec(
+            request, kind_version=_kind_version(request.kind), ttl_seconds=task_ttl(task)
+        ),
     )
+
+
+def _kind_version(kind: str) -> int:
+    """The version of the kind this worker runs (0 for a kind it does not offer: such a
+    report ends FAILED INVALID_PARAMS)."""
+    return REGISTRY.get(kind).version if kind in REGISTRY else 0
 
 
 def _ended(

@@ -15,7 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
-from cdk.config import DeployConfig
+from cdk.config import DeployConfig, default_max_running
 from cdk.constructs.input_reader import InputReader
 from cdk.constructs.monitoring import FIVE_MINUTES, ONE_MINUTE, AlarmSpec, Signals, custom_metric
 from cdk.constructs.nag import arn_finding, suppress
@@ -63,6 +63,7 @@ class Workers:
             live_alias=config.guarded_rollouts,
             environment={
                 **storage.environment,
+                E.DEFAULT_MAX_RUNNING: str(default_max_running(capacity)),
                 # The Lambda has no ECS-style secret injection: it reads these at cold start.
                 E.ID_SECRETS_ARN: storage.id_secret.secret_arn,
                 E.REDIS_URL_ARN: storage.cache.url_secret.secret_arn,
@@ -75,7 +76,10 @@ class Workers:
             cluster=cluster,
             image=image,
             queue=ingest.heavy_queue,
-            environment=storage.environment,
+            environment={
+                **storage.environment,
+                E.DEFAULT_MAX_RUNNING: str(default_max_running(capacity)),
+            },
             secrets=storage.container_secrets,
             capacity=capacity,
         )
@@ -134,8 +138,12 @@ class Workers:
             storage.table.grant_read_write_data(runner)
         # (the event source grants the stream worker its stream reads and the sends of
         # given-up batches to the failure queue)
-        ingest.heavy_queue.grant_send_messages(function)  # heavy kinds are forwarded
+        # Heavy kinds are forwarded, and tasks over their tenant's max_running put off
+        # (functions/deferral.py), to the heavy queue; the heavy worker puts them off again
+        # (a new delayed message: SendMessage).
+        ingest.heavy_queue.grant_send_messages(function)
         ingest.heavy_queue.grant_consume_messages(heavy)
+        ingest.heavy_queue.grant_send_messages(heavy)
         # The heavy worker drains its DLQ (functions/queue_worker/worker.py drain_dlq:
         # GetQueueUrl, ReceiveMessage, ChangeMessageVisibility), ending those reports FAILED.
         # The standby worker drains no DLQ.
@@ -233,6 +241,14 @@ class Workers:
             period=ONE_MINUTE,
         )
         runners = (r.SERVICE_STREAM_WORKER, r.SERVICE_QUEUE_WORKER)
+        fail_open = cw.MathExpression(
+            expression=" + ".join(f"FILL(f{i}, 0)" for i in range(len(runners))),
+            using_metrics={
+                f"f{i}": custom_metric(r.METRIC.SLOTS_FAIL_OPEN, s) for i, s in enumerate(runners)
+            },
+            label="slot checks run uncapped (cache down)",
+            period=ONE_MINUTE,
+        )
         return Signals(
             alarms=[
                 AlarmSpec(
@@ -319,6 +335,16 @@ class Workers:
                     too_few=True,
                 ),
                 *([_queue_worker_failure_rate()] if failure_rate_alarm else []),
+                # The per-tenant caps fail open while the cache is down (tenant_slots.py):
+                # reports still run once each, but one tenant's burst can fill the fleet.
+                AlarmSpec(
+                    "TenantCapsOff",
+                    fail_open,
+                    0,
+                    5,
+                    "per-tenant running caps off for 5 minutes: the cache does not answer "
+                    "the workers' slot checks",
+                ),
             ],
             rows=[
                 [
@@ -380,8 +406,46 @@ class Workers:
                         width=12,
                     ),
                 ],
+                [
+                    cw.GraphWidget(
+                        title="Tasks put off over their tenant's max_running (by tenant class)",
+                        left=[
+                            _deferred_metric(service, tenant_class)
+                            for service in runners
+                            for tenant_class in r.TENANT_CLASSES
+                        ],
+                        width=8,
+                    ),
+                    cw.GraphWidget(
+                        title="Put-off tasks: wait for a slot from acceptance (ms)",
+                        left=[
+                            custom_metric(r.METRIC.SLOT_WAIT, r.SERVICE_QUEUE_WORKER, statistic=s)
+                            for s in ("p50", "p99")
+                        ],
+                        width=8,
+                    ),
+                    cw.GraphWidget(
+                        title="Slot checks uncapped (cache down)", left=[fail_open], width=8
+                    ),
+                ],
             ],
         )
+
+
+def _deferred_metric(service: str, tenant_class: str) -> cw.Metric:
+    """TasksDeferred of one service and tenant class (functions/deferral.py emits it with
+    both dimensions)."""
+    return cw.Metric(
+        namespace=r.METRICS_NAMESPACE,
+        metric_name=r.METRIC.TASKS_DEFERRED,
+        dimensions_map={
+            r.METRIC_SERVICE_DIMENSION: service,
+            r.METRIC_TENANT_CLASS_DIMENSION: tenant_class,
+        },
+        statistic="Sum",
+        period=ONE_MINUTE,
+        label=f"{service} {tenant_class}",
+    )
 
 
 def _queue_worker_failure_rate() -> AlarmSpec:

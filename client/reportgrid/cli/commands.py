@@ -28,10 +28,11 @@ from reportgrid.cli.admin import app as admin_app
 from reportgrid.cli.exit_codes import Exit
 from reportgrid.client import (
     OUTPUT_FORMATS,
-    PRIORITIES,
     ChecksumMismatch,
     ReportClient,
+    error_summary,
     parse_data_format,
+    parse_labels,
     state_name,
 )
 from reportgrid.v1 import reports_pb2 as pb
@@ -197,6 +198,19 @@ def _ms(stamp: Any) -> str:
     return str(stamp.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"))
 
 
+def _labels_text(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+LabelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--label", "-l", help="key=value (repeatable)."),
+]
+ViewOpt = Annotated[
+    str, typer.Option("--view", help="basic, or full: also what it was submitted with.")
+]
+
+
 def _report_lines(report: pb.Report) -> list[str]:
     lines = [
         f"report_id:  {report.report_id}",
@@ -208,8 +222,23 @@ def _report_lines(report: pb.Report) -> list[str]:
         f"attempts:   {report.attempts}",
         f"region:     {report.region or '-'}",
     ]
+    if report.labels:
+        lines.append(f"labels:     {_labels_text(report.labels)}")
     if report.HasField("error"):
-        lines.append(f"error:      {report.error.reason}: {report.error.message}")
+        lines.append(f"error:      {error_summary(report)}")
+    if report.HasField("spec"):
+        spec = report.spec
+        lines.append(f"version:    {spec.kind_version}")
+        lines.append(f"params:     {json.dumps(json_format.MessageToDict(spec.params))}")
+        if spec.input.HasField("inline"):
+            lines.append(
+                f"input:      {pb.DataFormat.Name(spec.input.format)} inline, "
+                f"{spec.input.inline.size_bytes} bytes, sha256 {spec.input.inline.sha256}"
+            )
+        elif spec.input.s3_uri:
+            lines.append(f"input:      {pb.DataFormat.Name(spec.input.format)} {spec.input.s3_uri}")
+        lines.append(f"ttl:        {spec.ttl.seconds}s")
+        lines.append(f"durability: {pb.Durability.Name(spec.durability)}")
     if report.HasField("result"):
         r = report.result
         lines.append(
@@ -223,7 +252,7 @@ def _finish(report: pb.Report) -> Exit:
     """Exit 1 unless the report SUCCEEDED, saying why on stderr."""
     if report.state == pb.REPORT_STATE_SUCCEEDED:
         return Exit.OK
-    why = f": {report.error.reason}: {report.error.message}" if report.HasField("error") else ""
+    why = f": {error_summary(report)}" if report.HasField("error") else ""
     err.print(f"report {report.report_id} ended {state_name(report.state)}{why}", markup=False)
     return Exit.REPORT_NOT_SUCCEEDED
 
@@ -279,15 +308,13 @@ def submit(
         str | None,
         typer.Option("--output-format", help=f"One of {', '.join(OUTPUT_FORMATS)}."),
     ] = None,
-    priority: Annotated[
-        str | None, typer.Option("--priority", help=f"One of {', '.join(PRIORITIES)}.")
-    ] = None,
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Default: a new random key.")
     ] = None,
     ttl: Annotated[
         float | None, typer.Option("--ttl", help="Keep the result this many seconds.")
     ] = None,
+    label: LabelOpt = None,
     wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait until it ends.")] = False,
     out_path: Annotated[
         Path | None,
@@ -317,9 +344,9 @@ def submit(
             input_s3_uri=input_s3,
             input_format=parse_data_format(data_format) if data_format else None,
             output_format=output_format,
-            priority=priority,
             idempotency_key=idempotency_key,
             ttl=ttl,
+            labels=parse_labels(label or []),
         )
         if as_json:
             print(json.dumps(to_json(accepted)), flush=True)
@@ -343,6 +370,7 @@ def get(
     content: Annotated[
         bool, typer.Option("--content", help="Print the result (small results only).")
     ] = False,
+    view: ViewOpt = "basic",
     endpoint: EndpointOpt = DEFAULT_ENDPOINT,
     api_key: ApiKeyOpt = None,
     tls: TlsOpt = False,
@@ -352,7 +380,7 @@ def get(
 ) -> None:
     """Show a report's state and result metadata."""
     with _client(endpoint, api_key, tls, root_certs, timeout) as client:
-        report = client.get(report_id, include_content=content)
+        report = client.get(report_id, include_content=content, view=view)
     if as_json:
         _print_json(to_json(report))
     else:
@@ -406,6 +434,11 @@ def list_(
     kind: Annotated[
         list[str] | None, typer.Option("--kind", "-k", help="Only this kind (repeatable).")
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", help="Only reports with key=value (repeatable; all match)."),
+    ] = None,
+    view: ViewOpt = "basic",
     limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.", min=1)] = 50,
     endpoint: EndpointOpt = DEFAULT_ENDPOINT,
     api_key: ApiKeyOpt = None,
@@ -418,14 +451,21 @@ def list_(
     states = _parse_states(state or [])
     with _client(endpoint, api_key, tls, root_certs, timeout) as client:
         reports = []
-        for report in client.list(states=states, kinds=kind or [], page_size=min(limit, 500)):
+        matching = client.list(
+            states=states,
+            kinds=kind or [],
+            labels=parse_labels(label or []),
+            view=view,
+            page_size=min(limit, 500),
+        )
+        for report in matching:
             reports.append(report)
             if len(reports) >= limit:
                 break
     if as_json:
         _print_json([to_json(r) for r in reports])
         return
-    table = Table("REPORT ID", "KIND", "STATE", "CREATED", "ENDED", "ROWS", "BYTES")
+    table = Table("REPORT ID", "KIND", "STATE", "CREATED", "ENDED", "ROWS", "BYTES", "LABELS")
     for r in reports:
         done = r.HasField("result")
         table.add_row(
@@ -436,6 +476,7 @@ def list_(
             _ms(r.end_time),
             str(r.result.row_count) if done else "",
             str(r.result.size_bytes) if done else "",
+            _labels_text(r.labels),
         )
     out.print(table)
 
@@ -499,14 +540,22 @@ def download(
     root_certs: RootCertsOpt = None,
     timeout: TimeoutOpt = 600.0,
     as_json: JsonOpt = False,
+    no_uri: Annotated[
+        bool,
+        typer.Option(
+            "--no-uri", help="Stream through the edge even when S3 offers a presigned URL."
+        ),
+    ] = False,
 ) -> None:
-    """Download a SUCCEEDED report's result (checked against its SHA-256)."""
+    """Download a SUCCEEDED report's result (checked against its SHA-256): a large result
+    straight from S3 by its presigned URL, falling back to the edge's stream."""
+    use_uri = not no_uri
     with _client(endpoint, api_key, tls, root_certs, timeout) as client:
         if str(out_path) == "-":
-            meta = client.download(report_id, sys.stdout.buffer, timeout=timeout)
+            meta = client.download(report_id, sys.stdout.buffer, timeout=timeout, use_uri=use_uri)
             sys.stdout.flush()
         else:
-            meta = client.download(report_id, out_path, timeout=timeout)
+            meta = client.download(report_id, out_path, timeout=timeout, use_uri=use_uri)
     if as_json:
         if str(out_path) != "-":
             _print_json({**to_json(meta), "path": str(out_path)})

@@ -1,11 +1,18 @@
 """Where a download's bytes go, checked against the size and SHA-256 the server reported.
-Plain file I/O, shared by both clients (chunks are at most 1 MiB, so a write is short)."""
+Plain file I/O, shared by both clients (chunks are at most 1 MiB, so a write is short).
+Also the fetch of a presigned result URL (ResultMetadata.download_uri): plain HTTP(S) with
+urllib, no credentials sent, the zlib body inflated into the same sink."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -35,6 +42,12 @@ class DownloadSink:
         self._digest = hashlib.sha256()
         self.size = 0
         self.metadata: pb.ResultMetadata | None = None
+
+    def write(self, data: bytes) -> None:
+        """The next bytes of the result (from a URL: no chunk offsets to check)."""
+        self._digest.update(data)
+        self.stream.write(data)
+        self.size += len(data)
 
     def add(self, chunk: pb.DownloadReportChunk) -> None:
         if chunk.HasField("metadata"):
@@ -72,3 +85,70 @@ class DownloadSink:
         if self._tmp is not None:
             self.stream.close()
             self._tmp.unlink(missing_ok=True)
+
+
+# Per socket read of a URL download; the whole download is bounded by its own deadline.
+URI_READ_TIMEOUT_SECONDS = 30.0
+URI_READ_BYTES = 1024 * 1024
+# A URL this close to its expiry is not worth starting on.
+URI_EXPIRY_MARGIN_SECONDS = 5.0
+
+
+class UriFailed(Exception):
+    """The URL did not deliver the whole result (expired, 403, network, truncated); the
+    caller streams the rest through DownloadReport from sink.size."""
+
+
+def usable_uri(meta: pb.ResultMetadata, *, allow_http: bool) -> str | None:
+    """The metadata's URL when it can be tried: https (http only when the gRPC channel is
+    plaintext too, the local region), not about to expire."""
+    uri = meta.download_uri
+    if not uri or not (uri.startswith("https://") or (allow_http and uri.startswith("http://"))):
+        return None
+    if meta.HasField("download_uri_expire_time"):
+        left = meta.download_uri_expire_time.ToMilliseconds() / 1000 - time.time()
+        if left < URI_EXPIRY_MARGIN_SECONDS:
+            return None
+    return uri
+
+
+def fetch_uri(uri: str, sink: DownloadSink, timeout: float) -> None:
+    """GET the URL into the sink, inflating a `Content-Encoding: deflate` body. No
+    Authorization header: the URL carries its own. Raises UriFailed on any failure."""
+    deadline = time.monotonic() + timeout
+    # No redirect handler beyond urllib's default; a plain Request with no credentials.
+    request = urllib.request.Request(uri, method="GET")  # noqa: S310 -- scheme checked
+    try:
+        with urllib.request.urlopen(  # noqa: S310 -- scheme checked by usable_uri
+            request, timeout=min(timeout, URI_READ_TIMEOUT_SECONDS)
+        ) as response:
+            encoding = (response.headers.get("Content-Encoding") or "identity").lower()
+            if encoding not in ("deflate", "identity"):
+                raise UriFailed(f"unexpected Content-Encoding {encoding!r}")
+            inflate = zlib.decompressobj() if encoding == "deflate" else None
+            while packed := response.read(URI_READ_BYTES):
+                if time.monotonic() > deadline:
+                    raise UriFailed("the URL download ran out of time")
+                sink.write(inflate.decompress(packed) if inflate else packed)
+            if inflate is not None:
+                sink.write(inflate.flush())
+                if not inflate.eof:
+                    raise UriFailed("the URL's body ended before the result did")
+    except (urllib.error.URLError, OSError, zlib.error, ValueError) as err:
+        raise UriFailed(str(err)) from None
+
+
+class AsyncUriDownload:
+    """fetch_uri off the event loop (the async client's flavour of UriDownload)."""
+
+    @staticmethod
+    async def run(uri: str, sink: DownloadSink, seconds: float) -> None:
+        await asyncio.to_thread(fetch_uri, uri, sink, seconds)
+
+
+class UriDownload:
+    """fetch_uri in the caller's thread (the blocking client's flavour)."""
+
+    @staticmethod
+    def run(uri: str, sink: DownloadSink, seconds: float) -> None:
+        fetch_uri(uri, sink, seconds)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.rpc import code_pb2, error_details_pb2
 
 from reportgrid import errors
 from reportgrid.v1 import reports_pb2 as pb
 
+_CODES: Final = frozenset(code_pb2.Code.values())
 TERMINAL_STATES: Final = frozenset(
     {
         pb.REPORT_STATE_SUCCEEDED,
@@ -44,11 +46,8 @@ OUTPUT_FORMATS: Final = {
     "parquet": pb.OUTPUT_FORMAT_PARQUET,
     "markdown": pb.OUTPUT_FORMAT_MARKDOWN,
 }
-PRIORITIES: Final = {
-    "low": pb.PRIORITY_LOW,
-    "normal": pb.PRIORITY_NORMAL,
-    "high": pb.PRIORITY_HIGH,
-}
+
+VIEWS: Final = {"basic": pb.REPORT_VIEW_BASIC, "full": pb.REPORT_VIEW_FULL}
 
 _T = TypeVar("_T")
 
@@ -57,6 +56,48 @@ def watched_report(response: pb.WatchReportResponse) -> pb.Report | None:
     """The report a WatchReport message carries; None for a heartbeat (or an event this SDK
     does not know yet), which only says the stream is alive."""
     return response.report if response.WhichOneof("event") == "report" else None
+
+
+def parse_view(view: pb.ReportView.ValueType | str | None) -> pb.ReportView.ValueType:
+    """ "basic" | "full" (or the enum) to the ReportView enum; None is BASIC."""
+    if view is None:
+        return pb.REPORT_VIEW_BASIC
+    return _lookup(VIEWS, view, "view") if isinstance(view, str) else view
+
+
+def parse_labels(pairs: Sequence[str]) -> dict[str, str]:
+    """ "key=value" strings (the CLI's --label) to a labels map; the service checks the
+    keys and values themselves."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise errors.InvalidArgument.field("labels", f"{pair!r} is not key=value")
+        labels[key] = value
+    return labels
+
+
+def error_info(report: pb.Report) -> error_details_pb2.ErrorInfo | None:
+    """The google.rpc.ErrorInfo of a report that did not succeed (its stable `reason`, its
+    domain and metadata), or None."""
+    if not report.HasField("error"):
+        return None
+    for detail in report.error.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+            return info
+    return None
+
+
+def error_summary(report: pb.Report) -> str:
+    """ "INVALID_ARGUMENT MISSING_COLUMN: no column 'x'" for a report with an error; ""
+    otherwise."""
+    if not report.HasField("error"):
+        return ""
+    code = code_pb2.Code.Name(report.error.code) if report.error.code in _CODES else "UNKNOWN"
+    info = error_info(report)
+    reason = f" {info.reason}" if info is not None else ""
+    return f"{code}{reason}: {report.error.message}"
 
 
 def state_name(state: pb.ReportState.ValueType) -> str:
@@ -109,10 +150,10 @@ def build_submit_request(
     input_s3_uri: str | None = None,
     input_format: pb.DataFormat.ValueType | str | None = None,
     output_format: pb.OutputFormat.ValueType | str | None = None,
-    priority: pb.Priority.ValueType | str | None = None,
     idempotency_key: str | None = None,
     ttl: timedelta | float | None = None,
     durability: pb.Durability.ValueType | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> pb.SubmitReportRequest:
     """The SubmitReportRequest for the arguments of `submit`."""
     sources = [s for s in (input_file, input_data, input_s3_uri) if s is not None]
@@ -146,15 +187,13 @@ def build_submit_request(
             if isinstance(output_format, str)
             else output_format
         )
-    if priority is not None:
-        request.priority = (
-            _lookup(PRIORITIES, priority, "priority") if isinstance(priority, str) else priority
-        )
     if ttl is not None:
         seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
         request.ttl.CopyFrom(duration_pb2.Duration(seconds=int(seconds)))
     if durability is not None:
         request.durability = durability
+    if labels:
+        request.labels.update(labels)
     return request
 
 
@@ -165,9 +204,13 @@ def build_list_request(
     kinds: Sequence[str] = (),
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    labels: Mapping[str, str] | None = None,
+    view: pb.ReportView.ValueType | str | None = None,
 ) -> pb.ListReportsRequest:
     """The first ListReportsRequest for the arguments of `list`/`list_pages`."""
-    request = pb.ListReportsRequest(page_size=page_size, states=states, kinds=kinds)
+    request = pb.ListReportsRequest(
+        page_size=page_size, states=states, kinds=kinds, labels=labels, view=parse_view(view)
+    )
     if created_after is not None:
         request.created_after.CopyFrom(_timestamp(created_after))
     if created_before is not None:

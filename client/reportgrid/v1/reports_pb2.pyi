@@ -18,6 +18,8 @@ grpcio-status), attached as the `grpc-status-details-bin` trailer:
   NOT_FOUND            google.rpc.ResourceInfo. Returned alike for a report that never
                        existed, a forged id, another tenant's id and a deleted report, so
                        that ids cannot be probed.
+  OUT_OF_RANGE         google.rpc.BadRequest: a DownloadReport read_offset outside the
+                       result (google.bytestream's code for it).
   FAILED_PRECONDITION  google.rpc.PreconditionFailure: the report is not in a state that
                        allows the call (e.g. DownloadReport before SUCCEEDED).
   ABORTED              a concurrent change won the race; retry the call.
@@ -39,6 +41,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -154,34 +157,6 @@ OUTPUT_FORMAT_MARKDOWN: OutputFormat.ValueType  # 4
 """A GitHub-flavoured Markdown table."""
 Global___OutputFormat: _TypeAlias = OutputFormat  # noqa: Y015
 
-class _Priority:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    PRIORITY_UNSPECIFIED: _Priority.ValueType  # 0
-    """treated as PRIORITY_NORMAL"""
-    PRIORITY_LOW: _Priority.ValueType  # 1
-    """runs after NORMAL and HIGH work of the tenant"""
-    PRIORITY_NORMAL: _Priority.ValueType  # 2
-    """the default"""
-    PRIORITY_HIGH: _Priority.ValueType  # 3
-    """runs before NORMAL and LOW work of the tenant"""
-
-class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper):
-    """Scheduling priority among one tenant's reports."""
-
-PRIORITY_UNSPECIFIED: Priority.ValueType  # 0
-"""treated as PRIORITY_NORMAL"""
-PRIORITY_LOW: Priority.ValueType  # 1
-"""runs after NORMAL and HIGH work of the tenant"""
-PRIORITY_NORMAL: Priority.ValueType  # 2
-"""the default"""
-PRIORITY_HIGH: Priority.ValueType  # 3
-"""runs before NORMAL and LOW work of the tenant"""
-Global___Priority: _TypeAlias = Priority  # noqa: Y015
-
 class _Durability:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -200,7 +175,15 @@ class _DurabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Durability
     """
 
 class Durability(_Durability, metaclass=_DurabilityEnumTypeWrapper):
-    """When SubmitReport acknowledges."""
+    """There is no scheduling priority in v1. Field 5 of SubmitReportRequest and of Report
+    was `Priority priority` (PRIORITY_UNSPECIFIED = 0, LOW = 1, NORMAL = 2, HIGH = 3); it
+    is reserved in both, so a later priority gets a new field and a new enum rather than
+    old numbers with new meanings. Reports are scheduled fairly between tenants instead:
+    each tenant has at most its `max_running` reports running, and the rest of a burst
+    waits without holding other tenants' reports behind it (docs/RELIABILITY.md).
+
+    When SubmitReport acknowledges.
+    """
 
 DURABILITY_UNSPECIFIED: Durability.ValueType  # 0
 """treated as DURABILITY_REGIONAL"""
@@ -237,6 +220,30 @@ COST_CLASS_LIGHT: CostClass.ValueType  # 1
 COST_CLASS_HEAVY: CostClass.ValueType  # 2
 """queue (Fargate) workers, up to 15 minutes"""
 Global___CostClass: _TypeAlias = CostClass  # noqa: Y015
+
+class _ReportView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReportViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReportView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REPORT_VIEW_UNSPECIFIED: _ReportView.ValueType  # 0
+    """Treated as REPORT_VIEW_BASIC."""
+    REPORT_VIEW_BASIC: _ReportView.ValueType  # 1
+    """Everything but `spec`: state, times, result metadata, error, labels. The default."""
+    REPORT_VIEW_FULL: _ReportView.ValueType  # 2
+    """BASIC plus `spec`: what the report was submitted with, enough to audit or re-run it."""
+
+class ReportView(_ReportView, metaclass=_ReportViewEnumTypeWrapper):
+    """Which fields of a Report a read returns."""
+
+REPORT_VIEW_UNSPECIFIED: ReportView.ValueType  # 0
+"""Treated as REPORT_VIEW_BASIC."""
+REPORT_VIEW_BASIC: ReportView.ValueType  # 1
+"""Everything but `spec`: state, times, result metadata, error, labels. The default."""
+REPORT_VIEW_FULL: ReportView.ValueType  # 2
+"""BASIC plus `spec`: what the report was submitted with, enough to audit or re-run it."""
+Global___ReportView: _TypeAlias = ReportView  # noqa: Y015
 
 @_typing.final
 class ReportInput(_message.Message):
@@ -278,24 +285,51 @@ class SubmitReportRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     KIND_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
     INPUT_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
-    PRIORITY_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     DURABILITY_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    NOTIFY_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """The report kind, as listed by ListReportKinds (e.g. "summary"). Required."""
     output_format: Global___OutputFormat.ValueType
     """The result format; must be one the kind supports. Unspecified means CSV."""
-    priority: Global___Priority.ValueType
-    """Scheduling priority. Unspecified means NORMAL."""
     idempotency_key: _builtins.str
-    """Makes the call idempotent: the same tenant and key always give the same report_id,
-    and a repeated call returns it with `deduplicated = true` instead of running the
-    report again. 1 to 128 characters of [A-Za-z0-9._:-]. The SDK sets one by default.
+    """Makes the call idempotent. The first call with a key claims it for this tenant, for
+    24 hours, with the report it accepts and a fingerprint of the request (every field
+    but this one). Within those 24 hours the same key with the same request returns the
+    same report_id with `deduplicated = true` and the report runs once; the same key with
+    a different request is refused with FAILED_PRECONDITION
+    (google.rpc.PreconditionFailure, type IDEMPOTENCY_KEY_REUSED, subject
+    "idempotency_key") and nothing is enqueued. After 24 hours the key makes a new report.
+    A call answered UNAVAILABLE leaves the key free again. Across regions the claim is
+    as good as the global table's replication (typically about a second): a retry sent
+    to another region within that lag can make a second report. 1 to 128 characters of
+    [A-Za-z0-9._:-]. The SDK sets one by default.
     """
     durability: Global___Durability.ValueType
     """When the call acknowledges. Unspecified means REGIONAL."""
@@ -313,6 +347,21 @@ class SubmitReportRequest(_message.Message):
         at least 1 minute.
         """
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The caller's own labels, returned on the report in every view and usable as a
+        ListReports filter (e.g. {"team": "billing", "env": "prod"}). At most 64 labels; a
+        key is 1 to 63 characters of [a-z0-9_-] starting with a letter, a value 0 to 63
+        characters of [a-z0-9_-] (the rules of GCP labels, lowercase only). Not secret:
+        never put personal data in them.
+        """
+
+    @_builtins.property
+    def notify(self) -> Global___Notify:
+        """Where to POST a signed notice when the report ends (any terminal state). Unset: the
+        tenant's default webhook, if the operator set one.
+        """
+
     def __init__(
         self,
         *,
@@ -320,18 +369,47 @@ class SubmitReportRequest(_message.Message):
         params: _struct_pb2.Struct | None = ...,
         input: Global___ReportInput | None = ...,
         output_format: Global___OutputFormat.ValueType = ...,
-        priority: Global___Priority.ValueType = ...,
         idempotency_key: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
         durability: Global___Durability.ValueType = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        notify: Global___Notify | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "params", b"params", "ttl", b"ttl"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "notify", b"notify", "params", b"params", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "idempotency_key", b"idempotency_key", "input", b"input", "kind", b"kind", "output_format", b"output_format", "params", b"params", "priority", b"priority", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "idempotency_key", b"idempotency_key", "input", b"input", "kind", b"kind", "labels", b"labels", "notify", b"notify", "output_format", b"output_format", "params", b"params", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitReportRequest: _TypeAlias = SubmitReportRequest  # noqa: Y015
+
+@_typing.final
+class Notify(_message.Message):
+    """A webhook for one report (docs/USAGE.md "Webhooks": the body, the signature header and
+    how to verify it, the retries).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """An https URL, at most 2,048 characters, with no user:password@ and no #fragment, whose
+    host is a name or a public address (never a private, loopback, link-local or metadata
+    one). The service POSTs a small JSON body signed with the tenant's webhook secret;
+    any 2xx answer is a delivery, anything else (redirects too) is retried for a day.
+    """
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Notify: _TypeAlias = Notify  # noqa: Y015
 
 @_typing.final
 class SubmitReportResponse(_message.Message):
@@ -349,7 +427,11 @@ class SubmitReportResponse(_message.Message):
     state last known to this edge (PENDING when it does not know better).
     """
     deduplicated: _builtins.bool
-    """True when an earlier call with the same idempotency key already created this report."""
+    """True exactly when an earlier call with the same idempotency key and the same request
+    (within the key's 24 hours, in this region or replicated to it) claimed this
+    report_id: this call did not make a new report. The task is enqueued again anyway, in
+    case the earlier call's enqueue was lost; one report_id is always one report.
+    """
     def __init__(
         self,
         *,
@@ -373,21 +455,33 @@ class GetReportRequest(_message.Message):
 
     REPORT_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_CONTENT_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    INCLUDE_DOWNLOAD_URI_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """Required."""
     include_content: _builtins.bool
     """Return the result bytes inline in `result.content` when they are at most 256 KiB.
     Larger results are read with DownloadReport.
     """
+    view: Global___ReportView.ValueType
+    """How much of the report to return. Unspecified means BASIC."""
+    include_download_uri: _builtins.bool
+    """For a SUCCEEDED report whose result is stored in S3 (one that is not inline in the
+    report record), set `result.download_uri`: a presigned HTTPS URL of the stored object
+    that needs no Reportgrid credentials, valid until `result.download_uri_expire_time`.
+    Off by default: presigning costs the edge CPU on every call that asks.
+    """
     def __init__(
         self,
         *,
         report_id: _builtins.str = ...,
         include_content: _builtins.bool = ...,
+        view: Global___ReportView.ValueType = ...,
+        include_download_uri: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_content", b"include_content", "report_id", b"report_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_content", b"include_content", "include_download_uri", b"include_download_uri", "report_id", b"report_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -400,16 +494,20 @@ class WatchReportRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORT_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """Required."""
+    view: Global___ReportView.ValueType
+    """How much of the report each `report` message carries. Unspecified means BASIC."""
     def __init__(
         self,
         *,
         report_id: _builtins.str = ...,
+        view: Global___ReportView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -485,16 +583,42 @@ class ListReportsRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     CREATED_AFTER_FIELD_NUMBER: _builtins.int
     CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """At most this many reports per page; 0 means 50; at most 500. Negative is an error."""
+    """At most this many reports per page; 0 means 50; a larger value than 500 means 500
+    (AIP-158: coerced, not refused). Negative is an error.
+    """
     page_token: _builtins.str
     """The next_page_token of an earlier call with the same filters; empty for the first page."""
+    view: Global___ReportView.ValueType
+    """How much of each report to return. Unspecified means BASIC."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___ReportState.ValueType]:
         """Only reports in these states (all when empty)."""
@@ -511,6 +635,12 @@ class ListReportsRequest(_message.Message):
     def created_before(self) -> _timestamp_pb2.Timestamp:
         """Only reports created before this time (exclusive)."""
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only reports that carry every one of these labels with exactly this value (all when
+        empty). At most 64 entries; keys and values follow SubmitReportRequest.labels' rules.
+        """
+
     def __init__(
         self,
         *,
@@ -520,10 +650,12 @@ class ListReportsRequest(_message.Message):
         kinds: _abc.Iterable[_builtins.str] | None = ...,
         created_after: _timestamp_pb2.Timestamp | None = ...,
         created_before: _timestamp_pb2.Timestamp | None = ...,
+        view: Global___ReportView.ValueType = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "kinds", b"kinds", "labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -634,16 +766,33 @@ class DownloadReportRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REPORT_ID_FIELD_NUMBER: _builtins.int
+    READ_OFFSET_FIELD_NUMBER: _builtins.int
+    PREFER_URI_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """Required."""
+    read_offset: _builtins.int
+    """Resume a download: the stream starts at this byte of the (uncompressed) result, as
+    google.bytestream's ReadRequest.read_offset. The first chunk still carries the
+    metadata, and every chunk's `offset` is absolute. Equal to the size: one empty chunk.
+    Negative or larger than the size: OUT_OF_RANGE with a google.rpc.BadRequest field
+    violation on "read_offset" (the size is in the message).
+    """
+    prefer_uri: _builtins.bool
+    """When the result is stored in S3, answer with one chunk whose metadata carries
+    `download_uri` (and no data) instead of streaming the bytes through the edge; the
+    client fetches the URL, and calls again without this flag (with `read_offset`) if
+    the URL fails. Results kept inline in the report record always stream.
+    """
     def __init__(
         self,
         *,
         report_id: _builtins.str = ...,
+        read_offset: _builtins.int = ...,
+        prefer_uri: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_id", b"report_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prefer_uri", b"prefer_uri", "read_offset", b"read_offset", "report_id", b"report_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,21 +929,42 @@ class Report(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     REPORT_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
-    PRIORITY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
-    ERROR_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """The report's id, as SubmitReport returned it."""
     kind: _builtins.str
@@ -803,8 +973,6 @@ class Report(_message.Message):
     """Where it is in its life; see ReportState."""
     output_format: Global___OutputFormat.ValueType
     """The format of its result."""
-    priority: Global___Priority.ValueType
-    """The priority it was submitted with."""
     attempts: _builtins.int
     """How many times a worker started it (more than 1 after a worker was lost)."""
     region: _builtins.str
@@ -830,12 +998,37 @@ class Report(_message.Message):
         """When the result (and this record) expires."""
 
     @_builtins.property
-    def error(self) -> Global___ReportError:
-        """Set when state is FAILED: what went wrong, written for the user."""
-
-    @_builtins.property
     def result(self) -> Global___ResultMetadata:
         """Set when state is SUCCEEDED."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The labels it was submitted with (SubmitReportRequest.labels), in every view."""
+
+    @_builtins.property
+    def spec(self) -> Global___ReportSpec:
+        """What it was submitted with beyond the fields above: only in REPORT_VIEW_FULL, and
+        unset there while no worker has recorded the report yet.
+        """
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why it did not succeed, as google.longrunning's Operation.error: set when state is
+        FAILED, CANCELLED or EXPIRED, unset otherwise. `code` is a google.rpc.Code, `message`
+        is written for the user (which column is missing, which value is invalid), and
+        `details` holds one google.rpc.ErrorInfo with domain "reportgrid.io" and a stable
+        `reason`:
+          FAILED:    the worker's reason, e.g. INVALID_PARAMS, INVALID_VALUE, MISSING_COLUMN
+                     (INVALID_ARGUMENT); INPUT_UNREADABLE, INPUT_FORBIDDEN (FAILED_PRECONDITION);
+                     INPUT_TOO_LARGE, RESOURCE_LIMIT (RESOURCE_EXHAUSTED); TIME_LIMIT_EXCEEDED
+                     (DEADLINE_EXCEEDED); GENERATOR_FAILED, WORKER_ERROR, RETRIES_EXHAUSTED
+                     (INTERNAL). docs/USAGE.md has the whole table; an unknown reason is
+                     UNKNOWN. A client branches on `reason`, not on the message.
+          CANCELLED: code CANCELLED, reason CANCELLED_BY_REQUEST.
+          EXPIRED:   code FAILED_PRECONDITION, reason RETENTION_EXPIRED; metadata
+                     "ended_state" says how it ended (SUCCEEDED, FAILED or CANCELLED) and, after
+                     a failure, "failure_reason" its reason.
+        """
 
     def __init__(
         self,
@@ -844,53 +1037,133 @@ class Report(_message.Message):
         kind: _builtins.str = ...,
         state: Global___ReportState.ValueType = ...,
         output_format: Global___OutputFormat.ValueType = ...,
-        priority: Global___Priority.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
         region: _builtins.str = ...,
-        error: Global___ReportError | None = ...,
         result: Global___ResultMetadata | None = ...,
         cancel_requested: _builtins.bool = ...,
         idempotency_key: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        spec: Global___ReportSpec | None = ...,
+        error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "result", b"result", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "result", b"result", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "kind", b"kind", "output_format", b"output_format", "priority", b"priority", "region", b"region", "report_id", b"report_id", "result", b"result", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "idempotency_key", b"idempotency_key", "kind", b"kind", "labels", b"labels", "output_format", b"output_format", "region", b"region", "report_id", b"report_id", "result", b"result", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Report: _TypeAlias = Report  # noqa: Y015
 
 @_typing.final
-class ReportError(_message.Message):
-    """Why a report FAILED."""
+class ReportSpec(_message.Message):
+    """A report's request as the workers recorded it (Report.spec, REPORT_VIEW_FULL). Together
+    with Report.kind, output_format, labels and idempotency_key it is the request, except
+    that inline input is described by its size and SHA-256, never returned.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    REASON_FIELD_NUMBER: _builtins.int
-    MESSAGE_FIELD_NUMBER: _builtins.int
-    reason: _builtins.str
-    """A stable machine-readable reason, e.g. "INVALID_PARAMS", "INPUT_UNREADABLE",
-    "MISSING_COLUMN", "GENERATOR_FAILED", "POISON_TASK".
-    """
-    message: _builtins.str
-    """A message written for the user: which column is missing, which value is invalid."""
+    KIND_VERSION_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    DURABILITY_FIELD_NUMBER: _builtins.int
+    kind_version: _builtins.int
+    """The version of the kind's generator when the report was recorded (ReportKind.version)."""
+    durability: Global___Durability.ValueType
+    """The durability it was submitted with (REGIONAL when it gave none)."""
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct:
+        """The parameters, as submitted."""
+
+    @_builtins.property
+    def input(self) -> Global___InputReference:
+        """Where its input came from; unset for a kind that reads none."""
+
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """The retention it was submitted with (the default, 7 days, when it gave none)."""
+
     def __init__(
         self,
         *,
-        reason: _builtins.str = ...,
-        message: _builtins.str = ...,
+        kind_version: _builtins.int = ...,
+        params: _struct_pb2.Struct | None = ...,
+        input: Global___InputReference | None = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        durability: Global___Durability.ValueType = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "params", b"params", "ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "input", b"input", "kind_version", b"kind_version", "params", b"params", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ReportError: _TypeAlias = ReportError  # noqa: Y015
+Global___ReportSpec: _TypeAlias = ReportSpec  # noqa: Y015
+
+@_typing.final
+class InputReference(_message.Message):
+    """A report's input, by reference."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    S3_URI_FIELD_NUMBER: _builtins.int
+    INLINE_FIELD_NUMBER: _builtins.int
+    format: Global___DataFormat.ValueType
+    """The format it was read as."""
+    s3_uri: _builtins.str
+    """The S3 object it named."""
+    @_builtins.property
+    def inline(self) -> Global___InlineInputDigest:
+        """Inline data: its size and digest only."""
+
+    def __init__(
+        self,
+        *,
+        format: Global___DataFormat.ValueType = ...,
+        s3_uri: _builtins.str = ...,
+        inline: Global___InlineInputDigest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["inline", b"inline", "s3_uri", b"s3_uri", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "inline", b"inline", "s3_uri", b"s3_uri", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["s3_uri", "inline"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___InputReference: _TypeAlias = InputReference  # noqa: Y015
+
+@_typing.final
+class InlineInputDigest(_message.Message):
+    """What identifies inline input without returning it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    size_bytes: _builtins.int
+    """Its size in bytes."""
+    sha256: _builtins.str
+    """Hex SHA-256 of the bytes as submitted."""
+    def __init__(
+        self,
+        *,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InlineInputDigest: _TypeAlias = InlineInputDigest  # noqa: Y015
 
 @_typing.final
 class ResultMetadata(_message.Message):
@@ -905,6 +1178,8 @@ class ResultMetadata(_message.Message):
     CONTENT_FIELD_NUMBER: _builtins.int
     DOWNLOAD_REQUIRED_FIELD_NUMBER: _builtins.int
     GENERATOR_VERSION_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_URI_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_URI_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     size_bytes: _builtins.int
     """Size of the uncompressed result in bytes."""
     content_type: _builtins.str
@@ -921,6 +1196,22 @@ class ResultMetadata(_message.Message):
     """True when the result is too large to return inline: use DownloadReport."""
     generator_version: _builtins.int
     """The version of the kind's generator that produced it."""
+    download_uri: _builtins.str
+    """A presigned HTTPS GET URL of the stored result object, set only when asked for
+    (GetReportRequest.include_download_uri, DownloadReportRequest.prefer_uri) and the
+    result is stored in S3. It names exactly this report's object and carries its own
+    authorization: send no Reportgrid credentials with it. The body is the result
+    zlib-compressed (RFC 1950; the response says `Content-Encoding: deflate`, so an HTTP
+    client that decodes it yields the result bytes): inflate it and check `sha256`. A
+    URL that fails (expired, 403, network) is no loss: DownloadReport streams the same
+    bytes, from `read_offset` if some were already received.
+    """
+    @_builtins.property
+    def download_uri_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When `download_uri` stops working: the configured lifetime (15 minutes by default)
+        or the expiry of the credentials that signed it, whichever comes first.
+        """
+
     def __init__(
         self,
         *,
@@ -931,10 +1222,12 @@ class ResultMetadata(_message.Message):
         content: _builtins.bytes = ...,
         download_required: _builtins.bool = ...,
         generator_version: _builtins.int = ...,
+        download_uri: _builtins.str = ...,
+        download_uri_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["download_uri_expire_time", b"download_uri_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "download_required", b"download_required", "generator_version", b"generator_version", "row_count", b"row_count", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "content_type", b"content_type", "download_required", b"download_required", "download_uri", b"download_uri", "download_uri_expire_time", b"download_uri_expire_time", "generator_version", b"generator_version", "row_count", b"row_count", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

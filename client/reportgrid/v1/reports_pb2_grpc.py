@@ -88,8 +88,9 @@ class ReportServiceServicer:
         is never lost.
         Errors: INVALID_ARGUMENT (unknown kind, parameters that do not match the kind's schema,
         unsupported output format, inline input too large, malformed S3 URI, bad ttl or
-        idempotency key), UNAVAILABLE (the task log did not accept the task in time; nothing
-        was acknowledged), RESOURCE_EXHAUSTED (rate limit).
+        idempotency key), FAILED_PRECONDITION (an idempotency key reused with a different
+        request), UNAVAILABLE (the task log did not accept the task in time; nothing was
+        acknowledged), RESOURCE_EXHAUSTED (rate limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,9 +122,13 @@ class ReportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListReports(self, request, context):
-        """Lists the caller's reports, newest first.
+        """Lists the caller's reports, newest first (by create_time, then report_id): the only
+        order, so there is no `order_by` (AIP-132 makes it optional). Pages follow AIP-158: a
+        page_size above the maximum is read as the maximum, and a page may hold fewer reports
+        than asked for even when more follow; only an empty next_page_token ends the list.
         Errors: INVALID_ARGUMENT (negative page_size, a page_token that is forged, expired or
-        was issued for other filters, an empty or inverted created range).
+        was issued for other filters, an empty or inverted created range, a malformed label
+        filter, an unknown view).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,8 +156,11 @@ class ReportServiceServicer:
 
     def DownloadReport(self, request, context):
         """Streams the result bytes of a SUCCEEDED report in chunks of at most 1 MiB, as they
-        were produced (uncompressed). The first chunk carries the metadata.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED).
+        were produced (uncompressed). The first chunk carries the metadata. `read_offset`
+        resumes a broken download; `prefer_uri` asks for a presigned URL of a result stored
+        in S3 instead of the bytes.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED),
+        OUT_OF_RANGE (read_offset negative or past the end; google.rpc.BadRequest).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

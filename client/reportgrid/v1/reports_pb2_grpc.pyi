@@ -18,6 +18,8 @@ grpcio-status), attached as the `grpc-status-details-bin` trailer:
   NOT_FOUND            google.rpc.ResourceInfo. Returned alike for a report that never
                        existed, a forged id, another tenant's id and a deleted report, so
                        that ids cannot be probed.
+  OUT_OF_RANGE         google.rpc.BadRequest: a DownloadReport read_offset outside the
+                       result (google.bytestream's code for it).
   FAILED_PRECONDITION  google.rpc.PreconditionFailure: the report is not in a state that
                        allows the call (e.g. DownloadReport before SUCCEEDED).
   ABORTED              a concurrent change won the race; retry the call.
@@ -68,8 +70,9 @@ class ReportServiceStub:
     is never lost.
     Errors: INVALID_ARGUMENT (unknown kind, parameters that do not match the kind's schema,
     unsupported output format, inline input too large, malformed S3 URI, bad ttl or
-    idempotency key), UNAVAILABLE (the task log did not accept the task in time; nothing
-    was acknowledged), RESOURCE_EXHAUSTED (rate limit).
+    idempotency key), FAILED_PRECONDITION (an idempotency key reused with a different
+    request), UNAVAILABLE (the task log did not accept the task in time; nothing was
+    acknowledged), RESOURCE_EXHAUSTED (rate limit).
     """
     GetReport: _grpc.UnaryUnaryMultiCallable[_reports_pb2.GetReportRequest, _reports_pb2.Report]
     """Returns a report's current state and result metadata. A report that was accepted but
@@ -89,9 +92,13 @@ class ReportServiceStub:
     (google.rpc.QuotaFailure names the limit, google.rpc.RetryInfo says when to retry).
     """
     ListReports: _grpc.UnaryUnaryMultiCallable[_reports_pb2.ListReportsRequest, _reports_pb2.ListReportsResponse]
-    """Lists the caller's reports, newest first.
+    """Lists the caller's reports, newest first (by create_time, then report_id): the only
+    order, so there is no `order_by` (AIP-132 makes it optional). Pages follow AIP-158: a
+    page_size above the maximum is read as the maximum, and a page may hold fewer reports
+    than asked for even when more follow; only an empty next_page_token ends the list.
     Errors: INVALID_ARGUMENT (negative page_size, a page_token that is forged, expired or
-    was issued for other filters, an empty or inverted created range).
+    was issued for other filters, an empty or inverted created range, a malformed label
+    filter, an unknown view).
     """
     CancelReport: _grpc.UnaryUnaryMultiCallable[_reports_pb2.CancelReportRequest, _reports_pb2.Report]
     """Requests cancellation. Best effort: a report that has not started ends CANCELLED; a
@@ -107,8 +114,11 @@ class ReportServiceStub:
     """
     DownloadReport: _grpc.UnaryStreamMultiCallable[_reports_pb2.DownloadReportRequest, _reports_pb2.DownloadReportChunk]
     """Streams the result bytes of a SUCCEEDED report in chunks of at most 1 MiB, as they
-    were produced (uncompressed). The first chunk carries the metadata.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED).
+    were produced (uncompressed). The first chunk carries the metadata. `read_offset`
+    resumes a broken download; `prefer_uri` asks for a presigned URL of a result stored
+    in S3 instead of the bytes.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED),
+    OUT_OF_RANGE (read_offset negative or past the end; google.rpc.BadRequest).
     """
     ListReportKinds: _grpc.UnaryUnaryMultiCallable[_reports_pb2.ListReportKindsRequest, _reports_pb2.ListReportKindsResponse]
     """Lists the report kinds this deployment offers, with their parameter schema."""
@@ -125,8 +135,9 @@ class ReportServiceAsyncStub(ReportServiceStub):
     is never lost.
     Errors: INVALID_ARGUMENT (unknown kind, parameters that do not match the kind's schema,
     unsupported output format, inline input too large, malformed S3 URI, bad ttl or
-    idempotency key), UNAVAILABLE (the task log did not accept the task in time; nothing
-    was acknowledged), RESOURCE_EXHAUSTED (rate limit).
+    idempotency key), FAILED_PRECONDITION (an idempotency key reused with a different
+    request), UNAVAILABLE (the task log did not accept the task in time; nothing was
+    acknowledged), RESOURCE_EXHAUSTED (rate limit).
     """
     GetReport: _aio.UnaryUnaryMultiCallable[_reports_pb2.GetReportRequest, _reports_pb2.Report]  # type: ignore[assignment]
     """Returns a report's current state and result metadata. A report that was accepted but
@@ -146,9 +157,13 @@ class ReportServiceAsyncStub(ReportServiceStub):
     (google.rpc.QuotaFailure names the limit, google.rpc.RetryInfo says when to retry).
     """
     ListReports: _aio.UnaryUnaryMultiCallable[_reports_pb2.ListReportsRequest, _reports_pb2.ListReportsResponse]  # type: ignore[assignment]
-    """Lists the caller's reports, newest first.
+    """Lists the caller's reports, newest first (by create_time, then report_id): the only
+    order, so there is no `order_by` (AIP-132 makes it optional). Pages follow AIP-158: a
+    page_size above the maximum is read as the maximum, and a page may hold fewer reports
+    than asked for even when more follow; only an empty next_page_token ends the list.
     Errors: INVALID_ARGUMENT (negative page_size, a page_token that is forged, expired or
-    was issued for other filters, an empty or inverted created range).
+    was issued for other filters, an empty or inverted created range, a malformed label
+    filter, an unknown view).
     """
     CancelReport: _aio.UnaryUnaryMultiCallable[_reports_pb2.CancelReportRequest, _reports_pb2.Report]  # type: ignore[assignment]
     """Requests cancellation. Best effort: a report that has not started ends CANCELLED; a
@@ -164,8 +179,11 @@ class ReportServiceAsyncStub(ReportServiceStub):
     """
     DownloadReport: _aio.UnaryStreamMultiCallable[_reports_pb2.DownloadReportRequest, _reports_pb2.DownloadReportChunk]  # type: ignore[assignment]
     """Streams the result bytes of a SUCCEEDED report in chunks of at most 1 MiB, as they
-    were produced (uncompressed). The first chunk carries the metadata.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED).
+    were produced (uncompressed). The first chunk carries the metadata. `read_offset`
+    resumes a broken download; `prefer_uri` asks for a presigned URL of a result stored
+    in S3 instead of the bytes.
+    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED),
+    OUT_OF_RANGE (read_offset negative or past the end; google.rpc.BadRequest).
     """
     ListReportKinds: _aio.UnaryUnaryMultiCallable[_reports_pb2.ListReportKindsRequest, _reports_pb2.ListReportKindsResponse]  # type: ignore[assignment]
     """Lists the report kinds this deployment offers, with their parameter schema."""
@@ -185,8 +203,9 @@ class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
         is never lost.
         Errors: INVALID_ARGUMENT (unknown kind, parameters that do not match the kind's schema,
         unsupported output format, inline input too large, malformed S3 URI, bad ttl or
-        idempotency key), UNAVAILABLE (the task log did not accept the task in time; nothing
-        was acknowledged), RESOURCE_EXHAUSTED (rate limit).
+        idempotency key), FAILED_PRECONDITION (an idempotency key reused with a different
+        request), UNAVAILABLE (the task log did not accept the task in time; nothing was
+        acknowledged), RESOURCE_EXHAUSTED (rate limit).
         """
 
     @_abc_1.abstractmethod
@@ -224,9 +243,13 @@ class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reports_pb2.ListReportsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reports_pb2.ListReportsResponse, _abc.Awaitable[_reports_pb2.ListReportsResponse]]:
-        """Lists the caller's reports, newest first.
+        """Lists the caller's reports, newest first (by create_time, then report_id): the only
+        order, so there is no `order_by` (AIP-132 makes it optional). Pages follow AIP-158: a
+        page_size above the maximum is read as the maximum, and a page may hold fewer reports
+        than asked for even when more follow; only an empty next_page_token ends the list.
         Errors: INVALID_ARGUMENT (negative page_size, a page_token that is forged, expired or
-        was issued for other filters, an empty or inverted created range).
+        was issued for other filters, an empty or inverted created range, a malformed label
+        filter, an unknown view).
         """
 
     @_abc_1.abstractmethod
@@ -260,8 +283,11 @@ class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_reports_pb2.DownloadReportChunk], _abc.AsyncIterator[_reports_pb2.DownloadReportChunk]]:
         """Streams the result bytes of a SUCCEEDED report in chunks of at most 1 MiB, as they
-        were produced (uncompressed). The first chunk carries the metadata.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED).
+        were produced (uncompressed). The first chunk carries the metadata. `read_offset`
+        resumes a broken download; `prefer_uri` asks for a presigned URL of a result stored
+        in S3 instead of the bytes.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (not SUCCEEDED, or EXPIRED),
+        OUT_OF_RANGE (read_offset negative or past the end; google.rpc.BadRequest).
         """
 
     @_abc_1.abstractmethod

@@ -45,6 +45,8 @@ class RegionResources:
     stream_failure_dlq_url: str = ""
     input_bucket: str = ""
     input_reader_role_arn: str = ""
+    webhook_queue_url: str = ""
+    webhook_dlq_url: str = ""
 
     def environ(self) -> dict[str, str]:
         """Settings variables for a process of this region (secrets and ports excluded)."""
@@ -188,6 +190,20 @@ def create_region(region: str, endpoint_url: str, *, shards: int = 2) -> RegionR
         visibility_timeout=r.STREAM_FAILURE_VISIBILITY_TIMEOUT_SECONDS,
         max_receives=r.STREAM_FAILURE_MAX_RECEIVES,
     )
+    webhook_url, webhook_dlq_url = _create_queue_pair(
+        sqs,
+        r.WEBHOOK_QUEUE_NAME,
+        r.WEBHOOK_DLQ_NAME,
+        visibility_timeout=r.WEBHOOK_VISIBILITY_TIMEOUT_SECONDS,
+        max_receives=r.WEBHOOK_MAX_RECEIVES,
+    )
+    _create_webhook_rule(region, endpoint_url, sqs, webhook_url)
+    # The completion-event publisher's on-failure destination (cdk/constructs/events.py):
+    # a plain queue with 14 days' retention; CreateQueue with the same attributes is
+    # idempotent.
+    sqs.create_queue(
+        QueueName=r.EVENTS_FAILURE_QUEUE_NAME, Attributes={"MessageRetentionPeriod": "1209600"}
+    )
     bucket = r.results_bucket_name(LOCAL_ACCOUNT, region)
     _create_bucket(region, endpoint_url, bucket)
     _create_bucket(region, endpoint_url, local_input_bucket(region))
@@ -206,6 +222,39 @@ def create_region(region: str, endpoint_url: str, *, shards: int = 2) -> RegionR
         stream_failure_dlq_url=failure_dlq_url,
         input_bucket=local_input_bucket(region),
         input_reader_role_arn=reader_arn,
+        webhook_queue_url=webhook_url,
+        webhook_dlq_url=webhook_dlq_url,
+    )
+
+
+def webhook_event_pattern() -> dict[str, Any]:
+    """The webhook rule's pattern, as cdk/constructs/webhooks.py declares it."""
+    return {"source": [r.EVENT_SOURCE], "detail-type": list(r.WEBHOOK_DETAIL_TYPES)}
+
+
+def _create_webhook_rule(region: str, endpoint_url: str, sqs: Any, queue_url: str) -> None:
+    """The completion-event bus (if the events component has not made it) and the rule that
+    puts every terminal event on the webhook queue; moto delivers to an SQS target within
+    PutEvents."""
+    events = client("events", region, endpoint_url)
+    try:
+        events.create_event_bus(Name=r.EVENT_BUS_NAME)
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+            raise
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    events.put_rule(
+        Name=r.WEBHOOK_RULE_NAME,
+        EventBusName=r.EVENT_BUS_NAME,
+        EventPattern=json.dumps(webhook_event_pattern()),
+        State="ENABLED",
+    )
+    events.put_targets(
+        Rule=r.WEBHOOK_RULE_NAME,
+        EventBusName=r.EVENT_BUS_NAME,
+        Targets=[{"Id": "webhooks", "Arn": queue_arn}],
     )
 
 

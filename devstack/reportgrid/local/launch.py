@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import os
 import shutil
 import subprocess
@@ -66,6 +67,8 @@ LOCAL_OVERRIDES: Final = (
     E.EDGE_HOST,
     E.EDGE_WORKERS,
     E.DRAIN_GRACE_SECONDS,
+    # The local region's webhook receivers listen on loopback (never set by the template).
+    E.WEBHOOK_ALLOW_LOOPBACK,
 )
 # Settings a drill or a test changes on top of the template: timings shortened to see a lost
 # worker's task come back in seconds rather than minutes (reportgrid-drill; tests/multiregion,
@@ -83,6 +86,9 @@ TUNING_OVERRIDES: Final = (
     # a report reaches its slot's cap on one machine (the template's 8 GiB task would not).
     E.WORKER_MEMORY_MIB,
     E.WORKER_DISK_MIB,
+    # tests/integration/webhooks: the day of webhook retries in seconds.
+    E.WEBHOOK_RETRY_WINDOW_SECONDS,
+    E.WEBHOOK_BACKOFF_BASE_SECONDS,
 )
 ID_SECRETS_SECRET_NAME: Final = "reportgrid/id-secrets"  # noqa: S105 -- a name
 IMAGE_TARGETS: Final = ("edge", "worker")
@@ -121,6 +127,7 @@ class LocalDeployment:
             "AWS_REGION": self.region,
             # The local region listens on loopback only (its edges are for this machine).
             E.EDGE_HOST: "127.0.0.1",
+            E.WEBHOOK_ALLOW_LOOPBACK: "true",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
@@ -364,9 +371,15 @@ def prepare(
         E.REDIS_URL_ARN: redis_url,
         E.ID_SECRETS: id_secrets,
         E.ID_SECRETS_ARN: id_secrets,
+        E.WEBHOOK_SECRET_ARN: local_webhook_secret(id_secrets),
     }
     referenced: dict[str, str] = {}  # logical id -> local secret name
-    values = {ID_SECRETS_SECRET_NAME: id_secrets}
+    # The webhook root lives in the data stack (replicated); a regional stack names it, so
+    # no Secret resource of this template says to create it.
+    values = {
+        ID_SECRETS_SECRET_NAME: id_secrets,
+        resources.WEBHOOK_SECRET_NAME: local_webhook_secret(id_secrets),
+    }
     for variable, value in _settings(template):
         found = _referenced(template, value)
         if found is None or found[1]["Type"] != "AWS::SecretsManager::Secret":
@@ -386,6 +399,12 @@ def prepare(
     }
     resolver = Resolver(template, physical=physical)
     return LocalDeployment(assembly_dir, template, resolver, endpoint_url, images)
+
+
+def local_webhook_secret(id_secrets: str) -> str:
+    """The local region's webhook root secret: derived from its id secret, so a test knows
+    it (and each tenant's signing secret) without another setting."""
+    return hashlib.sha256(b"reportgrid local webhook root\0" + id_secrets.encode()).hexdigest()
 
 
 def _put_secret(secrets: Any, name: str, value: str) -> None:

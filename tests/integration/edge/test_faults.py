@@ -170,7 +170,7 @@ async def test_get_answers_from_dynamodb_when_redis_is_frozen_then_lost(
                 pb.GetReportRequest(report_id=report_id), metadata=edge.auth(), timeout=1.0
             )
             assert got.state == pb.REPORT_STATE_FAILED
-        # Submits still acknowledge without Redis (idempotency marks are best effort).
+        # Submits still acknowledge without Redis (a key's claim is a DynamoDB item).
         reply = await edge.stub.SubmitReport(
             synthetic_request(idempotency_key="k-1"), metadata=edge.auth(), timeout=3
         )

@@ -20,7 +20,6 @@ def _record(report_id: str, state: State, owner: str) -> ReportRecord:
         state=state,
         created_ms=1,
         output_format=pb.OUTPUT_FORMAT_CSV,
-        priority=pb.PRIORITY_NORMAL,
         lease_owner=owner,
     )
 

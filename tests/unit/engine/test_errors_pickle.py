@@ -20,6 +20,7 @@ from reportgrid.errors import FieldViolation
 SAMPLES: dict[type[BaseException], tuple[tuple[Any, ...], dict[str, Any]]] = {
     errors.ReportgridError: (("boom",), {}),
     errors.InvalidArgument: (([FieldViolation("params.x", "bad"), FieldViolation("y", "z")],), {}),
+    errors.OutOfRange: (([FieldViolation("read_offset", "is past the end")],), {}),
     errors.NotFound: (("report", "r-1"), {}),
     errors.FailedPrecondition: (("report r-1", "it is running"), {"type_": "STATE"}),
     errors.IllegalTransition: (("report r-1", "RUNNING", "PENDING"), {}),

@@ -55,7 +55,9 @@ def expected_values(seed: int) -> list[int]:
 def check_report(report: pb.Report, *, seed: int, home_region: str) -> str:
     """ "" when the report is what the probe asked for, else what is wrong with it."""
     if report.state != pb.REPORT_STATE_SUCCEEDED:
-        error = f" ({report.error.reason}: {report.error.message})" if report.error.reason else ""
+        error = (
+            f" ({report.error.code}: {report.error.message})" if report.HasField("error") else ""
+        )
         return f"ended {pb.ReportState.Name(report.state)}{error}"
     if report.region != home_region:
         return f"ran in {report.region or 'no region'}, not {home_region}"

@@ -8,6 +8,10 @@ alone (Powertools BatchProcessor, failures reported by sequence number):
 - transient trouble (throttling, timeouts, 5xx) fails the record, so Lambda retries it;
 - a poison record (undecodable) is counted and skipped, and a bad request ends its report
   FAILED: neither ever blocks the shard;
+- a task whose tenant has its max_running reports running (functions/tenant_slots.py)
+  is put off to the heavy queue with a delay (functions/deferral.py) and its record
+  succeeds, so the shard moves on to the other tenants' tasks at once; the queue worker
+  runs it when its tenant has a slot free (it never fails for waiting);
 - a report another run still holds (BUSY: typically an invocation that timed out or was
   killed mid-report, whose lease has not run out) is waited for within this invocation's
   time, then taken over; if the lease outlives the invocation the record is retried.
@@ -34,6 +38,7 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.clients import client
+from functions.deferral import Deferred, count_deferred, defer
 from functions.notify import Notifier
 from functions.runner import (
     WORKER_ERROR,
@@ -46,6 +51,7 @@ from functions.runner import (
 )
 from functions.store import store_for
 from functions.stream_worker.forward import forward
+from functions.tenant_slots import slots_for
 from reportgrid import resources, tasks, validation
 from reportgrid.engine.registry import CostClass
 from reportgrid.errors import InvalidArgument
@@ -93,11 +99,13 @@ def dependencies() -> Dependencies:
     global _dependencies  # noqa: PLW0603
     if _dependencies is None:
         settings = get_settings()
+        ddb = client("dynamodb", settings)
         services = Services(
             settings=settings,
-            store=store_for(settings, client("dynamodb", settings)),
+            store=store_for(settings, ddb),
             s3=client("s3", settings),
             notifier=Notifier(settings.redis_url),
+            slots=slots_for(settings, ddb),
         )
         _dependencies = Dependencies(
             runner=Runner(services, owner_prefix=f"lambda:{settings.region}"),
@@ -157,6 +165,17 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             )
             metrics.add_metric("TasksForwarded", MetricUnit.Count, len(heavy) - len(forward_failed))
     light = _run_light_batch(event, heavy, deps)
+    deferred = {
+        seq: found[0]
+        for seq, found in light.items()
+        if not isinstance(found, tasks.UndecodableTask)
+        and isinstance(found[1], RunResult)
+        and found[1].outcome is Outcome.DEFERRED
+    }
+    defer_failed = _put_off(deferred, deps)
+    slots = deps.runner.services.slots
+    if slots is not None and (uncapped := slots.take_fail_opens()):
+        metrics.add_metric(resources.METRIC.SLOTS_FAIL_OPEN, MetricUnit.Count, uncapped)
 
     def record_handler(record: KinesisStreamRecord) -> str:
         seq = record.kinesis.sequence_number
@@ -164,6 +183,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             if seq in forward_failed:
                 raise RetryRecord(f"forwarding {heavy[seq].report_id} failed")
             return "forwarded"
+        if seq in deferred:
+            if seq in defer_failed:
+                raise RetryRecord(f"putting off {deferred[seq].report_id} failed")
+            return Outcome.DEFERRED.value
         return _light_outcome(seq, light[seq], deps, remaining=context.get_remaining_time_in_millis)
 
     response: dict[str, Any] = dict(
@@ -172,6 +195,30 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         )
     )
     return response
+
+
+def _put_off(deferred: dict[str, TaskRecord], deps: Dependencies) -> set[str]:
+    """Send the tasks over their tenants' caps to the heavy queue with a delay; return the
+    sequence numbers whose send failed (their records are retried: never lost)."""
+    if not deferred:
+        return set()
+    if not deps.heavy_queue_url:
+        logger.error("tasks to put off but no heavy queue is configured")
+        return set(deferred)
+    now = int(time.time() * 1000)
+    failed = defer(
+        (Deferred(seq, task) for seq, task in deferred.items()),
+        sqs=deps.sqs,
+        queue_url=deps.heavy_queue_url,
+        now_ms=now,
+    )
+    slots = deps.runner.services.slots
+    if slots is not None:
+        count_deferred(
+            (slots.tenant_class(t.tenant) for s, t in deferred.items() if s not in failed),
+            service=resources.SERVICE_STREAM_WORKER,
+        )
+    return failed
 
 
 # What the batch run left for one light record: its task and outcome, or why it has none.
@@ -218,6 +265,8 @@ def _light_outcome(
             raise outcome
         if outcome.outcome is Outcome.BUSY:
             outcome = _run_when_free(task, deps, remaining, first=outcome)
+        if outcome.outcome is Outcome.DEFERRED and _put_off({seq: task}, deps):
+            raise RetryRecord(f"putting off {task.report_id} failed")
     except RetryRecord:
         raise  # the holder's lease outlives this invocation: Lambda delivers it again
     except Exception as err:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -25,11 +26,17 @@ from reportgrid.client._connection import (
     HEALTH_CHECK_TIMEOUT,
     Connection,
 )
-from reportgrid.client._download import DownloadSink
+from reportgrid.client._download import (
+    AsyncUriDownload,
+    DownloadSink,
+    UriFailed,
+    usable_uri,
+)
 from reportgrid.client._messages import (
     TERMINAL_STATES,
     build_list_request,
     build_submit_request,
+    parse_view,
     watched_report,
 )
 from reportgrid.status import from_rpc_error
@@ -37,6 +44,8 @@ from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.v1 import reports_pb2_grpc as pb_grpc
 
 _T = TypeVar("_T")
+# A broken download stream is resumed (read_offset) this often, if each try made progress.
+DOWNLOAD_RESUMES = 3
 
 
 class AsyncReportClient:
@@ -154,16 +163,18 @@ class AsyncReportClient:
         input_s3_uri: str | None = None,
         input_format: pb.DataFormat.ValueType | str | None = None,
         output_format: pb.OutputFormat.ValueType | str | None = None,
-        priority: pb.Priority.ValueType | str | None = None,
         idempotency_key: str | None = None,
         ttl: timedelta | float | None = None,
         durability: pb.Durability.ValueType | None = None,
+        labels: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> pb.SubmitReportResponse:
         """Submit a report; returns its id at once. An idempotency key is generated unless
         given, so retries (the channel's and yours with the same key) never run it twice.
         The input is a file (format from its extension unless `input_format`), bytes or an
-        "s3://bucket/key" URI (both need `input_format`)."""
+        "s3://bucket/key" URI (both need `input_format`). `labels` are returned on the
+        report and filter `list` (keys [a-z][a-z0-9_-]*, values [a-z0-9_-]*, 63 characters
+        each, at most 64)."""
         request = build_submit_request(
             kind,
             params,
@@ -172,10 +183,10 @@ class AsyncReportClient:
             input_s3_uri=input_s3_uri,
             input_format=input_format,
             output_format=output_format,
-            priority=priority,
             idempotency_key=idempotency_key,
             ttl=ttl,
             durability=durability,
+            labels=labels,
         )
 
         async def run(stub: pb_grpc.ReportServiceAsyncStub) -> pb.SubmitReportResponse:
@@ -184,10 +195,18 @@ class AsyncReportClient:
         return await self._invoke(run)
 
     async def get(
-        self, report_id: str, *, include_content: bool = False, timeout: float | None = None
+        self,
+        report_id: str,
+        *,
+        include_content: bool = False,
+        view: pb.ReportView.ValueType | str | None = None,
+        timeout: float | None = None,
     ) -> pb.Report:
-        """The report's current state (and result metadata once SUCCEEDED)."""
-        request = pb.GetReportRequest(report_id=report_id, include_content=include_content)
+        """The report's current state (and result metadata once SUCCEEDED). `view="full"`
+        adds `spec`: what it was submitted with."""
+        request = pb.GetReportRequest(
+            report_id=report_id, include_content=include_content, view=parse_view(view)
+        )
 
         async def run(stub: pb_grpc.ReportServiceAsyncStub) -> pb.Report:
             return await stub.GetReport(request, **self._kw(timeout))
@@ -264,15 +283,21 @@ class AsyncReportClient:
         kinds: Sequence[str] = (),
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+        view: pb.ReportView.ValueType | str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.ListReportsResponse]:
-        """The caller's reports, newest first, one page at a time."""
+        """The caller's reports, newest first (the only order), one page at a time; only
+        those carrying every one of `labels`. A page may be shorter than `page_size`
+        (which is at most 500) with more to come."""
         request = build_list_request(
             page_size=page_size,
             states=states,
             kinds=kinds,
             created_after=created_after,
             created_before=created_before,
+            labels=labels,
+            view=view,
         )
 
         async def run(stub: pb_grpc.ReportServiceAsyncStub) -> pb.ListReportsResponse:
@@ -293,6 +318,8 @@ class AsyncReportClient:
         kinds: Sequence[str] = (),
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        labels: Mapping[str, str] | None = None,
+        view: pb.ReportView.ValueType | str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.Report]:
         """Every matching report, newest first; pages are fetched as the iteration goes."""
@@ -302,6 +329,8 @@ class AsyncReportClient:
             kinds=kinds,
             created_after=created_after,
             created_before=created_before,
+            labels=labels,
+            view=view,
             timeout=timeout,
         ):
             for report in page.reports:
@@ -333,23 +362,57 @@ class AsyncReportClient:
         destination: str | os.PathLike[str] | IO[bytes],
         *,
         timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+        use_uri: bool = True,
     ) -> pb.ResultMetadata:
-        """Stream the result to a file path (written atomically, only if the SHA-256
+        """Download the result to a file path (written atomically, only if the SHA-256
         matches) or a binary stream; returns the result metadata. Raises ChecksumMismatch
-        when the bytes do not match the metadata."""
-        request = pb.DownloadReportRequest(report_id=report_id)
+        when the bytes do not match the metadata.
 
-        async def run(stub: pb_grpc.ReportServiceAsyncStub) -> pb.ResultMetadata:
-            sink = DownloadSink(destination)
-            try:
+        With `use_uri` a result stored in S3 comes straight from S3 by its presigned URL
+        (DownloadReportRequest.prefer_uri); when the URL fails (expired, 403, network) the
+        rest streams through the edge from where it stopped (read_offset), and a broken
+        stream is resumed the same way."""
+        sink = DownloadSink(destination)
+        try:
+            if use_uri:
+                uri = await self._download_stream(report_id, sink, timeout, prefer_uri=True)
+                if uri is not None:
+                    with contextlib.suppress(UriFailed):  # then the stream sends the rest
+                        await AsyncUriDownload.run(uri, sink, timeout)
+            if not use_uri or sink.metadata is None or sink.size < sink.metadata.size_bytes:
+                await self._download_stream(report_id, sink, timeout, prefer_uri=False)
+        except BaseException:
+            sink.abort()
+            raise
+        return sink.finish(report_id)
+
+    async def _download_stream(
+        self, report_id: str, sink: DownloadSink, timeout: float, *, prefer_uri: bool
+    ) -> str | None:
+        """DownloadReport into the sink from sink.size on, resumed (read_offset) after a
+        stream that broke having made progress; the usable URL when one was offered."""
+        for _ in range(DOWNLOAD_RESUMES + 1):
+            start = sink.size
+            request = pb.DownloadReportRequest(
+                report_id=report_id, read_offset=start, prefer_uri=prefer_uri
+            )
+
+            async def run(
+                stub: pb_grpc.ReportServiceAsyncStub, request: pb.DownloadReportRequest = request
+            ) -> str | None:
                 async for chunk in stub.DownloadReport(request, **self._kw(timeout)):
+                    if chunk.metadata.download_uri:
+                        sink.metadata = chunk.metadata
+                        return usable_uri(chunk.metadata, allow_http=not self._conn.tls)
                     sink.add(chunk)
-            except BaseException:
-                sink.abort()
-                raise
-            return sink.finish(report_id)
+                return None
 
-        return await self._invoke(run)
+            try:
+                return await self._invoke(run)
+            except (errors.Unavailable, errors.DeadlineExceeded):
+                if sink.size == start:  # no progress: resuming would not help
+                    raise
+        raise errors.Unavailable(f"the download of {report_id} kept breaking; retry")
 
     async def kinds(self, *, timeout: float | None = None) -> builtins.list[pb.ReportKind]:
         """The report kinds on offer, with their parameter schemas."""

@@ -314,6 +314,16 @@ def _sns_publish(call: Call, _: StreamIterators) -> list[Need]:
     return [Need("sns:Publish", resource)]
 
 
+def _events_put(call: Call, _: StreamIterators) -> list[Need]:
+    """events:PutEvents on each entry's bus (a name or an ARN; none is the default bus)."""
+    buses = {str(e.get("EventBusName") or "default") for e in call.params.get("Entries", [])}
+    prefix = f"arn:aws:events:{call.region}:{call.account}:event-bus/"
+    return [
+        Need("events:PutEvents", bus if bus.startswith("arn:") else prefix + bus)
+        for bus in sorted(buses)
+    ] or [Need("events:PutEvents", _missing(call, "Entries"))]
+
+
 OPERATIONS: Final[dict[tuple[str, str], Mapper]] = {
     **{
         ("dynamodb", op): _ddb_single
@@ -375,6 +385,7 @@ OPERATIONS: Final[dict[tuple[str, str], Mapper]] = {
     ("secretsmanager", "DescribeSecret"): _secret,
     **{("kms", op): _kms for op in ("Decrypt", "Encrypt", "GenerateDataKey", "DescribeKey")},
     ("sns", "Publish"): _sns_publish,
+    ("events", "PutEvents"): _events_put,
 }
 
 

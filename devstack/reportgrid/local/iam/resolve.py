@@ -296,6 +296,10 @@ class StackResolver:
                 "Ref": name,
                 "Arn": format_parts(f"arn:aws:lambda:{region}:{account}:function:{{}}", name),
             }
+        if kind == "AWS::Events::EventBus":
+            name = prop("Name")
+            arn = format_parts(f"arn:aws:events:{region}:{account}:event-bus/{{}}", name)
+            return {"Ref": name, "Arn": arn, "Name": name}
         if kind == "AWS::Logs::LogGroup":
             name = prop("LogGroupName")
             return {
