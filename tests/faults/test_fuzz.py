@@ -76,6 +76,10 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Messag
         )
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for field in descriptor.fields:
+        if _is_scalar_map(field):
+            key, item = field.message_type.fields
+            fields[field.name] = st.dictionaries(_scalar(key), _scalar(item), max_size=3)
+            continue
         if field.type == _FD.TYPE_MESSAGE:
             if depth >= 3:
                 continue
@@ -86,6 +90,16 @@ def messages(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Messag
             value = st.lists(value, max_size=3)
         fields[field.name] = value
     return st.fixed_dictionaries({}, optional=fields).map(lambda kw: _build(cls, kw))
+
+
+def _is_scalar_map(field: Any) -> bool:
+    """A map<scalar, scalar> field (labels): built from a dict, not as repeated entries."""
+    entry = field.message_type if field.type == _FD.TYPE_MESSAGE else None
+    return bool(
+        entry is not None
+        and entry.GetOptions().map_entry
+        and entry.fields_by_name["value"].type != _FD.TYPE_MESSAGE
+    )
 
 
 def _message_class(descriptor: Descriptor) -> type[Message]:
@@ -106,7 +120,9 @@ def _build(cls: type[Message], values: dict[str, Any]) -> Message:
     message = cls()
     for name, value in values.items():
         field = cls.DESCRIPTOR.fields_by_name[name]
-        if field.is_repeated:
+        if _is_scalar_map(field):
+            getattr(message, name).update(value)
+        elif field.is_repeated:
             target = getattr(message, name)
             for item in value:
                 if field.type == _FD.TYPE_MESSAGE:
