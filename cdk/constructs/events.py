@@ -153,7 +153,12 @@ class CompletionEvents(Construct):
             "Mapping",
             target=self.function,
             event_source_arn=self.stream_arn,
-            starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+            # LATEST: a mapping created on a table that already has a day of stream
+            # records (DynamoDB streams keep them 24 h) must not announce that day again;
+            # TRIM_HORIZON ("the oldest record in the shard", CDK StartingPosition docs)
+            # would re-publish every terminal state of it on the first deploy. Events are
+            # for reports that end after the publisher exists.
+            starting_position=lambda_.StartingPosition.LATEST,
             batch_size=BATCH_SIZE,
             max_batching_window=BATCHING_WINDOW,
             bisect_batch_on_error=True,

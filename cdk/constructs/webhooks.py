@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
@@ -36,7 +36,9 @@ from constructs import Construct
 from cdk.constructs.monitoring import FIVE_MINUTES, ONE_MINUTE, AlarmSpec, Signals, custom_metric
 from cdk.constructs.nag import suppress
 from cdk.constructs.python_function import python_function
+from cdk.constructs.replicated_secret import ReplicatedSecret
 from reportgrid import resources as r
+from reportgrid.events import DETAIL_TYPES
 
 E = r.ENV
 HANDLER = "functions.webhooks.handler.handler"
@@ -48,30 +50,19 @@ BATCH_SIZE = int(r.WEBHOOK_TIMEOUT_SECONDS // (r.WEBHOOK_TOTAL_TIMEOUT_SECONDS +
 _RETENTION = Duration.days(14)
 
 
-class WebhookSecret(Construct):
+class WebhookSecret(ReplicatedSecret):
     """The root of every tenant's signing secret (reportgrid/webhook_policy.py), one value
     in every region (a report's event may be delivered from any of them)."""
 
     def __init__(self, scope: Construct, id_: str, *, replica_regions: Sequence[str]) -> None:
-        super().__init__(scope, id_)
-        self.secret = secretsmanager.Secret(
-            self,
-            "Secret",
+        super().__init__(
+            scope,
+            id_,
             secret_name=r.WEBHOOK_SECRET_NAME,
             description="Reportgrid webhooks: the root the tenants' signing secrets derive from",
-            generate_secret_string=secretsmanager.SecretStringGenerator(
-                password_length=64, exclude_punctuation=True, include_space=False
-            ),
-            replica_regions=[
-                secretsmanager.ReplicaRegion(region=region) for region in replica_regions
-            ],
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        suppress(
-            self.secret,
-            "AwsSolutions-SMG4",
-            "Replacing the root would change every tenant's signing secret at once; a "
-            "tenant's secret is rotated by a version bump with an overlap instead "
+            replica_regions=replica_regions,
+            rotation_note="Replacing the root would change every tenant's signing secret at "
+            "once; a tenant's secret is rotated by a version bump with an overlap instead "
             "(`reportgrid admin tenant webhook-secret --rotate`, docs/RUNBOOK.md).",
         )
 
@@ -130,7 +121,7 @@ class Webhooks(Construct):
             description="Reportgrid: every terminal completion event to the webhook queue",
             event_bus=self.bus,
             event_pattern=events.EventPattern(
-                source=[r.EVENT_SOURCE], detail_type=list(r.WEBHOOK_DETAIL_TYPES)
+                source=[r.EVENT_SOURCE], detail_type=list(DETAIL_TYPES.values())
             ),
         )
         # Adds the queue policy: events.amazonaws.com may SendMessage, from this rule only.

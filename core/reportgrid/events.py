@@ -72,18 +72,18 @@ def rfc3339(ms: int | None) -> str | None:
 
 
 def _labels(record: ReportRecord) -> dict[str, str]:
-    # ReportRecord has no labels yet (issue 17: another change adds them); until then the
-    # field is present and empty, so consumers can rely on it.
-    labels: Mapping[str, str] = {}
+    # Always present (empty without labels), so consumers can rely on the field.
     return {
         bounded(k, MAX_LABEL_KEY_BYTES): bounded(v, MAX_LABEL_VALUE_BYTES)
-        for k, v in sorted(labels.items())[:MAX_LABELS]
+        for k, v in sorted(record.labels.items())[:MAX_LABELS]
     }
 
 
 def _notify_url(record: ReportRecord) -> str | None:
-    # ReportRecord has no notify URL yet (the webhooks change adds it); null until then.
-    return None
+    # The request's own webhook; null: the tenant's default (if any) is the webhook
+    # function's to find. Never cut short: a URL is valid whole or not at all.
+    url = record.notify_url
+    return url if url and len(url.encode()) <= MAX_NOTIFY_URL_BYTES else None
 
 
 def detail(record: ReportRecord, *, region: str) -> dict[str, Any]:

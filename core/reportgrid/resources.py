@@ -137,13 +137,7 @@ EVENTS_FAILURE_QUEUE_NAME: Final = "reportgrid-events-failed"
 WEBHOOK_RULE_NAME: Final = "reportgrid-webhooks"
 WEBHOOK_QUEUE_NAME: Final = "reportgrid-webhooks"
 WEBHOOK_DLQ_NAME: Final = "reportgrid-webhooks-dlq"
-# The terminal events' detail-types (the events' schema, reportgrid/events.py).
-WEBHOOK_DETAIL_TYPES: Final = (
-    "Report Succeeded",
-    "Report Failed",
-    "Report Cancelled",
-    "Report Expired",
-)
+# The rule takes every terminal event: reportgrid/events.py DETAIL_TYPES (the schema).
 # A message the function cannot handle at all (it raises) is received this many times,
 # then SQS moves it to the DLQ; the retry schedule itself never relies on receives.
 WEBHOOK_MAX_RECEIVES: Final = 5

@@ -10,7 +10,8 @@ Refused everywhere: addresses that are not globally routable (RFC 1918 private, 
 100.64/10, loopback, link-local with the instance metadata service 169.254.169.254 and its
 IPv6 twin fd00:ec2::254, unique-local, multicast, reserved, unspecified), an IPv4 address
 however it is spelt ("2130706433" and "0x7f.1" are 127.0.0.1 to getaddrinfo) or embedded in
-IPv6 (::ffff:10.0.0.1), and in AWS any scheme but https. The local region's own receivers
+IPv6 (::ffff:10.0.0.1, 2002:a00:1::, 64:ff9b::10.0.0.1: judged by the IPv4 address they
+reach), and in AWS any scheme but https. The local region's own receivers
 listen on loopback, so its launch alone sets ENV.WEBHOOK_ALLOW_LOOPBACK: then, and only for
 a loopback host, http and the loopback addresses are allowed.
 
@@ -38,17 +39,33 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 METADATA_ADDRESSES: Final = frozenset(
     {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 )
+# RFC 6052's well-known NAT64 prefix; the local-use 64:ff9b:1::/48 (RFC 8215) is not
+# unwrapped: it is not global, so it is refused as private.
+NAT64_PREFIX: Final = ipaddress.IPv6Network("64:ff9b::/96")
 LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 -- a prefix, not a secret
 _DERIVATION_LABEL: Final = b"reportgrid webhook signing secret v1"
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries and reaches: IPv4-mapped (::ffff:0:0/96),
+    6to4 (2002::/16, RFC 3056: bits 16-47) or NAT64's well-known prefix (64:ff9b::/96,
+    RFC 6052: the last 32 bits, which a NAT64 gateway connects to). Such an address is
+    judged by that IPv4 address alone: 64:ff9b::10.0.0.1 is 10.0.0.1, and Python counts
+    the prefix itself global."""
+    if address in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return address.ipv4_mapped or address.sixtofour
+
+
 def address_problem(address: IpAddress, *, allow_loopback: bool = False) -> str | None:
     """Why a webhook may not connect to `address`, or None if it may."""
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
+        embedded = embedded_ipv4(address)
         if embedded is not None:
-            return address_problem(embedded, allow_loopback=allow_loopback)
+            # The local region's receivers are reached on 127.0.0.1 itself, never embedded.
+            problem = address_problem(embedded)
+            return None if problem is None else f"{address} embeds {problem}"
     if address in METADATA_ADDRESSES:
         return f"{address} is the instance metadata service"
     if address.is_loopback:

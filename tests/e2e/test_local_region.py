@@ -7,6 +7,7 @@ and checks that no process it started is left.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -85,7 +86,14 @@ def _read(region: DevRegion) -> None:
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRegion]:
-    state = tmp_path_factory.mktemp("state")
+    with running_region(tmp_path_factory.mktemp("state")) as region:
+        yield region
+
+
+@contextlib.contextmanager
+def running_region(state: Path, *options: str) -> Iterator[DevRegion]:
+    """`reportgrid-dev` with its state in `state` (and `options`, e.g. --tune), until it is
+    ready; at the end stopped, and no component may have failed."""
     process = subprocess.Popen(
         [
             REPORTGRID_DEV,
@@ -95,6 +103,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevRegion]:
             str(state),
             "--workers",
             "1",
+            *options,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -37,6 +37,8 @@ def test_each_region_has_the_bus(eu: Template, us: Template) -> None:
 def test_the_mapping_reads_the_table_stream_with_retries_and_a_destination(eu: Template) -> None:
     mapping = _mapping(eu)
     assert "Table.LatestStreamArn" in json.dumps(mapping["EventSourceArn"])
+    # A first deploy announces no report that ended before it (no 24 h back-fill).
+    assert mapping["StartingPosition"] == "LATEST"
     assert mapping["BisectBatchOnFunctionError"] is True
     assert mapping["MaximumRetryAttempts"] == MAX_RETRIES
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

@@ -30,7 +30,7 @@ from reportgrid.cli.exit_codes import Exit
 
 if TYPE_CHECKING:
     from reportgrid.apikeys import ApiKeyRecord
-    from reportgrid.cli.admin_store import AdminStore
+    from reportgrid.cli.admin_store import AdminStore, SigningSecret
     from reportgrid.tenants import Tenant
 
 ADMIN_INSTALL_HINT: Final = "pip install 'reportgrid[admin]'"
@@ -38,9 +38,12 @@ ADMIN_INSTALL_HINT: Final = "pip install 'reportgrid[admin]'"
 # module is a defect.
 ADMIN_EXTRA_MODULES: Final = frozenset(
     {"boto3", "botocore", "reportgrid.resources", "reportgrid.ids", "reportgrid.apikeys"}
-    | {"reportgrid.tenants", "reportgrid.audit"}
+    | {"reportgrid.tenants", "reportgrid.audit", "reportgrid.webhook_policy"}
 )
 DEFAULT_KEY_LIFETIME: Final = "365d"
+# resources.WEBHOOK_ROTATION_OVERLAP_SECONDS, spelt here because this module imports
+# without the server's modules (tests/unit/cli/test_admin.py keeps the two equal).
+DEFAULT_WEBHOOK_OVERLAP: Final = "24h"
 
 app = typer.Typer(
     name="admin",
@@ -234,6 +237,8 @@ def _show_tenant(tenant: Tenant, as_json: bool) -> None:
         ("max running", str(q.max_running)),
         ("max inline input", f"{q.max_inline_bytes} bytes"),
         ("retention", f"default {q.retention_default_seconds}s, max {q.retention_max_seconds}s"),
+        ("webhook", tenant.webhooks.url or "none"),
+        ("signing secret", f"version {tenant.webhooks.secret_version}"),
     ):
         out.print(f"  {label}: {value}", markup=False)
 
@@ -318,16 +323,93 @@ def tenant_update(
     retention_default: RetentionDefaultOpt = None,
     retention_max: RetentionMaxOpt = None,
     enable: Annotated[bool, typer.Option("--enable", help="Enable a disabled tenant.")] = False,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-url",
+            help="Where the tenant's reports submitted without notify.url are announced "
+            "(https; no private, loopback or metadata address).",
+        ),
+    ] = None,
+    clear_webhook_url: Annotated[
+        bool, typer.Option("--clear-webhook-url", help="Remove the default webhook.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change a tenant's name or quotas (the edges apply them within 30 s)."""
+    """Change a tenant's name, quotas or default webhook (the edges apply quotas within
+    30 s, the webhook function a webhook within a minute)."""
     changes = _quota_changes(rate, running, inline, retention_default, retention_max)
-    if not changes and name is None and not enable:
+    if webhook_url is not None and clear_webhook_url:
+        raise errors.InvalidArgument.field(
+            "webhook_url", "give --webhook-url or --clear-webhook-url, not both"
+        )
+    if webhook_url == "":
+        raise errors.InvalidArgument.field(
+            "webhook_url", "is empty: --clear-webhook-url removes the default webhook"
+        )
+    url = "" if clear_webhook_url else webhook_url
+    if not changes and name is None and not enable and url is None:
         raise errors.InvalidArgument.field("", "nothing to change: give at least one option")
     updated = _store(ctx).update_tenant(
-        tenant, display_name=name, quota_changes=changes, disabled=False if enable else None
+        tenant,
+        display_name=name,
+        quota_changes=changes,
+        disabled=False if enable else None,
+        webhook_url=url,
     )
     _show_tenant(updated, as_json)
+
+
+def _print_signing_secret(found: SigningSecret, as_json: bool) -> None:
+    previous = (
+        {"version": found.previous_version, "signs_until": _iso(found.previous_until_ms)}
+        if found.previous_version
+        else None
+    )
+    if as_json:
+        _print_json(
+            {
+                "tenant": found.tenant,
+                "version": found.version,
+                "secret": found.secret,
+                "previous": previous,
+            }
+        )
+        return
+    out.print(found.secret, markup=False)
+    note = f"signing secret version {found.version} of {found.tenant}"
+    if previous is not None:
+        note += f"; version {found.previous_version} also signs until {previous['signs_until']}"
+    err.print(note, markup=False)
+
+
+@tenant_app.command("webhook-secret")
+@admin_errors
+def tenant_webhook_secret(
+    ctx: typer.Context,
+    tenant: str,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="Make a new version first. Deliveries carry a signature by each valid "
+            "version: the new one within a minute, the old one until --overlap ends.",
+        ),
+    ] = False,
+    overlap: Annotated[
+        str,
+        typer.Option(
+            "--overlap", help="With --rotate: how long the old version still signs (0s: not)."
+        ),
+    ] = DEFAULT_WEBHOOK_OVERLAP,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the tenant's webhook signing secret (stdout), for its receivers to verify
+    deliveries with (reportgrid.webhooks.verify). Derived from the deployment's root
+    secret, never stored; reading it needs secretsmanager:GetSecretValue on that root."""
+    overlap_seconds = parse_seconds(overlap, "overlap") if rotate else 0
+    found = _store(ctx).webhook_secret(tenant, rotate=rotate, overlap_seconds=overlap_seconds)
+    _print_signing_secret(found, as_json)
 
 
 @tenant_app.command("disable")

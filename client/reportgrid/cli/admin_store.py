@@ -12,11 +12,12 @@ import functools
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from reportgrid import apikeys, audit, resources, tenants
+from reportgrid import apikeys, audit, resources, tenants, webhook_policy
 from reportgrid.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -54,6 +55,25 @@ class Target:
     endpoint_url: str | None = None
     table: str | None = None
     stack: str = DATA_STACK
+
+    @property
+    def local(self) -> bool:
+        """An endpoint on this machine: the local region, whose webhook receivers listen on
+        loopback (its function runs with ENV.WEBHOOK_ALLOW_LOOPBACK); nowhere else."""
+        host = urlsplit(self.endpoint_url).hostname if self.endpoint_url else None
+        return bool(host) and webhook_policy.is_loopback_host(str(host))
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSecret:
+    """A tenant's signing secret as the operator hands it over, and which other version
+    still signs (0: none) until when."""
+
+    tenant: str
+    version: int
+    secret: str  # derived from the root on demand, never stored
+    previous_version: int = 0
+    previous_until_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,18 +232,53 @@ class AdminStore:
         display_name: str | None = None,
         quota_changes: dict[str, Any] | None = None,
         disabled: bool | None = None,
+        webhook_url: str | None = None,
     ) -> tenants.Tenant:
+        """Change what is given; `webhook_url` "" clears the tenant's default webhook."""
+        if webhook_url:
+            self._check_webhook_url(webhook_url)
         old = self.get_tenant(tenant)
         quotas = replace(old.quotas, **(quota_changes or {})).checked()
+        webhooks = old.webhooks
+        if webhook_url is not None:
+            webhooks = replace(webhooks, url=webhook_url)
         new = replace(
             old,
             display_name=old.display_name if display_name is None else display_name,
             disabled=old.disabled if disabled is None else disabled,
             quotas=quotas,
+            webhooks=webhooks,
             updated_ms=max(tenants.now_ms(), old.updated_ms + 1),
         )
+        self._put_over(old, new)
+        changes: dict[str, Any] = {}
+        if new.display_name != old.display_name:
+            changes["display_name"] = new.display_name
+        if new.disabled != old.disabled:
+            changes["disabled"] = new.disabled
+        changed_quotas = {
+            k: v for k, v in _quota_json(quotas).items() if getattr(old.quotas, k) != v
+        }
+        if changed_quotas:
+            changes["quotas"] = changed_quotas
+        if new.webhooks.url != old.webhooks.url:
+            changes["webhook_url"] = new.webhooks.url or None  # None: cleared
+        action = "tenant.update"
+        if disabled is not None and new.disabled != old.disabled:
+            action = "tenant.disable" if new.disabled else "tenant.enable"
+        self._audit(tenant, action, **changes)
+        return new
+
+    def _check_webhook_url(self, url: str) -> None:
+        problem = webhook_policy.url_problem(url, allow_loopback=self._target.local)
+        if problem is not None:
+            raise InvalidArgument.field("webhook_url", f"the URL {problem}")
+
+    def _put_over(self, old: tenants.Tenant, new: tenants.Tenant) -> None:
+        """Write `new` only over the version `old` read: a concurrent update is not
+        silently undone."""
+        tenant = old.tenant
         try:
-            # Only over the version read: a concurrent update is not silently undone.
             self.ddb.put_item(
                 TableName=self.table,
                 Item=tenants.to_item(new),
@@ -240,21 +295,69 @@ class AdminStore:
             raise _fail(error, "dynamodb:PutItem") from None
         except BotoCoreError as error:
             raise _fail(error, "dynamodb:PutItem") from None
-        changes: dict[str, Any] = {}
-        if new.display_name != old.display_name:
-            changes["display_name"] = new.display_name
-        if new.disabled != old.disabled:
-            changes["disabled"] = new.disabled
-        changed_quotas = {
-            k: v for k, v in _quota_json(quotas).items() if getattr(old.quotas, k) != v
-        }
-        if changed_quotas:
-            changes["quotas"] = changed_quotas
-        action = "tenant.update"
-        if disabled is not None and new.disabled != old.disabled:
-            action = "tenant.disable" if new.disabled else "tenant.enable"
-        self._audit(tenant, action, **changes)
-        return new
+
+    # -- webhook signing secrets ---------------------------------------------------------
+
+    def _webhook_root(self) -> bytes:
+        """The deployment's root secret (Secrets Manager, resources.WEBHOOK_SECRET_NAME),
+        read with the operator's credentials."""
+        doing = f"reading the secret {resources.WEBHOOK_SECRET_NAME}"
+        try:
+            value = self._client("secretsmanager").get_secret_value(
+                SecretId=resources.WEBHOOK_SECRET_NAME
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise NotFound(
+                    "secret", f"{resources.WEBHOOK_SECRET_NAME} in {self.region}"
+                ) from None
+            raise _fail(error, doing) from None
+        except BotoCoreError as error:
+            raise _fail(error, doing) from None
+        return str(value["SecretString"]).encode()
+
+    def webhook_secret(
+        self, tenant: str, *, rotate: bool = False, overlap_seconds: int = 0
+    ) -> SigningSecret:
+        """The tenant's current signing secret; with `rotate`, a new version first, the
+        old one still signing (beside the new) for `overlap_seconds`."""
+        if overlap_seconds < 0:
+            raise InvalidArgument.field("overlap", "must not be negative")
+        root = self._webhook_root()  # before any change: no rotation without the root
+        current = self.get_tenant(tenant)
+        if rotate:
+            old = current.webhooks
+            now = tenants.now_ms()
+            webhooks = replace(
+                old,
+                secret_version=old.secret_version + 1,
+                previous_version=old.secret_version if overlap_seconds else 0,
+                previous_until_ms=now + overlap_seconds * 1000 if overlap_seconds else 0,
+            )
+            new = replace(current, webhooks=webhooks, updated_ms=max(now, current.updated_ms + 1))
+            self._put_over(current, new)
+            self._audit(
+                tenant,
+                "tenant.webhook_secret.rotate",
+                version=webhooks.secret_version,
+                previous_version=webhooks.previous_version,
+                previous_until_ms=webhooks.previous_until_ms,
+            )
+            current = new
+        else:
+            # Handing a secret out is recorded too (its version, never the secret).
+            self._audit(
+                tenant, "tenant.webhook_secret.show", version=current.webhooks.secret_version
+            )
+        webhooks = current.webhooks
+        active = webhooks.signing_versions(tenants.now_ms())
+        return SigningSecret(
+            tenant=tenant,
+            version=webhooks.secret_version,
+            secret=webhook_policy.signing_secret(root, tenant, webhooks.secret_version),
+            previous_version=active[1] if len(active) > 1 else 0,
+            previous_until_ms=webhooks.previous_until_ms if len(active) > 1 else 0,
+        )
 
     # -- keys ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from reportgrid import resources as r
+from reportgrid.events import DETAIL_TYPES
 
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
@@ -229,7 +230,7 @@ def create_region(region: str, endpoint_url: str, *, shards: int = 2) -> RegionR
 
 def webhook_event_pattern() -> dict[str, Any]:
     """The webhook rule's pattern, as cdk/constructs/webhooks.py declares it."""
-    return {"source": [r.EVENT_SOURCE], "detail-type": list(r.WEBHOOK_DETAIL_TYPES)}
+    return {"source": [r.EVENT_SOURCE], "detail-type": list(DETAIL_TYPES.values())}
 
 
 def _create_webhook_rule(region: str, endpoint_url: str, sqs: Any, queue_url: str) -> None:

@@ -12,8 +12,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from reportgrid.local.deployed import DeploymentError
 from reportgrid.local.dev import DevError, DevOptions, run
 from reportgrid.local.drill import DrillOptions, figures_json, run_region_loss
+from reportgrid.local.launch import parse_tuning
 from reportgrid.local.servers import ServerError
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.wire import EDGE_PORT
@@ -60,11 +62,23 @@ def dev(
             "workers, standby and Redis, mirrored to the other, on one moto server.",
         ),
     ] = "",
+    tune: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tune",
+            help="NAME=VALUE (repeatable): a setting tests and drills may shorten "
+            "(launch.TUNING_OVERRIDES), for the functions and workers.",
+        ),
+    ] = None,
 ) -> None:
     """Run a whole region on this machine (moto, redis, edge, stream + queue workers)."""
     region_list = tuple(r.strip() for r in regions.split(",") if r.strip())
     if region_list and len(region_list) != 2:
         raise typer.BadParameter("give exactly two regions, e.g. us-east-1,eu-west-1")
+    try:
+        tuning = parse_tuning(tune or [])
+    except DeploymentError as error:
+        raise typer.BadParameter(str(error)) from None
 
     code = run(
         DevOptions(
@@ -77,6 +91,7 @@ def dev(
             region=region,
             shards=shards,
             regions=region_list,
+            extra_env=tuple(tuning.items()),
         )
     )
     raise typer.Exit(code)

@@ -314,6 +314,8 @@ class Supervisor:
         ]
         if not with_peer:
             argv.append("--without-peer")
+        for name, value in self.options.extra_env:
+            argv += ["--tune", f"{name}={value}"]
         names = resources.ENV
         own = {k: env[k] for k in (names.REDIS_URL, names.ID_SECRETS)}
         return Process(argv, {**own, "PATH": os.environ.get("PATH", ""), "PYTHONUNBUFFERED": "1"})
@@ -324,7 +326,7 @@ class Supervisor:
         self.spawn("edge", edge.argv, edge.env)
         lambdas = self.event_sources(deployment, env, state=self.state.kinesis, with_peer=False)
         self.spawn("lambda", lambdas.argv, lambdas.env)
-        queue = deployment.container("worker")
+        queue = deployment.container("worker", dict(self.options.extra_env))
         self.spawn("queue", queue.argv, queue.env)
 
     def wait_until_serving(self) -> None:

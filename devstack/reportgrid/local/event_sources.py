@@ -32,7 +32,7 @@ from reportgrid.local.deployed import (
 from reportgrid.local.dynamodb_stream_source import DynamoStreamRunner
 from reportgrid.local.kinesis_runner import Handler, KinesisRunner, MappingConfig
 from reportgrid.local.lambda_host import LambdaHost
-from reportgrid.local.launch import LocalDeployment, prepare
+from reportgrid.local.launch import LocalDeployment, parse_tuning, prepare
 from reportgrid.local.sqs_source import SqsEventSource
 
 log = logging.getLogger("reportgrid.local.event_sources")
@@ -174,8 +174,10 @@ def start_sources(
     state_dir: Path,
     log_dir: Path,
     skip: Sequence[str] = (),
+    tuning: dict[str, str] | None = None,
 ) -> tuple[list[Source], list[LambdaHost]]:
-    """Start an event source for every mapped Python function not in `skip` (handlers)."""
+    """Start an event source for every mapped Python function not in `skip` (handlers),
+    each with `tuning` (launch.TUNING_OVERRIDES) on top of its template environment."""
     template = deployment.template
     sources: list[Source] = []
     hosts: list[LambdaHost] = []
@@ -188,7 +190,7 @@ def start_sources(
             log.info("%s has no event-source mapping; not started", function.handler)
             continue
         mapping = deployment.mapping(function)
-        host = deployment.lambda_host(function, log_dir)
+        host = deployment.lambda_host(function, log_dir, tuning)
         hosts.append(host)
         sources.append(start_source(deployment, host, state_dir=state_dir))
         log.info("%s <- %s (%s)", function.handler, mapping.source, mapping.source_type)
@@ -206,6 +208,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--without-peer",
         action="store_true",
         help="the peer region is not running here: do not run the task mirror",
+    )
+    parser.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of launch.TUNING_OVERRIDES for every function",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -228,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             state_dir=args.state_dir,
             log_dir=args.log_dir,
             skip=(MIRROR_HANDLER,) if args.without_peer else (),
+            tuning=parse_tuning(args.tune),
         )
     except DeploymentError as error:
         log.error("cannot start the region's functions: %s", error)

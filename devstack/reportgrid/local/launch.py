@@ -86,7 +86,8 @@ TUNING_OVERRIDES: Final = (
     # a report reaches its slot's cap on one machine (the template's 8 GiB task would not).
     E.WORKER_MEMORY_MIB,
     E.WORKER_DISK_MIB,
-    # tests/integration/webhooks: the day of webhook retries in seconds.
+    # tests/e2e/test_webhooks.py (`reportgrid-dev --tune`): the day of webhook retries in
+    # seconds, so a receiver that never answers reaches the DLQ within the test.
     E.WEBHOOK_RETRY_WINDOW_SECONDS,
     E.WEBHOOK_BACKOFF_BASE_SECONDS,
 )
@@ -246,6 +247,22 @@ class LocalDeployment:
         if mapping.on_failure is None:
             return None
         return self.resolver.resolve({"Ref": mapping.on_failure}, "on-failure destination")
+
+
+def parse_tuning(pairs: Iterable[str]) -> dict[str, str]:
+    """`NAME=VALUE` pairs (`reportgrid-dev --tune`), each one of TUNING_OVERRIDES."""
+    tuning: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise DeploymentError(f"--tune {pair!r}: give NAME=VALUE")
+        tuning[name] = value
+    unexpected = sorted(set(tuning) - set(TUNING_OVERRIDES))
+    if unexpected:
+        allowed = ", ".join(TUNING_OVERRIDES)
+        names = ", ".join(unexpected)
+        raise DeploymentError(f"--tune: {names} may not be tuned (one of {allowed})")
+    return tuning
 
 
 def check_overrides(

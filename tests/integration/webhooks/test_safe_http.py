@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,4 +120,29 @@ def test_a_name_resolving_to_loopback_is_refused_without_connecting(receiver: An
     outcome = _post(name_url, resolve=mixed)
     assert not outcome.delivered
     assert "private" in outcome.reason
+    assert handler.got == []
+
+
+def test_a_slow_resolver_costs_the_attempt_not_more_than_its_deadline(receiver: Any) -> None:
+    # Given a name whose resolver answers (the receiver's own address) only after 2 s
+    url, handler = receiver
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+
+    def slow(host: str, port_: int, **_: Any) -> list[tuple[Any, ...]]:
+        time.sleep(2.0)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port_))]
+
+    # When one attempt may take 0.5 s in all
+    started = time.monotonic()
+    outcome = _post(
+        f"http://localhost:{port}/hook",
+        allow_loopback=True,
+        resolve=slow,
+        limits=safe_http.Limits(total_timeout=0.5),
+    )
+    # Then it fails, retriable, at its deadline: resolution is inside it
+    assert time.monotonic() - started < 1.5
+    assert not outcome.delivered
+    assert outcome.retriable
+    assert "took longer than" in outcome.reason
     assert handler.got == []

@@ -78,3 +78,38 @@ def test_the_table_falls_back_to_its_fixed_name_only_when_the_stack_is_absent(
             # A refusal is said, not hidden behind the fixed name
             with pytest.raises(errors.Unauthenticated, match="AccessDenied"):
                 _ = store.table
+
+
+def test_webhook_options_are_checked_before_any_aws_call() -> None:
+    # No endpoint, region or credentials are reachable here: each refusal is the CLI's own.
+    runner = CliRunner()
+    where = ["admin", "--region", "us-east-1", "--table", "t"]
+    both = runner.invoke(
+        app,
+        [
+            *where,
+            "tenant",
+            "update",
+            "acme",
+            "--webhook-url",
+            "https://a.example/h",
+            "--clear-webhook-url",
+        ],
+    )
+    assert both.exit_code == Exit.USAGE
+    assert "not both" in both.stderr
+    empty = runner.invoke(app, [*where, "tenant", "update", "acme", "--webhook-url", ""])
+    assert empty.exit_code == Exit.USAGE
+    assert "--clear-webhook-url" in empty.stderr
+    helped = runner.invoke(app, ["admin", "tenant", "webhook-secret", "--help"])
+    assert helped.exit_code == 0
+    assert "--rotate" in helped.stdout
+    assert "--overlap" in helped.stdout
+
+
+def test_the_default_rotation_overlap_is_the_services() -> None:
+    from reportgrid import resources
+    from reportgrid.cli.admin import DEFAULT_WEBHOOK_OVERLAP
+
+    seconds = parse_seconds(DEFAULT_WEBHOOK_OVERLAP, "overlap")
+    assert seconds == resources.WEBHOOK_ROTATION_OVERLAP_SECONDS

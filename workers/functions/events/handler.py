@@ -18,16 +18,13 @@ from typing import Any, cast
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
     DynamoDBRecord,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.batch import Wired, partial_response
 from functions.clients import client
 from functions.events.publish import EventsClient, put_all
 from reportgrid import events, resources
@@ -56,25 +53,17 @@ class Dependencies:
     bus_name: str
 
 
-_dependencies: Dependencies | None = None
+def _build() -> Dependencies:
+    settings = get_settings()
+    return Dependencies(
+        events=cast(EventsClient, client("events", settings)),
+        region=settings.region,
+        bus_name=settings.event_bus_name,
+    )
 
 
-def configure(dependencies: Dependencies | None) -> None:
-    """Inject the dependencies (tests point them at the moto server); None resets."""
-    global _dependencies  # noqa: PLW0603 - one client per Lambda container
-    _dependencies = dependencies
-
-
-def dependencies() -> Dependencies:
-    global _dependencies  # noqa: PLW0603
-    if _dependencies is None:
-        settings = get_settings()
-        _dependencies = Dependencies(
-            events=cast(EventsClient, client("events", settings)),
-            region=settings.region,
-            bus_name=settings.event_bus_name,
-        )
-    return _dependencies
+dependencies = Wired(_build)
+configure = dependencies.configure
 
 
 def entries_of(
@@ -120,9 +109,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise RetryRecord(f"publishing the event of stream record {sequence} failed")
         return "published"
 
-    response: dict[str, Any] = dict(
-        process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-    )
-    return response
+    return partial_response(event, record_handler, processor, context)

@@ -16,16 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import (
     KinesisStreamRecord,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.batch import Wired, partial_response
 from functions.clients import client
 from reportgrid import tasks
 from reportgrid.errors import SettingsError
@@ -56,31 +53,22 @@ class Dependencies:
     grace_seconds: int
 
 
-_dependencies: Dependencies | None = None
-
-
-def configure(dependencies: Dependencies | None) -> None:
-    """Inject the dependencies (tests point them at the moto server); None resets."""
-    global _dependencies  # noqa: PLW0603 - one client per Lambda container
-    _dependencies = dependencies
-
-
-def dependencies() -> Dependencies:
-    global _dependencies  # noqa: PLW0603
-    if _dependencies is None:
-        settings = get_settings()
-        if not settings.peer_standby_queue_url or not settings.peer_region:
-            raise SettingsError(
-                "the mirror consumer needs REPORTGRID_PEER_REGION and "
-                "REPORTGRID_PEER_STANDBY_QUEUE_URL"
-            )
-        peer = settings.model_copy(update={"region": settings.peer_region})
-        _dependencies = Dependencies(
-            sqs=client("sqs", peer),
-            peer_queue_url=settings.peer_standby_queue_url,
-            grace_seconds=settings.mirror_grace_seconds,
+def _build() -> Dependencies:
+    settings = get_settings()
+    if not settings.peer_standby_queue_url or not settings.peer_region:
+        raise SettingsError(
+            "the mirror consumer needs REPORTGRID_PEER_REGION and REPORTGRID_PEER_STANDBY_QUEUE_URL"
         )
-    return _dependencies
+    peer = settings.model_copy(update={"region": settings.peer_region})
+    return Dependencies(
+        sqs=client("sqs", peer),
+        peer_queue_url=settings.peer_standby_queue_url,
+        grace_seconds=settings.mirror_grace_seconds,
+    )
+
+
+dependencies = Wired(_build)
+configure = dependencies.configure
 
 
 def needs_mirror(task: TaskRecord) -> bool:
@@ -120,9 +108,4 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             raise RetryRecord(f"mirroring record {record.kinesis.sequence_number} failed")
         return "mirrored"
 
-    response: dict[str, Any] = dict(
-        process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-    )
-    return response
+    return partial_response(event, record_handler, processor, context)

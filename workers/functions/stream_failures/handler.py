@@ -15,18 +15,14 @@ Each SQS message is one on-failure destination record and succeeds or fails alon
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.batch import Wired, sqs_batch_handler
 from functions.clients import client
 from functions.store import ReportStore, store_for
 from functions.stream_failures.redrive import parse_failure_record, redrive
@@ -52,29 +48,21 @@ class Dependencies:
     heavy_queue_url: str
 
 
-_dependencies: Dependencies | None = None
-
-
-def configure(dependencies: Dependencies | None) -> None:
-    """Inject the dependencies (tests point them at the moto server); None resets."""
-    global _dependencies  # noqa: PLW0603 - one set of clients per Lambda container
-    _dependencies = dependencies
-
-
-def dependencies() -> Dependencies:
+def _build() -> Dependencies:
     """Built on first use, once per container; the settings are validated here."""
-    global _dependencies  # noqa: PLW0603
-    if _dependencies is None:
-        settings = get_settings()
-        if not settings.heavy_queue_url:
-            raise SettingsError(f"the stream-failure drain needs {resources.ENV.HEAVY_QUEUE_URL}")
-        _dependencies = Dependencies(
-            kinesis=client("kinesis", settings),
-            sqs=client("sqs", settings),
-            store=store_for(settings, client("dynamodb", settings)),
-            heavy_queue_url=settings.heavy_queue_url,
-        )
-    return _dependencies
+    settings = get_settings()
+    if not settings.heavy_queue_url:
+        raise SettingsError(f"the stream-failure drain needs {resources.ENV.HEAVY_QUEUE_URL}")
+    return Dependencies(
+        kinesis=client("kinesis", settings),
+        sqs=client("sqs", settings),
+        store=store_for(settings, client("dynamodb", settings)),
+        heavy_queue_url=settings.heavy_queue_url,
+    )
+
+
+dependencies = Wired(_build)
+configure = dependencies.configure
 
 
 def record_handler(record: SQSRecord) -> str:
@@ -118,14 +106,11 @@ def record_handler(record: SQSRecord) -> str:
     return f"redriven {len(outcome.redriven)}"
 
 
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-@logger.inject_lambda_context
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    dependencies()  # a settings error fails the invocation, not each message
-    response: dict[str, Any] = dict(
-        process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-    )
-    return response
+handler = sqs_batch_handler(
+    record_handler=record_handler,
+    processor=processor,
+    dependencies=dependencies,
+    logger=logger,
+    metrics=metrics,
+    tracer=tracer,
+)

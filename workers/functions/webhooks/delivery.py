@@ -21,6 +21,7 @@ the DLQ.
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from typing import Any, Final
@@ -114,3 +115,19 @@ def backoff_seconds(attempt: int, *, base: float, rng: random.Random | None = No
 def out_of_time(first_attempt_ms: int, now_ms: int, *, window_seconds: float) -> bool:
     """True once the retry window since the first attempt has passed: give up."""
     return now_ms - first_attempt_ms >= window_seconds * 1000
+
+
+def retry_delay(
+    attempt: int,
+    *,
+    base: float,
+    first_attempt_ms: int,
+    now_ms: int,
+    window_seconds: float,
+    rng: random.Random | None = None,
+) -> int:
+    """The delay before retry `attempt`, never past the end of the retry window: the last
+    retry is made at the window's end and a failure then gives up at once, instead of up
+    to one whole (15-minute) backoff later."""
+    left_ms = first_attempt_ms + window_seconds * 1000 - now_ms
+    return min(backoff_seconds(attempt, base=base, rng=rng), max(0, math.ceil(left_ms / 1000)))

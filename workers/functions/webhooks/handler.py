@@ -24,14 +24,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from functions.batch import Wired, sqs_batch_handler
 from functions.clients import client
 from functions.webhooks import delivery, safe_http
 from reportgrid import resources, tenants
@@ -123,20 +119,8 @@ class Dependencies:
         )
 
 
-_dependencies: Dependencies | None = None
-
-
-def configure(dependencies: Dependencies | None) -> None:
-    """Inject the dependencies (tests point them at the moto server); None resets."""
-    global _dependencies  # noqa: PLW0603 - one set of clients per Lambda container
-    _dependencies = dependencies
-
-
-def dependencies() -> Dependencies:
-    global _dependencies  # noqa: PLW0603
-    if _dependencies is None:
-        _dependencies = Dependencies.from_settings(get_settings())
-    return _dependencies
+dependencies = Wired(lambda: Dependencies.from_settings(get_settings()))
+configure = dependencies.configure
 
 
 def deliver_once(item: delivery.Delivery, url: str, deps: Dependencies) -> safe_http.Outcome:
@@ -187,7 +171,13 @@ def record_handler(record: SQSRecord) -> str:
             extra={**context, "reason": outcome.reason, "status": outcome.status},
         )
         return "given up"
-    delay = delivery.backoff_seconds(item.attempt + 1, base=deps.backoff_base_seconds)
+    delay = delivery.retry_delay(
+        item.attempt + 1,
+        base=deps.backoff_base_seconds,
+        first_attempt_ms=first,
+        now_ms=finished_ms,
+        window_seconds=deps.retry_window_seconds,
+    )
     deps.sqs.send_message(
         QueueUrl=deps.queue_url,
         MessageBody=item.retry_body(url=url, first_attempt_ms=first),
@@ -200,14 +190,11 @@ def record_handler(record: SQSRecord) -> str:
     return "retrying"
 
 
-@metrics.log_metrics
-@tracer.capture_lambda_handler
-@logger.inject_lambda_context
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    dependencies()  # a settings error fails the invocation, not each message
-    response: dict[str, Any] = dict(
-        process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-    )
-    return response
+handler = sqs_batch_handler(
+    record_handler=record_handler,
+    processor=processor,
+    dependencies=dependencies,
+    logger=logger,
+    metrics=metrics,
+    tracer=tracer,
+)

@@ -9,7 +9,7 @@
   negotiated with the name (SNI) and the certificate is verified against it, and the Host
   header carries the name.
 - Nothing is followed: a 3xx is a failed attempt (http.client never follows redirects).
-- Connect within WEBHOOK_CONNECT_TIMEOUT_SECONDS, finish within
+- Connect within WEBHOOK_CONNECT_TIMEOUT_SECONDS, finish (resolution included) within
   WEBHOOK_TOTAL_TIMEOUT_SECONDS; at most WEBHOOK_MAX_RESPONSE_BYTES of the answer are read
   and thrown away.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,18 +60,49 @@ class Limits:
     max_response_bytes: int = resources.WEBHOOK_MAX_RESPONSE_BYTES
 
 
+def resolve_within(
+    resolve: Resolver, host: str, port: int, timeout: float
+) -> Sequence[tuple[Any, ...]]:
+    """`resolve(host, port)` if it answers within `timeout` s, else ConnectionError.
+
+    getaddrinfo takes no timeout and blocks its thread, so it runs in a daemon thread of
+    its own and is waited for only until the delivery's deadline: a slow resolver costs
+    one attempt (retried later), not the batch's time. A thread left waiting ends with
+    the resolver's own timeout (resolv.conf: 5 s per try) and holds nothing of ours."""
+    answer: list[Sequence[tuple[Any, ...]]] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            answer.append(resolve(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as err:
+            failure.append(err)
+
+    thread = threading.Thread(target=run, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failure:
+        raise ConnectionError(f"cannot resolve {host}: {failure[0]}")
+    if not answer:
+        raise ConnectionError(f"resolving {host} took longer than {timeout:.1f} s")
+    return answer[0]
+
+
 def vetted_addresses(
-    host: str, port: int, *, allow_loopback: bool, resolve: Resolver = socket.getaddrinfo
+    host: str,
+    port: int,
+    *,
+    allow_loopback: bool,
+    resolve: Resolver = socket.getaddrinfo,
+    timeout: float = resources.WEBHOOK_TOTAL_TIMEOUT_SECONDS,
 ) -> list[IpAddress]:
-    """Every address `host` resolves to, or Refused if any of them may not be reached."""
+    """Every address `host` resolves to (within `timeout` s), or Refused if any of them
+    may not be reached."""
     literal = webhook_policy.ip_literal(host)
     if literal is not None:
         found = [literal]
     else:
-        try:
-            infos = resolve(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as err:
-            raise ConnectionError(f"cannot resolve {host}: {err}") from None
+        infos = resolve_within(resolve, host, port, timeout)
         found = []
         for info in infos:
             address = webhook_policy.ip_literal(str(info[4][0]).split("%", 1)[0])
@@ -105,7 +137,10 @@ def post(
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     deadline = time.monotonic() + limits.total_timeout
     try:
-        addresses = vetted_addresses(host, port, allow_loopback=allow_loopback, resolve=resolve)
+        # Resolution counts against the deadline like the rest of the attempt.
+        addresses = vetted_addresses(
+            host, port, allow_loopback=allow_loopback, resolve=resolve, timeout=_left(deadline)
+        )
     except Refused as err:
         # DNS may answer differently later (a moved receiver): retried, never connected.
         return Outcome(False, reason=f"refused: {err}")
@@ -127,6 +162,10 @@ def post(
         return Outcome(False, reason=f"{type(err).__name__}: {err}")
     finally:
         sock.close()
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 def _remaining(deadline: float) -> float:
