@@ -11,10 +11,13 @@ is the same in every region, for consumers that see more than one region's event
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from reportgrid import records, resources
+from reportgrid import records as records_codec
+from reportgrid import resources
 from reportgrid.records import ReportRecord
 
 if TYPE_CHECKING:
@@ -65,28 +68,46 @@ class Notifier:
 
     def publish(self, record: ReportRecord) -> bool:
         """Cache and publish `record`; False (logged) if Redis did not take it."""
+        return self.publish_many([record]) == 1
+
+    def publish_many(self, records: Sequence[ReportRecord]) -> int:
+        """Cache and publish each record, all in one round trip (one pipeline, not a
+        transaction: each record's commands stand alone, and a terminal record's dedupe
+        script stays atomic); how many Redis took (failures logged)."""
+        if not records:
+            return 0
         try:
             client = self._redis()
             if client is None:
-                return False
-            data = records.encode_record(record)
-            if record.terminal:
-                keys = (
-                    resources.cache_report_key(record.report_id),
-                    resources.cache_events_channel(record.report_id),
-                    dedupe_id(record),
-                )
-                client.eval(_PUBLISH_ONCE, 3, *keys, data, TERMINAL_CACHE_SECONDS)
-                return True
-            ttl = LIVE_CACHE_SECONDS
+                return 0
             pipe = client.pipeline(transaction=False)
-            pipe.set(resources.cache_report_key(record.report_id), data, ex=ttl)
-            pipe.publish(resources.cache_events_channel(record.report_id), data)
-            pipe.execute()
+            sizes: list[int] = []  # commands queued per record
+            for record in records:
+                data = records_codec.encode_record(record)
+                if record.terminal:
+                    keys = (
+                        resources.cache_report_key(record.report_id),
+                        resources.cache_events_channel(record.report_id),
+                        dedupe_id(record),
+                    )
+                    pipe.eval(_PUBLISH_ONCE, 3, *keys, data, TERMINAL_CACHE_SECONDS)
+                    sizes.append(1)
+                    continue
+                pipe.set(resources.cache_report_key(record.report_id), data, ex=LIVE_CACHE_SECONDS)
+                pipe.publish(resources.cache_events_channel(record.report_id), data)
+                sizes.append(2)
+            replies = iter(pipe.execute(raise_on_error=False))
         except Exception:  # a cache must never fail a report, whatever it raises
-            log.warning("could not publish report %s to Redis", record.report_id, exc_info=True)
-            return False
-        return True
+            log.warning("could not publish %d reports to Redis", len(records), exc_info=True)
+            return 0
+        taken = 0
+        for record, size in zip(records, sizes, strict=True):
+            errors = [r for r in itertools.islice(replies, size) if isinstance(r, Exception)]
+            if errors:
+                log.warning("could not publish report %s to Redis: %s", record.report_id, errors[0])
+            else:
+                taken += 1
+        return taken
 
     def close(self) -> None:
         if self._client is not None:

@@ -768,9 +768,10 @@ class Runner:
                 results[item.index] = ended
                 continue
             assert outcome.record is not None
-            self._s.notifier.publish(outcome.record)
             item.record = outcome.record
             claimed.append(item)
+        # The batch's RUNNING notifications in one Redis round trip, after its claims.
+        self._s.notifier.publish_many([item.record for item in claimed if item.record])
         return claimed
 
     def _run_batch_claimed(
@@ -880,6 +881,7 @@ class Runner:
             for item, _ in written:
                 results[item.index] = err
             return
+        ended: list[ReportRecord] = []
         for item, stored in written:
             assert item.ran is not None
             try:
@@ -887,9 +889,12 @@ class Runner:
                     self._remove_deleted(item.task.report_id, item.ran.result)
                     results[item.index] = RunResult(Outcome.NOOP)
                 else:
-                    results[item.index] = self._ended(item, stored)
+                    results[item.index] = self._ended(item, stored, publish=False)
+                    ended.append(stored)
             except Exception as err:
                 results[item.index] = err
+        # Their terminal notifications in one Redis round trip (each still once per state).
+        self._s.notifier.publish_many(ended)
 
     def _map(
         self, call: Callable[[_Claimed], _T], items: Sequence[_Claimed]
@@ -909,9 +914,11 @@ class Runner:
                 out.append(err)
         return out
 
-    def _ended(self, item: _Claimed, stored: ReportRecord) -> RunResult:
+    def _ended(self, item: _Claimed, stored: ReportRecord, *, publish: bool = True) -> RunResult:
+        """`publish=False`: the caller publishes the record (a batch's, together)."""
         self.late_deletes.schedule(item.task.report_id, item.ran.result if item.ran else None)
-        self._s.notifier.publish(stored)
+        if publish:
+            self._s.notifier.publish(stored)
         duration = int((time.monotonic() - item.started) * 1000)
         return RunResult(Outcome(stored.state.value), stored, duration_ms=duration)
 
