@@ -32,7 +32,7 @@ from grpc_edge.idempotency import fingerprint
 from grpc_edge.kinesis_writer import KinesisWriter
 from grpc_edge.metrics import EdgeMetrics
 from grpc_edge.producer import KinesisProducer
-from reportgrid import tasks
+from reportgrid import tasks, tracing
 from reportgrid.engine.kinds import REGISTRY
 from reportgrid.local.servers import RedisServer, free_port
 from reportgrid.task.v1.task_pb2 import TaskRecord
@@ -99,7 +99,51 @@ def handler_rows(calls: int) -> list[Row]:
             "",
         ),
         ("metrics: one call recorded", _per_call(lambda: metrics.record("OK", 0.004), calls), ""),
+        *trace_rows(calls, request),
     ]
+
+
+def trace_rows(calls: int, request: pb.SubmitReportRequest) -> list[Row]:
+    """Trace propagation on Submit (reportgrid/tracing.py): the context from the call's
+    metadata (minted when the caller sent none), its header in the task, and the ratio of
+    the task's bytes with it to the same run's task bytes without."""
+    bare = (("authorization", "Bearer rg_x"), ("user-agent", "grpc-python/1.76"))
+    traced = (*bare, ("x-amzn-trace-id", _XRAY))
+
+    def task_bytes(header: str) -> bytes:
+        task = TaskRecord(
+            report_id="rpt_x",
+            tenant="t",
+            home_region="us-east-1",
+            request=request,
+            trace_header=header,
+        )
+        task.accept_time.FromMilliseconds(1_764_650_000_123)
+        return tasks.encode(task)
+
+    baseline = _per_call(lambda: task_bytes(""), calls)
+    with_trace = _per_call(lambda: task_bytes(tracing.task_header(bare)), calls)
+    return [
+        (
+            "trace: context minted (no caller header) + header",
+            _per_call(lambda: tracing.task_header(bare), calls),
+            "",
+        ),
+        (
+            "trace: caller's x-amzn-trace-id parsed + header",
+            _per_call(lambda: tracing.task_header(traced), calls),
+            "",
+        ),
+        ("task bytes without trace context (this run's baseline)", baseline, ""),
+        (
+            "task bytes with a minted trace context",
+            with_trace,
+            f"{with_trace / baseline:.2f}x the baseline",
+        ),
+    ]
+
+
+_XRAY = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 
 
 async def validation_row(calls: int) -> Row:

@@ -99,6 +99,22 @@ class FailedPrecondition(ReportgridError):
         self.type = type_
 
 
+# The PreconditionFailure type of an idempotency key used again with another request.
+IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotencyKeyReused(FailedPrecondition):
+    """A SubmitReport idempotency key already stands for a report made from a different
+    request (FAILED_PRECONDITION of type IDEMPOTENCY_KEY_REUSED; ALREADY_EXISTS from a
+    server that words it so). Nothing was enqueued; `key` is the key, when known."""
+
+    def __init__(self, description: str, *, key: str = "") -> None:
+        if key and repr(key) not in description:
+            description = f"idempotency_key {key!r}: {description}"
+        super().__init__("idempotency_key", description, type_=IDEMPOTENCY_KEY_REUSED)
+        self.key = key
+
+
 class IllegalTransition(FailedPrecondition):
     """A state change the state machine does not allow."""
 

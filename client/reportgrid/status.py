@@ -180,7 +180,12 @@ def from_status(status: status_pb2.Status) -> errors.ReportgridError:  # noqa: P
                 packed.Unpack(info_)
             return errors.NotFound(info_.resource_type or "resource", info_.resource_name)
         case code_pb2.FAILED_PRECONDITION:
-            return errors.FailedPrecondition("", message)
+            return _precondition(details, message)
+        case code_pb2.ALREADY_EXISTS:
+            # Reportgrid sends FAILED_PRECONDITION for a reused key; ALREADY_EXISTS is how
+            # other idempotent APIs (and proxies in front of ours) say it: Submit is the
+            # one call that creates anything.
+            return errors.IdempotencyKeyReused(message)
         case code_pb2.ABORTED:
             return errors.Conflict(message)
         case code_pb2.UNAUTHENTICATED:
@@ -195,6 +200,20 @@ def from_status(status: status_pb2.Status) -> errors.ReportgridError:  # noqa: P
             return errors.DeadlineExceeded(message)
         case _:
             return errors.Internal(message)
+
+
+def _precondition(details: dict[str, any_pb2.Any], message: str) -> errors.FailedPrecondition:
+    """The first PreconditionFailure violation's subject and type; a reused idempotency
+    key as its own class."""
+    failure = error_details_pb2.PreconditionFailure()
+    if (packed := details.get("google.rpc.PreconditionFailure")) is not None:
+        packed.Unpack(failure)
+    if not failure.violations:
+        return errors.FailedPrecondition("", message)
+    first = failure.violations[0]
+    if first.type == errors.IDEMPOTENCY_KEY_REUSED:
+        return errors.IdempotencyKeyReused(message)
+    return errors.FailedPrecondition(first.subject, message, type_=first.type or "STATE")
 
 
 def _violations(details: dict[str, any_pb2.Any], message: str) -> list[errors.FieldViolation]:

@@ -6,9 +6,10 @@ for 1 record, 1,040 us for 10, 1,980 us for 100; `docs/PERFORMANCE.md`): request
 serialization through the service model, the event hooks, endpoint rules, signing and
 aiohttp. `AwsJsonClient` builds the same request by hand: the caller's JSON body, SigV4
 with hashlib/hmac (C), one keep-alive HTTP/1.1 connection per call in flight, and answers
-the HTTP status with the raw body. Both the awsJson1_1 (Kinesis) and awsJson1_0 (DynamoDB)
-protocols are a signed POST to `/` with an `X-Amz-Target` header naming the operation;
-they differ only in the content type.
+the HTTP status with the raw body, checked against its `x-amz-crc32` when the service
+sends one (DynamoDB does); an answer it cannot trust is a `BadAnswer`. Both the
+awsJson1_1 (Kinesis) and awsJson1_0 (DynamoDB) protocols are a signed POST to `/` with an
+`X-Amz-Target` header naming the operation; they differ only in the content type.
 
 It is correct only for what it does: POST to one endpoint, signed with the process's
 credentials (botocore's provider chain, refreshed by it: the ECS task role in Fargate).
@@ -25,6 +26,7 @@ import inspect
 import json
 import ssl
 import time
+import zlib
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
@@ -56,6 +58,11 @@ class CredentialSource(Protocol):
     def get_frozen_credentials(self) -> Any: ...
 
 
+# The headers every call signs, sorted (SigV4 signs them in lowercase, sorted order).
+_SIGNED: Final = "content-type;host;x-amz-date;x-amz-target"
+_SIGNED_SESSION: Final = "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
+
+
 class SigV4:
     """AWS Signature Version 4 for a JSON POST to `/` (every call of the JSON protocols)."""
 
@@ -85,33 +92,34 @@ class SigV4:
         content_type: str,
     ) -> dict[str, str]:
         """The signed headers of one call (amz_date: YYYYMMDDTHHMMSSZ, UTC)."""
+        token = credentials.token
         headers = {
             "content-type": content_type,
             "host": self.host,
             "x-amz-date": amz_date,
             "x-amz-target": target,
         }
-        if credentials.token:
-            headers["x-amz-security-token"] = credentials.token
-        names = sorted(headers)
-        signed = ";".join(names)
-        canonical = "\n".join(
-            (
-                "POST",
-                "/",
-                "",
-                "".join(f"{name}:{headers[name]}\n" for name in names),
-                signed,
-                hashlib.sha256(body).hexdigest(),
-            )
+        # The canonical request with its headers in sorted order, written out: the names
+        # are fixed, so no sort and no join over them per call.
+        if token:
+            headers["x-amz-security-token"] = token
+            signed = _SIGNED_SESSION
+            dated = f"x-amz-date:{amz_date}\nx-amz-security-token:{token}\n"
+        else:
+            signed = _SIGNED
+            dated = f"x-amz-date:{amz_date}\n"
+        canonical = (
+            f"POST\n/\n\ncontent-type:{content_type}\nhost:{self.host}\n{dated}"
+            f"x-amz-target:{target}\n\n{signed}\n{hashlib.sha256(body).hexdigest()}"
         )
         date = amz_date[:8]
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
-        to_sign = "\n".join(
-            ("AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest())
+        to_sign = (
+            f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
+            f"{hashlib.sha256(canonical.encode()).hexdigest()}"
         )
         key = self._signing_key(credentials.secret_key, date)
-        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = hmac.digest(key, to_sign.encode(), "sha256").hex()
         headers["authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
             f"SignedHeaders={signed}, Signature={signature}"
@@ -124,6 +132,15 @@ _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 class _StaleConnection(Exception):
     """A kept-alive connection was closed by the server before it answered anything."""
+
+
+class BadAnswer(ConnectionError):
+    """The answer cannot be trusted: its body does not match the `x-amz-crc32` DynamoDB
+    sends (the CRC32 of the body, which botocore and the other SDKs check and retry on:
+    botocore/retries/special.py, aws-sdk-go-v2 service/dynamodb/internal/customizations),
+    or its HTTP is malformed. The connection is closed. A ConnectionError, so callers treat
+    it as any lost answer: retried, and in the end Unavailable (the call is safe to repeat,
+    as `AwsJsonClient.call` says)."""
 
 
 class AwsJsonClient:
@@ -198,23 +215,19 @@ class AwsJsonClient:
                 if reused is not None and not getattr(err, "partial", b""):
                     raise _StaleConnection from err
                 raise
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split(" ", 2)[1])
-            length = 0
-            keep, chunked = True, False
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                name = name.strip().lower()
-                if name == "content-length":
-                    length = int(value)
-                elif name == "connection" and value.strip().lower() == "close":
-                    keep = False
-                elif name == "transfer-encoding" and "chunked" in value.lower():
-                    chunked = True
-            if chunked:  # AWS sends Content-Length; a proxy in between might not
-                answer = await _read_chunked(reader)
-            else:
-                answer = await reader.readexactly(length) if length else b""
+            status, length, keep, chunked, crc = _parse_head(head)
+            try:
+                if chunked:  # AWS sends Content-Length; a proxy in between might not
+                    answer = await _read_chunked(reader)
+                else:
+                    answer = await reader.readexactly(length) if length else b""
+            except (ValueError, asyncio.LimitOverrunError) as err:
+                raise BadAnswer("a malformed chunked answer") from err
+            if crc is not None and zlib.crc32(answer) != crc:
+                raise BadAnswer("the answer does not match its x-amz-crc32")
+        except asyncio.LimitOverrunError as err:  # a head longer than the stream's limit
+            writer.close()
+            raise BadAnswer("an answer head too long") from err
         except BaseException:
             writer.close()  # a half-read answer leaves the connection unusable
             raise
@@ -240,6 +253,33 @@ class AwsJsonClient:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _parse_head(head: bytes) -> tuple[int, int, bool, bool, int | None]:
+    """(status, content length, keep-alive, chunked, x-amz-crc32 or None) of an answer's
+    head; BadAnswer when it is not HTTP."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        keep, chunked = True, False
+        crc: int | None = None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "x-amz-crc32":
+                crc = int(value)
+            elif name == "connection" and value.strip().lower() == "close":
+                keep = False
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+    except (ValueError, IndexError) as err:
+        raise BadAnswer("a malformed answer head") from err
+    if length < 0:
+        raise BadAnswer("a negative content-length")
+    return status, length, keep, chunked, crc
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

@@ -6,6 +6,7 @@ they use depend on this module only, never on the interceptors or the service.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,6 +24,8 @@ class Call:
     tenant: str
     deadline: float  # time.monotonic()
     key_prefix: str = ""  # the API key's first characters (audit records name the caller)
+    # The call's metadata, kept by reference: only Submit reads it (the trace context).
+    metadata: Iterable[tuple[str, str | bytes]] = ()
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -203,7 +203,7 @@ class Chain:
                 "", f"the request is not a valid {request_type.DESCRIPTOR.full_name} message"
             ) from None
         deadline = self.budget.deadline(context.time_remaining(), long_lived=pool is self.watches)
-        return request, Call(tenant, deadline, grant.prefix)
+        return request, Call(tenant, deadline, grant.prefix, context.invocation_metadata() or ())
 
     async def _fail(
         self,

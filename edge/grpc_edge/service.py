@@ -27,7 +27,7 @@ from grpc_edge.result_storage import ResultStorage
 from grpc_edge.store import ReportStore
 from grpc_edge.views import is_full
 from grpc_edge.watch import EventHub, watch_report
-from reportgrid import intents, records, tasks
+from reportgrid import intents, records, tasks, tracing
 from reportgrid.engine.registry import Registry
 from reportgrid.errors import FailedPrecondition, NotFound, Unavailable
 from reportgrid.settings import Settings
@@ -37,7 +37,7 @@ from reportgrid.tenants import Quotas
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.validation import InputPolicy, validate_submit_on_loop
 
-# A failed keyed Submit's claim release may take this long whatever is left of the call.
+# Releasing a claim made too late to enqueue may take this long, the call's time being up.
 RELEASE_SECONDS: Final = 0.5
 
 
@@ -89,7 +89,7 @@ class ReportService:
         )
         key = request.idempotency_key
         # The request as the client sent it: before the quotas fill defaults in.
-        fingerprint = idempotency.fingerprint(request) if key else ""
+        fingerprint = idempotency.fingerprint(request) if key else None
         quotas = self.quotas(call.tenant)
         if quotas is not None:
             apply_quotas(request, quotas)
@@ -107,18 +107,18 @@ class ReportService:
         report_id = self.codec.new(call.tenant, self.settings.region)
         rid = report_id.value
         claimed = None
-        if key:
+        if fingerprint is not None:
             # Claim first, enqueue after: a key reused with another request is refused
             # before anything is enqueued (grpc_edge/idempotency.py).
             claimed = await self.claims.claim(
                 call.tenant,
                 key,
-                fingerprint,
+                fingerprint.value,
                 report_id=rid,
                 created_ms=report_id.created_ms,
                 deadline=call.deadline,
             )
-            if claimed.claim.fingerprint != fingerprint:
+            if not fingerprint.matches(claimed.claim.fingerprint):
                 raise idempotency.reused(key, claimed.claim)
             rid = claimed.claim.report_id
         task = TaskRecord(
@@ -126,23 +126,22 @@ class ReportService:
             tenant=call.tenant,
             home_region=self.settings.region,
             request=request,
+            trace_header=tracing.task_header(call.metadata),
         )
         # A copy of the parsed request, not its wire bytes: the copy and its serialization
         # are C (upb), 2.2 us per Submit, and writing the record from the received bytes
         # saved nothing measurable (docs/PERFORMANCE.md, the edge's cost by cause).
         task.accept_time.FromMilliseconds(now_ms())
-        try:
-            await self._enqueue(task, rid, multi_region, call)
-        except Unavailable:
-            if claimed is not None and claimed.fresh:
-                # Nothing acknowledged: the key must not stay bound to a report that may
-                # never run. (Not on cancellation: a client that gave up retries with the
-                # same key and must get the same id.)
-                # The producer answers with time to spare; the release gets at least
-                # RELEASE_SECONDS even so, within the client's patience or not.
-                release_by = max(call.deadline, time.monotonic() + RELEASE_SECONDS)
-                await self.claims.release(call.tenant, key, rid, release_by)
-            raise
+        if claimed is not None and claimed.fresh and call.remaining() <= 0:
+            # The claim took the whole deadline and nothing was sent: the task is certainly
+            # not written, so the key must not stay bound to a report that never runs.
+            # The release gets RELEASE_SECONDS, the client's patience being gone.
+            await self.claims.release(call.tenant, key, rid, time.monotonic() + RELEASE_SECONDS)
+            raise Unavailable("the idempotency key's claim took the call's whole deadline; retry")
+        # A failed enqueue keeps a fresh claim: the task may be written all the same (a
+        # PutRecords whose answer was lost, one of the two multi-region sends done), and a
+        # retry must get this id (deduplicated) so that it stays one report.
+        await self._enqueue(task, rid, multi_region, call)
         if claimed is None or claimed.fresh:
             return pb.SubmitReportResponse(report_id=rid, state=pb.REPORT_STATE_PENDING)
         # An earlier call with this key and this request claimed the id: enqueued again

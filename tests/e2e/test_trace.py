@@ -49,12 +49,28 @@ def test_a_heavy_reports_life_in_order_with_durations(dev: DevRegion) -> None:
         assert step["delta_ms"] == step["at_ms"] - before["at_ms"]
         assert step["since_start_ms"] == step["at_ms"] - steps[0]["at_ms"]
     assert {s["region"] for s in steps if s["source"] == "record"} == {local_region.REGION}
-    # Any log line it found names the report (today few lines do: docs/OBSERVABILITY.md).
+    # Every log line it found names the report, and the workers' steps come in the order
+    # they happened: forwarded by the stream worker, picked up and ended by the queue worker
     for step in steps:
         if step["source"] != "record":
             assert report_id in json.dumps(step), step
+    worker_steps = [s["fields"]["event"] for s in steps if s["fields"].get("event")]
+    assert worker_steps == ["forwarded", "picked_up", "terminal"], steps
+    events = [s["event"] for s in steps]
+    assert events.index("accepted") < events.index("forwarded")
+    assert events.index("terminal") <= events.index("ended SUCCEEDED") + 1
+    # ...each line with the report's fields and one trace id, the one the edge minted
+    traced_ids = json.loads(traced.stdout)["trace_ids"]
+    assert len(traced_ids) == 1, traced_ids
+    for step in steps:
+        if step["fields"].get("event"):
+            fields = step["fields"]
+            assert (fields["report_id"], fields["home_region"]) == (report_id, local_region.REGION)
+            assert fields["tenant"]
+            assert fields["trace_id"] == traced_ids[0]
     text = dev.cli("trace", report_id, "--state-dir", str(_state_dir(dev)))
     assert "ended SUCCEEDED" in text.stdout
+    assert f"trace {traced_ids[0]}" in text.stdout
 
 
 def test_top_shows_requests_and_reports_once_the_edge_flushed(dev: DevRegion) -> None:

@@ -111,7 +111,8 @@ def test_edge_may_probe_the_task_stream(eu: Template) -> None:
 def test_edge_may_write_and_release_idempotency_claims(eu: Template) -> None:
     # A keyed Submit claims its key with a conditional PutItem on the report table, reads
     # it consistently when an answer lacks the item, and releases it with a conditional
-    # DeleteItem when its enqueue failed (grpc_edge/idempotency.py). The lean path signs
+    # DeleteItem when the claim took the call's whole deadline, so that nothing was sent
+    # (grpc_edge/service.py, grpc_edge/idempotency.py). The lean path signs
     # its calls itself, so the local region's IAM hook judges only the first claim: the
     # template must allow them on the table itself (not only its indexes).
     table = {

@@ -103,6 +103,10 @@ _HINTS: dict[type[errors.ReportgridError], tuple[Exit, str]] = {
         "the report's state does not allow this; see `reportgrid get <id>`",
     ),
     errors.Conflict: (Exit.PRECONDITION, "a concurrent change won; run the command again"),
+    errors.IdempotencyKeyReused: (
+        Exit.IDEMPOTENCY_KEY_REUSED,
+        "send the same request to get that report, or use another --idempotency-key",
+    ),
     errors.ResourceExhausted: (Exit.RESOURCE_EXHAUSTED, "slow down and retry"),
     ChecksumMismatch: (Exit.CHECKSUM, "run the download again"),
     errors.Internal: (Exit.INTERNAL, "a server-side defect; retry, and report it if it stays"),
@@ -116,6 +120,7 @@ _STATUS_NAMES: dict[type[errors.ReportgridError], str] = {
     errors.DeadlineExceeded: "DEADLINE_EXCEEDED",
     errors.FailedPrecondition: "FAILED_PRECONDITION",
     errors.Conflict: "ABORTED",
+    errors.IdempotencyKeyReused: "IDEMPOTENCY_KEY_REUSED",
     errors.ResourceExhausted: "RESOURCE_EXHAUSTED",
     ChecksumMismatch: "CHECKSUM_MISMATCH",
     errors.Internal: "INTERNAL",

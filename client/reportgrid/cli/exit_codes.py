@@ -18,4 +18,5 @@ class Exit(IntEnum):
     RESOURCE_EXHAUSTED = 7  # rate limited; retry later
     CHECKSUM = 8  # downloaded bytes did not match the result's SHA-256
     INTERNAL = 9  # a defect on the server (or in this tool)
+    IDEMPOTENCY_KEY_REUSED = 10  # the key already stands for a report of another request
     INTERRUPTED = 130  # Ctrl-C

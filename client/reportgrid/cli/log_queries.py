@@ -79,7 +79,7 @@ TENANT_ACTIVITY: Final = (
 TAKEOVERS: Final = (
     "fields @timestamp, @log, @message"
     ' | filter event = "takeover" or @message like /taking over report/'
-    ' | parse @message "taking over report * from *" as taken_report, taken_from'
+    ' | parse @message "taking over report * from * {" as taken_report, taken_from'
     " | fields coalesce(report_id, taken_report) as report,"
     " coalesce(home_region, taken_from) as home"
     " | sort @timestamp desc"

@@ -11,7 +11,9 @@ what happened, time since the step before), from
 A log line is about the report when it names the id. JSON lines (Powertools) give their
 fields: `component`, `region`, `event`, `ts` (epoch ms) when a line has them
 (reportgrid/cli/log_queries.py REPORT_FIELDS), else `service`, `message`, `timestamp`;
-plain lines give their leading timestamp and text."""
+plain lines give their leading timestamp and text, and a trailing `{json}` (the workers'
+reportgrid/tracing.py log_step) its fields. The report's trace id(s), from the lines'
+`trace_id`, head the timeline (`trace_ids` in --json)."""
 
 # ruff: noqa: PLR0917 -- typer maps each CLI option to one parameter of the command
 
@@ -145,8 +147,28 @@ def parse_line(
     if when is None:
         return None
     found = _LEADING_TIME.match(text)
-    rest = text[found.end() :] if found else text
-    return Step(when, component, region, _LEVEL_AND_LOGGER.sub("", rest).strip(), source)
+    rest = _LEVEL_AND_LOGGER.sub("", text[found.end() :] if found else text).strip()
+    what, fields = _text_and_fields(rest)
+    return Step(when, component, region, what, source, fields)
+
+
+def _text_and_fields(rest: str) -> tuple[str, dict[str, Any]]:
+    """A plain line's `<text> {json fields}` (reportgrid/tracing.py log_step), else the
+    text alone."""
+    head, brace, tail = rest.partition(" {")
+    if brace and rest.endswith("}"):
+        try:
+            fields = json.loads(brace.strip() + tail)
+        except ValueError:
+            return rest, {}
+        if isinstance(fields, dict):
+            return head.strip(), fields
+    return rest, {}
+
+
+def trace_ids(steps: Iterable[Step]) -> list[str]:
+    """The trace ids the report's lines name (one, unless it was submitted twice)."""
+    return sorted({str(s.fields["trace_id"]) for s in steps if s.fields.get("trace_id")})
 
 
 # -- the local region ---------------------------------------------------------------------
@@ -441,9 +463,12 @@ def command(
         logs = local_steps(logs_dir, report_id, names)
     record = _record(report_id, endpoint, api_key, err) if api_key else []
     rows = timeline(itertools.chain(logs, record))
+    traces = trace_ids(logs)
     if as_json:
-        print(json.dumps({"report_id": report_id, "steps": rows}, default=str))
+        print(json.dumps({"report_id": report_id, "trace_ids": traces, "steps": rows}, default=str))
     else:
+        if traces:
+            print(f"trace {', '.join(traces)}")
         render(
             rows,
             Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 250),

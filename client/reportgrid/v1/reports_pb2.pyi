@@ -326,7 +326,9 @@ class SubmitReportRequest(_message.Message):
     a different request is refused with FAILED_PRECONDITION
     (google.rpc.PreconditionFailure, type IDEMPOTENCY_KEY_REUSED, subject
     "idempotency_key") and nothing is enqueued. After 24 hours the key makes a new report.
-    A call answered UNAVAILABLE leaves the key free again. Across regions the claim is
+    A call answered UNAVAILABLE keeps the key (its task may be written even so): its
+    retry with the same request gets the same report_id, deduplicated, one report; only
+    a call refused before anything was sent frees it again. Across regions the claim is
     as good as the global table's replication (typically about a second): a retry sent
     to another region within that lag can make a second report. 1 to 128 characters of
     [A-Za-z0-9._:-]. The SDK sets one by default.

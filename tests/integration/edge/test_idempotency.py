@@ -3,6 +3,7 @@ each key's claim item in the report table (grpc_edge/idempotency.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,8 @@ from grpc_status import rpc_status
 
 from grpc_edge import idempotency, reads
 from grpc_edge.clients import Clients
-from reportgrid import resources
+from reportgrid import errors, resources
+from reportgrid.client import AsyncReportClient
 from reportgrid.local.bootstrap import RegionResources, client
 from reportgrid.records import ReportRecord
 from reportgrid.settings import Settings, load_settings
@@ -181,50 +183,85 @@ async def test_a_rotation_keeps_keyed_ids_and_page_tokens(
     assert fresh.report_id != first.report_id
 
 
-class _FailingKinesis:
-    """The Kinesis client with PutRecords failing while `failing` (health calls pass)."""
+class _LostAnswerKinesis:
+    """The Kinesis client with PutRecords answers lost while `failing`: each call's records
+    are written, then the call fails as a reset connection would (health calls pass)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.failing = True
 
     async def put_records(self, **kwargs: Any) -> Any:
+        answer = await self.inner.put_records(**kwargs)
         if self.failing:
-            raise ConnectionResetError("injected")
-        return await self.inner.put_records(**kwargs)
+            raise ConnectionResetError("injected: the answer was lost")
+        return answer
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-async def test_a_claim_whose_enqueue_failed_is_released(
+def _ids_of_key(aws: RegionResources, key: str) -> set[str]:
+    return {t.report_id for t in stream_tasks(aws) if t.request.idempotency_key == key}
+
+
+async def test_a_claim_whose_enqueue_failed_is_kept_and_its_retry_is_one_report(
     settings: Settings, api_key: str, aws: RegionResources
 ) -> None:
     clients = await Clients.open(settings)
-    kinesis = _FailingKinesis(clients.kinesis)
+    kinesis = _LostAnswerKinesis(clients.kinesis)
     clients.kinesis = kinesis  # type: ignore[assignment]
     try:
         async with running_edge(settings, api_key, clients=clients) as edge:
-            # Given a keyed submit the task log does not accept
+            # Given a keyed submit answered UNAVAILABLE although its task was written
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await edge.stub.SubmitReport(
                     synthetic_request(idempotency_key="lost-1"), metadata=edge.auth(), timeout=1.5
                 )
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-            # Then its claim is gone: the key is free for another request, which then
-            # holds it
-            assert _claim(aws, "lost-1") is None
+            # Then its claim is kept, naming the report whose task the log holds
+            claim = _claim(aws, "lost-1")
+            assert claim is not None
+            assert _ids_of_key(aws, "lost-1") == {claim["report_id"]["S"]}
+            # and the client's retry gets that same id: every task of the key is one report
             kinesis.failing = False
+            again = await _submit(edge, synthetic_request(idempotency_key="lost-1"))
+            assert (again.report_id, again.deduplicated) == (claim["report_id"]["S"], True)
+            assert _ids_of_key(aws, "lost-1") == {again.report_id}
+            # and another request under the key is refused
             changed = synthetic_request(
                 idempotency_key="lost-1", output_format=pb.OUTPUT_FORMAT_JSON
             )
-            accepted = await _submit(edge, changed)
-            assert not accepted.deduplicated
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await _submit(edge, synthetic_request(idempotency_key="lost-1"))
+                await _submit(edge, changed)
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     finally:
         await clients.close()
+
+
+async def test_a_claim_made_too_late_to_enqueue_is_released(
+    region_env: dict[str, str], api_key: str, aws: RegionResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a call budget the claim uses up entirely (the client sets no deadline)
+    budget = 0.5
+    env = {**region_env, resources.ENV.CALL_BUDGET_SECONDS: str(budget)}
+    real_claim = idempotency.ClaimStore.claim
+
+    async def slow_claim(self: idempotency.ClaimStore, *args: Any, **kwargs: Any) -> Any:
+        claimed = await real_claim(self, *args, **kwargs)
+        await asyncio.sleep(budget + 0.1)
+        return claimed
+
+    monkeypatch.setattr(idempotency.ClaimStore, "claim", slow_claim)
+    async with running_edge(load_settings(env), api_key) as edge:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await edge.stub.SubmitReport(
+                synthetic_request(idempotency_key="late-1"), metadata=edge.auth()
+            )
+    # Then UNAVAILABLE, nothing was sent, and the key is free again
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert _claim(aws, "late-1") is None
+    assert _ids_of_key(aws, "late-1") == set()
 
 
 async def test_an_expired_claim_still_there_lets_the_key_make_a_new_report(
@@ -251,3 +288,13 @@ async def test_an_expired_claim_still_there_lets_the_key_make_a_new_report(
     claim = _claim(aws, "old-key")
     assert claim is not None
     assert claim["report_id"]["S"] == again.report_id
+
+
+async def test_the_sdk_raises_idempotency_key_reused_naming_the_key(edge: Edge) -> None:
+    async with AsyncReportClient(edge.target, api_key=edge.key) as sdk:
+        first = await sdk.submit("synthetic", {"output_rows": 10}, idempotency_key="sdk-1")
+        with pytest.raises(errors.IdempotencyKeyReused) as caught:
+            await sdk.submit("synthetic", {"output_rows": 11}, idempotency_key="sdk-1")
+    assert caught.value.key == "sdk-1"
+    assert "'sdk-1'" in caught.value.message
+    assert first.report_id in caught.value.message

@@ -16,7 +16,7 @@ import redis
 
 from bench.fake_kinesis import FakeKinesisProcess
 from grpc_edge.kinesis_writer import KinesisCallError, KinesisWriter
-from reportgrid import tasks
+from reportgrid import tasks, tracing
 from reportgrid.local.bootstrap import RegionResources
 from reportgrid.local.servers import free_port
 from reportgrid.settings import Settings
@@ -167,3 +167,19 @@ async def test_first_call_goes_through_botocore_and_a_denial_keeps_it_there(
         assert (outcomes, judged.calls) == (["ok"] * 3, 1)
         assert keep_alive_kinesis.take_records() == [bytes([1]), bytes([2])]
     await writer.close()
+
+
+async def test_submit_writes_the_callers_trace_context_into_the_task(
+    edge: Edge, aws: RegionResources
+) -> None:
+    # Given a caller that sends an X-Ray header, and one that sends nothing
+    stub: Any = edge.stub  # the generated stub's types are the sync ones
+    header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    traced = await stub.SubmitReport(
+        synthetic_request(), metadata=(*edge.auth(), ("x-amzn-trace-id", header)), timeout=5
+    )
+    plain = await stub.SubmitReport(synthetic_request(), metadata=edge.auth(), timeout=5)
+    # Then the task carries the caller's context, or one minted by the edge
+    written = {t.report_id: t.trace_header for t in stream_tasks(aws)}
+    assert written[traced.report_id] == header
+    assert tracing.parse_header(written[plain.report_id]) is not None

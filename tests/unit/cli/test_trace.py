@@ -204,3 +204,29 @@ def test_the_command_prints_json_and_says_when_nothing_names_the_report(tmp_path
     assert missing.exit_code == Exit.NOT_FOUND
     bad = runner.invoke(app, ["trace", "nope", "--state-dir", str(tmp_path)], env=NO_API_KEY)
     assert bad.exit_code == Exit.USAGE
+
+
+def test_a_workers_step_line_gives_its_text_and_fields_and_the_trace_id() -> None:
+    # The line reportgrid/tracing.py log_step writes through a plain-text logger
+    root = "1-5759e988-bd862e3fe1be46a994272793"
+    fields = {"event": "takeover", "report_id": RID, "tenant": "acme", "trace_id": root}
+    line = (
+        "2026-12-02 02:14:58,500 INFO functions.standby.worker "
+        f"taking over report {RID} from eu-west-1 {json.dumps(fields)}"
+    )
+    step = trace.parse_line(line, RID, component="standby-b", region="us-east-1", source="s")
+    assert step is not None
+    assert step.event == f"taking over report {RID} from eu-west-1"
+    assert step.fields == fields
+    assert trace.trace_ids([step]) == [root]
+    # Braces that are not a JSON object stay text
+    odd = trace.parse_line(
+        f"2026-12-02 02:14:58,500 INFO x report {RID} {{not json}}",
+        RID,
+        component="c",
+        region="r",
+        source="s",
+    )
+    assert odd is not None
+    assert odd.event == f"report {RID} {{not json}}"
+    assert odd.fields == {}

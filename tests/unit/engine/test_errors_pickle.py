@@ -23,6 +23,7 @@ SAMPLES: dict[type[BaseException], tuple[tuple[Any, ...], dict[str, Any]]] = {
     errors.OutOfRange: (([FieldViolation("read_offset", "is past the end")],), {}),
     errors.NotFound: (("report", "r-1"), {}),
     errors.FailedPrecondition: (("report r-1", "it is running"), {"type_": "STATE"}),
+    errors.IdempotencyKeyReused: (("made from another request",), {"key": "k-1"}),
     errors.IllegalTransition: (("report r-1", "RUNNING", "PENDING"), {}),
     errors.Conflict: (("raced",), {}),
     errors.Unauthenticated: (("no key",), {}),

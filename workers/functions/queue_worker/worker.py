@@ -47,7 +47,7 @@ from functions.runner import (
     Runner,
     is_transient_error,
 )
-from reportgrid import resources, tasks
+from reportgrid import resources, tasks, tracing
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 log = logging.getLogger(__name__)
+_TERMINAL = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
 
 RETRY_BACKOFF_CAP_SECONDS: Final = 60
 DEFAULT_STOP_GRACE_SECONDS: Final = 100.0
@@ -141,6 +142,7 @@ class QueueWorker(QueueConsumer):
             self._count("PoisonRecords")
             self._delete(message)
             return
+        tracing.log_step(log, "picked_up", task, receives=receives)
         try:
             result = self._runner.run(
                 task, heartbeat_hooks=[lambda: self._change_visibility(message, self._visibility)]
@@ -152,6 +154,13 @@ class QueueWorker(QueueConsumer):
             slots = self._runner.services.slots
             if slots is not None and (uncapped := slots.take_fail_opens()):
                 self._emit(resources.METRIC.SLOTS_FAIL_OPEN, MetricUnit.Count, uncapped)
+        tracing.log_step(
+            log,
+            "terminal" if result.outcome in _TERMINAL else "ran",
+            task,
+            outcome=result.outcome.value,
+            duration_ms=result.duration_ms,
+        )
         if result.outcome is Outcome.BUSY:
             # Another worker holds it: look again once its lease has run out.
             self._change_visibility(message, math.ceil(result.retry_after_seconds) + 1)

@@ -29,7 +29,7 @@ from functions.process import RECEIVE_COUNT
 from functions.runner import Outcome, Runner, is_transient_error
 from functions.standby.decide import Verdict, decide, is_alive
 from functions.store import now_ms
-from reportgrid import resources, tasks
+from reportgrid import resources, tasks, tracing
 from reportgrid.records import ReportRecord
 from reportgrid.states import State
 from reportgrid.task.v1.task_pb2 import TaskRecord
@@ -122,7 +122,12 @@ class StandbyWorker(QueueConsumer):
         if decision.verdict is Verdict.WAIT:
             self._later(message, task, decision.wait_seconds)
             return "waiting"
-        log.info("taking over report %s from %s", task.report_id, task.home_region)
+        tracing.log_step(
+            log,
+            "takeover",
+            task,
+            text=f"taking over report {task.report_id} from {task.home_region}",
+        )
         try:
             result = self._runner.run(
                 task,
@@ -140,6 +145,9 @@ class StandbyWorker(QueueConsumer):
             self._later(message, task, self._visibility + self._margin)
             return "stood-down"
         self._delete(message)
+        tracing.log_step(
+            log, "terminal", task, outcome=result.outcome.value, duration_ms=result.duration_ms
+        )
         return f"ran-{result.outcome.name.lower()}"
 
     def _confirm(self, claimed: ReportRecord) -> bool:

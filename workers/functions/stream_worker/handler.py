@@ -52,7 +52,7 @@ from functions.runner import (
 from functions.store import store_for
 from functions.stream_worker.forward import forward
 from functions.tenant_slots import slots_for
-from reportgrid import resources, tasks, validation
+from reportgrid import resources, tasks, tracing, validation
 from reportgrid.engine.registry import CostClass
 from reportgrid.errors import InvalidArgument
 from reportgrid.settings import get_settings
@@ -164,6 +164,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
                 queue_url=deps.heavy_queue_url,
             )
             metrics.add_metric("TasksForwarded", MetricUnit.Count, len(heavy) - len(forward_failed))
+        for seq, task in heavy.items():
+            if seq not in forward_failed:
+                logger.info("forwarded", extra=tracing.report_fields(task, "forwarded"))
     light = _run_light_batch(event, heavy, deps)
     deferred = {
         seq: found[0]
@@ -281,6 +284,13 @@ def _light_outcome(
     finally:
         logger.remove_keys(["report_id"])
     _record_metrics(outcome.outcome, outcome.duration_ms)
+    event = "terminal" if outcome.outcome in _TERMINAL else "ran"
+    fields = tracing.report_fields(
+        task, event, outcome=outcome.outcome.value, duration_ms=outcome.duration_ms
+    )
+    if event == "terminal":  # the slowest-reports query reads it
+        fields["time_to_terminal_ms"] = int(time.time() * 1000) - task.accept_time.ToMilliseconds()
+    logger.info(event, extra=fields)
     if outcome.outcome in _TERMINAL:
         _record_time_to_terminal(task)
     return outcome.outcome.value

@@ -192,7 +192,10 @@ class AsyncReportClient:
         async def run(stub: pb_grpc.ReportServiceAsyncStub) -> pb.SubmitReportResponse:
             return await stub.SubmitReport(request, **self._kw(timeout))
 
-        return await self._invoke(run)
+        try:
+            return await self._invoke(run)
+        except errors.IdempotencyKeyReused as err:  # named: the key may be a generated one
+            raise errors.IdempotencyKeyReused(err.message, key=request.idempotency_key) from None
 
     async def get(
         self,

@@ -188,7 +188,10 @@ class ReportClient:
         def run(stub: pb_grpc.ReportServiceStub) -> pb.SubmitReportResponse:
             return stub.SubmitReport(request, **self._kw(timeout))
 
-        return self._invoke(run)
+        try:
+            return self._invoke(run)
+        except errors.IdempotencyKeyReused as err:  # named: the key may be a generated one
+            raise errors.IdempotencyKeyReused(err.message, key=request.idempotency_key) from None
 
     def get(
         self,

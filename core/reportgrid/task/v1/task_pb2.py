@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from reportgrid.v1 import reports_pb2 as reportgrid_dot_v1_dot_reports__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dreportgrid/task/v1/task.proto\x12\x12reportgrid.task.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1breportgrid/v1/reports.proto\"\xbc\x01\n\nTaskRecord\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x13\n\x0bhome_region\x18\x03 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x07request\x18\x05 \x01(\x0b\x32\".reportgrid.v1.SubmitReportRequest\x12\x10\n\x08mirrored\x18\x06 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dreportgrid/task/v1/task.proto\x12\x12reportgrid.task.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1breportgrid/v1/reports.proto\"\xd2\x01\n\nTaskRecord\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x13\n\x0bhome_region\x18\x03 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pt_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x07request\x18\x05 \x01(\x0b\x32\".reportgrid.v1.SubmitReportRequest\x12\x10\n\x08mirrored\x18\x06 \x01(\x08\x12\x14\n\x0ctrace_header\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'reportgrid.task.v1.task_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASKRECORD']._serialized_start=116
-  _globals['_TASKRECORD']._serialized_end=304
+  _globals['_TASKRECORD']._serialized_end=326
 # @@protoc_insertion_point(module_scope)

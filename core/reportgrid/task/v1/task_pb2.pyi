@@ -32,6 +32,7 @@ class TaskRecord(_message.Message):
     ACCEPT_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_FIELD_NUMBER: _builtins.int
     MIRRORED_FIELD_NUMBER: _builtins.int
+    TRACE_HEADER_FIELD_NUMBER: _builtins.int
     report_id: _builtins.str
     """The verified report id the edge issued."""
     tenant: _builtins.str
@@ -40,6 +41,10 @@ class TaskRecord(_message.Message):
     """The region whose edge accepted the task."""
     mirrored: _builtins.bool
     """Set on the copy mirrored to the peer region's standby queue."""
+    trace_header: _builtins.str
+    """The trace this report belongs to, as an X-Ray trace header
+    ("Root=1-...;Parent=...;Sampled=..."; reportgrid/tracing.py). "" from older edges.
+    """
     @_builtins.property
     def accept_time(self) -> _timestamp_pb2.Timestamp:
         """When the edge accepted it."""
@@ -57,10 +62,11 @@ class TaskRecord(_message.Message):
         accept_time: _timestamp_pb2.Timestamp | None = ...,
         request: _reports_pb2.SubmitReportRequest | None = ...,
         mirrored: _builtins.bool = ...,
+        trace_header: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "home_region", b"home_region", "mirrored", b"mirrored", "report_id", b"report_id", "request", b"request", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_time", b"accept_time", "home_region", b"home_region", "mirrored", b"mirrored", "report_id", b"report_id", "request", b"request", "tenant", b"tenant", "trace_header", b"trace_header"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
