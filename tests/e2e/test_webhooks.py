@@ -203,6 +203,16 @@ def test_one_verified_delivery_per_terminal_state(hooks: Hooks) -> None:
         assert event["tenant"] == TENANT
         assert event["event_id"] == events.event_id(report_id, state)
         assert "notify_url" not in event  # where it goes is not news to the receiver
+    # And each delivery is a step of its report's life (reportgrid trace reads these fields)
+    steps = [
+        json.loads(line[line.index("{") :])
+        for line in hooks.function_log().read_text(errors="replace").splitlines()
+        if '"webhook_delivered"' in line
+    ]
+    delivered = {s["report_id"]: s for s in steps if s.get("event") == "webhook_delivered"}
+    for report_id in expected:
+        assert delivered[report_id]["home_region"] == REGION
+        assert delivered[report_id]["tenant"] == TENANT
     # EXPIRED is not announced: nothing is written when a report expires (events.py).
 
 

@@ -146,6 +146,7 @@ def record_handler(record: SQSRecord) -> str:
         "event_id": item.event_id,
         "report_id": item.detail.get("report_id"),
         "tenant": item.tenant,
+        "home_region": item.detail.get("home_region"),
         "attempt": item.attempt + 1,
     }
     if not url:
@@ -155,7 +156,10 @@ def record_handler(record: SQSRecord) -> str:
     outcome = deliver_once(item, str(url), deps)
     if outcome.delivered:
         metrics.add_metric(resources.METRIC.WEBHOOKS_DELIVERED, MetricUnit.Count, 1)
-        logger.info("webhook delivered", extra={**context, "status": outcome.status})
+        logger.info(
+            "webhook delivered",
+            extra={**context, "event": "webhook_delivered", "status": outcome.status},
+        )
         return "delivered"
     metrics.add_metric(resources.METRIC.WEBHOOK_ATTEMPTS_FAILED, MetricUnit.Count, 1)
     finished_ms = _now_ms()
@@ -168,7 +172,12 @@ def record_handler(record: SQSRecord) -> str:
         metrics.add_metric(resources.METRIC.WEBHOOKS_GIVEN_UP, MetricUnit.Count, 1)
         logger.error(
             "webhook given up",
-            extra={**context, "reason": outcome.reason, "status": outcome.status},
+            extra={
+                **context,
+                "event": "webhook_given_up",
+                "reason": outcome.reason,
+                "status": outcome.status,
+            },
         )
         return "given up"
     delay = delivery.retry_delay(
