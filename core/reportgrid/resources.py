@@ -91,6 +91,18 @@ ADMIN_AUDIT_PARTITION_PREFIX: Final = "admin!audit!"
 AUDIT_RETENTION_DAYS: Final = 400
 
 
+# Schedules (reportgrid/schedules/items.py, docs/SCHEDULES.md): a schedule item per
+# (tenant, schedule), listed through the tenant index under SCHEDULE_LIST_PARTITION_PREFIX +
+# tenant; and, while it is active, a due item indexed under one of DUE_SHARDS partitions
+# with its next fire as the sort key, so a scheduler run finds every due schedule with
+# DUE_SHARDS range queries ("sort key <= now") and catches up without a cursor.
+SCHEDULE_PREFIX: Final = "sched#"
+DUE_PREFIX: Final = "due#"
+SCHEDULE_LIST_PARTITION_PREFIX: Final = "sched!"
+DUE_PARTITION_PREFIX: Final = "due!"
+DUE_SHARDS: Final = 16
+
+
 def tenant_key(tenant: str) -> dict[str, str]:
     """The primary key of a tenant item."""
     return {PARTITION_KEY: TENANT_PREFIX + tenant}
