@@ -2,17 +2,32 @@
 the local region's moto server works alike). Short timeouts: a stuck call fails as a
 transient error instead of eating the Lambda's or the lease's time.
 
+`LeanPutItem` is boto3's `put_item` for the report store's hot conditional writes, on the
+lean JSON client (reportgrid/aws_json_sync.py) instead of botocore's per-call machinery
+(~1.5 ms of CPU a call: docs/PERFORMANCE.md, issue 22).
+
 `client` is typed per service, as boto3-stubs types `boto3.client`. The stubs are a dev
 dependency only (neither the Lambda asset nor the worker image has them), so they are
 imported for the type checker alone."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, Literal, overload
+import base64
+import json
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
+from botocore.httpsession import get_cert_path
 
+from reportgrid.aws_json import JSON_1_0, error_of
+from reportgrid.aws_json_sync import SyncAwsJsonClient
 from reportgrid.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,13 +42,15 @@ if TYPE_CHECKING:
 Service = Literal["dynamodb", "events", "kinesis", "s3", "sqs", "sts"]
 
 USER_AGENT: Final = "reportgrid-workers"
+_POOL: Final = 32
+MAX_ATTEMPTS: Final = 3  # per call, botocore's standard retry mode (LeanPutItem alike)
 _CONFIG = Config(
     connect_timeout=3,
     read_timeout=10,
-    retries={"max_attempts": 3, "mode": "standard"},
+    retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
     # A batch's writes are in flight together (functions.runner.IO_THREADS): a connection
     # each, kept (botocore's default pool of 10 would discard and reconnect).
-    max_pool_connections=32,
+    max_pool_connections=_POOL,
     # The service validates every request anyway (a bad one is a 4xx we never retry);
     # botocore's client-side check of the same costs ~0.3 ms of CPU per DynamoDB call.
     parameter_validation=False,
@@ -75,3 +92,155 @@ def client(service: Service, settings: Settings, *, session: Session | None = No
     if session is None:
         return boto3.client(service, region_name=region, endpoint_url=endpoint, config=_CONFIG)
     return session.client(service, region_name=region, endpoint_url=endpoint, config=_CONFIG)
+
+
+# What botocore's standard retry mode retries (botocore/retries/standard.py: the throttling
+# codes, the transient codes and statuses, PutItem's modeled retryable error), and a
+# ConnectionError or TimeoutError (the lean client's BadAnswer, i.e. botocore's DynamoDB
+# crc32 retry, among them).
+_RETRIED_CODES: Final = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ReplicatedWriteConflictException",
+    }
+)
+_RETRIED_STATUSES: Final = frozenset({500, 502, 503, 504})
+_MAX_BACKOFF_SECONDS: Final = 20.0
+PUT_ITEM: Final = "DynamoDB_20120810.PutItem"
+
+
+class LeanPutItem:
+    """`put_item(**request)` as the workers' boto3 client answers it: the same request (its
+    JSON as botocore serializes it: binary values in base64), up to MAX_ATTEMPTS attempts
+    with botocore's standard-mode backoff (rand(0, 1) x 2^(attempt - 1) s), and the same
+    exceptions: ClientError with the service's code, message and HTTP status when
+    DynamoDB refuses (ConditionalCheckFailedException included), ConnectionError or
+    TimeoutError when no answer came (what the store maps as botocore's).
+
+    Not kept from botocore's standard mode: its retry quota (a bucket of 500 tokens that
+    stops retries of a client whose calls mostly fail); the store's own attempts bound
+    the retries instead.
+
+    Calls go through `first_via` (the boto3 client) until one gets DynamoDB's answer
+    (written, or its condition failed). AWS judges every signed request itself, but the
+    local region's IAM emulation is a botocore hook (reportgrid/local/iam/hook.py) that
+    this client never passes: a first call through botocore gets the same verdict, and
+    with it denied every call stays on botocore, so a missing grant fails locally as it
+    would in AWS. That is exact while the workers' PutItem grant has no condition on the
+    request (CDK grant_read_write_data on the table: none), as the edge's claims.
+    """
+
+    def __init__(
+        self,
+        http: SyncAwsJsonClient,
+        *,
+        first_via: DynamoDBClient | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.http = http
+        self._first_via = first_via
+        self._judged = first_via is None
+        self._judged_lock = threading.Lock()
+        self._sleep = sleep
+        self._jitter = jitter
+
+    def put_item(self, **request: Any) -> dict[str, Any]:
+        if not self._judged and self._first_via is not None:
+            return self._put_first(request)
+        body = json.dumps(request, separators=(",", ":"), default=_json_blob).encode()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                status, answer = self.http.call(PUT_ITEM, JSON_1_0, body)
+            except (ConnectionError, TimeoutError):
+                if attempt == MAX_ATTEMPTS:
+                    raise
+            else:
+                if status == 200:
+                    return {}
+                error = _client_error(status, answer)
+                if attempt == MAX_ATTEMPTS or not _retried(status, error):
+                    raise error
+            self._sleep(self._jitter() * min(2.0 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
+        raise AssertionError("unreachable")
+
+    def _put_first(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._first_via is not None
+        try:
+            answer: dict[str, Any] = dict(self._first_via.put_item(**request))
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                self._judge()
+            raise
+        self._judge()
+        return answer
+
+    def _judge(self) -> None:
+        with self._judged_lock:
+            self._judged = True
+
+
+def _json_blob(value: object) -> str:
+    """The JSON protocol's form of a binary attribute value (B, BS), as botocore sends it."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"{type(value).__name__} is not an attribute value")
+
+
+def _client_error(status: int, answer: bytes) -> ClientError:
+    """The ClientError botocore raises for this answer: the code and message, the error's
+    other members (e.g. the old Item of ReturnValuesOnConditionCheckFailure) alongside."""
+    code, message, doc = error_of(answer)
+    response: dict[str, Any] = {
+        k: v for k, v in doc.items() if k not in {"__type", "message", "Message"}
+    }
+    response["Error"] = {"Code": code, "Message": message}
+    response["ResponseMetadata"] = {"HTTPStatusCode": status}
+    return ClientError(response, "PutItem")  # type: ignore[arg-type]
+
+
+def _retried(status: int, error: ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    return code in _RETRIED_CODES or status in _RETRIED_STATUSES
+
+
+def lean_put_item(ddb: DynamoDBClient, *, session: Session | None = None) -> LeanPutItem | None:
+    """The lean PutItem of `ddb`'s endpoint and region, signed with the credentials of
+    `session` (boto3's default session: the one `client` builds from), the provider chain
+    botocore refreshes (the Lambda's environment, the ECS task role on Fargate). None
+    without credentials (boto3 then fails each call as it would)."""
+    chosen = session or boto3.DEFAULT_SESSION or boto3.Session()
+    credentials = chosen.get_credentials()
+    if credentials is None:
+        return None
+    # The endpoint botocore resolved: https://dynamodb.<region>.amazonaws.com in AWS, the
+    # moto server locally; TLS verified against the CA bundle boto3 trusts.
+    endpoint = ddb.meta.endpoint_url
+    context = None
+    if endpoint.startswith("https:"):
+        bundle = chosen._session.get_config_variable("ca_bundle")  # AWS_CA_BUNDLE, if set
+        context = ssl.create_default_context(cafile=bundle or get_cert_path(True))
+    http = SyncAwsJsonClient(
+        endpoint,
+        ddb.meta.region_name,
+        "dynamodb",
+        credentials,
+        ssl_context=context,
+        idle_connections=_POOL,
+    )
+    return LeanPutItem(http, first_via=ddb)

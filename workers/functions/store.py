@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from functions.arbiter import LeaseArbiter
-from reportgrid import intents, records, resources
+from functions.clients import LeanPutItem, lean_put_item
+from reportgrid import intents, records, resources, tracing
 from reportgrid.engine.kinds import REGISTRY
 from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded
 from reportgrid.intents import Snapshot
@@ -144,8 +145,13 @@ class ReportStore:
         clock: Callable[[], int] = now_ms,
         arbiter: LeaseArbiter | None = None,
         region: str = "",
+        lean: LeanPutItem | None = None,
     ) -> None:
         self._ddb = ddb
+        # The conditional PutItems (claims, renewals, terminal writes: a report's hot
+        # path) through the lean client when given one, with boto3's request, retries and
+        # exceptions; the rare calls through boto3.
+        self._writes: DynamoDBClient | LeanPutItem = lean if lean is not None else ddb
         self._table = table_name
         self._clock = clock
         self._arbiter = arbiter
@@ -296,7 +302,7 @@ class ReportStore:
             put["ExpressionAttributeValues"] = condition.values
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                self._ddb.put_item(**put)
+                self._writes.put_item(**put)
                 return new
             except ClientError as err:
                 if err.response.get("Error", {}).get("Code") == CONDITION_FAILED:
@@ -562,11 +568,18 @@ class ReportStore:
 def store_for(settings: Settings, ddb: DynamoDBClient) -> ReportStore:
     """The workers' store for these settings: with the lease arbiter when the deployment
     has its table (REPORTGRID_ARBITER_TABLE_NAME), on the same client (an MRSC replica is
-    in this region, like the reports table's)."""
+    in this region, like the reports table's), and its writes on the lean PutItem of
+    that client's endpoint and credentials."""
     arbiter = None
     if settings.arbiter_table_name:
         arbiter = LeaseArbiter(ddb, settings.arbiter_table_name)
-    return ReportStore(ddb, settings.table_name, arbiter=arbiter, region=settings.region)
+    return ReportStore(
+        ddb,
+        settings.table_name,
+        arbiter=arbiter,
+        region=settings.region,
+        lean=lean_put_item(ddb),
+    )
 
 
 class _PrefetchedStore(ReportStore):
@@ -621,6 +634,8 @@ def _new_record(task: TaskRecord, now: int) -> ReportRecord:
         spec=records.request_spec(
             request, kind_version=_kind_version(request.kind), ttl_seconds=task_ttl(task)
         ),
+        # Kept on every later write (ReportRecord.extra): the completion event names it.
+        extra=tracing.item_attributes(task),
     )
 
 
