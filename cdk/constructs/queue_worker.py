@@ -22,6 +22,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
@@ -39,6 +41,12 @@ STANDBY_SERVICE = "reportgrid-standby-worker"
 # longest stop timeout gives it two minutes before SIGKILL.
 STOP_TIMEOUT_SECONDS = 120
 BACKLOG_POLICY_NAME = "backlog-per-task"
+# The X-Ray daemon sidecar (docs/OBSERVABILITY.md, "Traces through the queue"): AWS's image
+# on public ECR, the 3.x line.
+XRAY_DAEMON_CONTAINER = "xray-daemon"
+XRAY_DAEMON_IMAGE = "public.ecr.aws/xray/aws-xray-daemon:3.x"
+XRAY_DAEMON_ADDRESS_ENV = r.ENV.XRAY_DAEMON_ADDRESS
+XRAY_DAEMON_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
 # Fargate platform 1.4+ gives every task 20 GiB of ephemeral storage unless the task
 # definition asks for more (ECS docs, "Fargate task ephemeral storage").
 FARGATE_EPHEMERAL_STORAGE_MIB = 20 * 1024
@@ -96,6 +104,7 @@ class QueueWorker(Construct):
             logging=ecs.LogDrivers.aws_logs(stream_prefix=container_name, log_group=log_group),
             stop_timeout=Duration.seconds(STOP_TIMEOUT_SECONDS),
         )
+        self.xray_daemon = xray_daemon_sidecar(task, self.container, log_group=log_group)
         self.service = ecs.FargateService(
             self,
             "Service",
@@ -156,6 +165,40 @@ class QueueWorker(Construct):
             "The environment holds resource names, URLs and sizes only; the id secrets and "
             "the Valkey URL come from Secrets Manager as ECS secrets.",
         )
+
+
+def xray_daemon_sidecar(
+    task: ecs.FargateTaskDefinition, worker: ecs.ContainerDefinition, *, log_group: logs.ILogGroup
+) -> ecs.ContainerDefinition:
+    """The X-Ray daemon beside the worker: the worker sends each report's segment to it
+    over UDP (functions/segments.py) and the daemon uploads them with the task role.
+    Settings from "Running the X-Ray daemon on Amazon ECS" (the official image, 32 CPU
+    units, 256 MiB reserved, containerPort 2000/udp); in awsvpc mode the task's containers
+    share localhost, hence 127.0.0.1. Not essential: a daemon that stops loses segments,
+    never reports (the send is fire and forget)."""
+    daemon = task.add_container(
+        XRAY_DAEMON_CONTAINER,
+        image=ecs.ContainerImage.from_registry(XRAY_DAEMON_IMAGE),
+        cpu=32,
+        memory_reservation_mib=256,
+        essential=False,
+        port_mappings=[ecs.PortMapping(container_port=2000, protocol=ecs.Protocol.UDP)],
+        logging=ecs.LogDrivers.aws_logs(stream_prefix=XRAY_DAEMON_CONTAINER, log_group=log_group),
+    )
+    worker.add_environment(XRAY_DAEMON_ADDRESS_ENV, "127.0.0.1:2000")
+    # What the daemon calls (AWSXRayDaemonWriteAccess without the sampling calls: the
+    # workers decide sampling themselves and never ask the daemon for rules).
+    task.add_to_task_role_policy(
+        iam.PolicyStatement(actions=list(XRAY_DAEMON_ACTIONS), resources=["*"])
+    )
+    suppress(
+        task.task_role,
+        "AwsSolutions-IAM5",
+        "xray:PutTraceSegments and xray:PutTelemetryRecords accept no resource but * "
+        "(Service Authorization Reference, AWS X-Ray).",
+        findings=["Resource::*"],
+    )
+    return daemon
 
 
 def _metric_query(

@@ -7,7 +7,8 @@ The contract (extend only by adding fields; a breaking change is a new schema_ve
 - detail: schema_version, event_id (the same for every delivery of one report's terminal
   state, so consumers dedupe by it: delivery is at least once), report_id, tenant, kind,
   state, create_time/start_time/end_time (RFC 3339 UTC, or null), region (whose worker
-  ended it), home_region, attempts, result (or null), error (or null), labels, notify_url.
+  ended it), home_region, attempts, result (or null), error (or null), labels, notify_url,
+  and trace_id (the X-Ray trace id the edge gave the report) when the item holds one.
 
 Which table-stream records announce anything is decided here too (`announces`), and the
 event-source mapping's filter (`stream_filter_patterns`) is its coarse, service-side copy,
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from reportgrid import records, resources
+from reportgrid import records, resources, tracing
 from reportgrid.errors import bounded
 from reportgrid.records import ReportRecord
 from reportgrid.states import State
@@ -121,6 +122,8 @@ def detail(record: ReportRecord, *, region: str) -> dict[str, Any]:
         else None,
         "labels": _labels(record),
         "notify_url": _notify_url(record),
+        # Optional (added, schema_version unchanged): only when the item holds one.
+        **({"trace_id": trace} if (trace := tracing.stored_trace_id(record.extra)) else {}),
     }
 
 

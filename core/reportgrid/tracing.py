@@ -5,7 +5,8 @@ Format: the X-Ray trace header, `Root=1-<8 hex epoch s>-<24 hex>;Parent=<16 hex>
 (docs/OBSERVABILITY.md says why X-Ray and not W3C/OpenTelemetry). The edge takes the
 caller's `x-amzn-trace-id` or W3C `traceparent` metadata (the two ids map one to one: the
 W3C trace id is the X-Ray id's 8 + 24 hex digits) or mints one, and writes the header into
-TaskRecord.trace_header; the workers log its Root as `trace_id` on every report line.
+TaskRecord.trace_header; the workers log its Root as `trace_id` on every report line and
+send their segments in its trace (functions/segments.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -102,6 +103,34 @@ def trace_id(task: TaskRecord) -> str:
     """The task's trace id ("" for a task written before the field existed)."""
     found = parse_header(task.trace_header) if task.trace_header else None
     return found.trace_id if found else ""
+
+
+# The report item's attribute holding the trace id (a ReportRecord keeps an attribute it
+# does not know in `extra` and writes it back), so that what is made from the item alone
+# -- the completion event, its webhook deliveries -- can name the trace.
+ITEM_ATTRIBUTE: Final = "trace_id"
+
+
+def item_attributes(task: TaskRecord) -> dict[str, dict[str, str]]:
+    """The attribute to store on the report's first write ({} for a task without one)."""
+    found = trace_id(task)
+    return {ITEM_ATTRIBUTE: {"S": found}} if found else {}
+
+
+def stored_trace_id(extra: Mapping[str, Mapping[str, object]]) -> str | None:
+    """The trace id a report item holds (ReportRecord.extra), if it is one."""
+    value = extra.get(ITEM_ATTRIBUTE, {}).get("S")
+    return value if isinstance(value, str) and _ROOT.fullmatch(value) else None
+
+
+def time_to_terminal_ms(task: TaskRecord, now_ms: int | None = None) -> int | None:
+    """Milliseconds from the edge's acceptance to now, the `time_to_terminal_ms` of a
+    terminal line (the slowest-reports query reads it); None for a task without
+    accept_time."""
+    if not task.HasField("accept_time"):
+        return None
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return max(0, now - task.accept_time.ToMilliseconds())
 
 
 def report_fields(task: TaskRecord, event: str, **extra: object) -> dict[str, object]:

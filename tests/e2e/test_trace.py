@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,21 @@ def _state_dir(region: DevRegion) -> Path:
     return Path(args[args.index("--state-dir") + 1])
 
 
+def _traced_through(dev: DevRegion, report_id: str, last: str = "event_published") -> Any:
+    """`trace --json` once the `last` step is logged: the events function reads the table
+    stream on its own poll, a moment after the terminal write that `--wait` saw."""
+    deadline = time.monotonic() + 20
+    while True:
+        traced = dev.cli("trace", report_id, "--state-dir", str(_state_dir(dev)), "--json")
+        assert traced.returncode == 0, traced.stderr
+        found = json.loads(traced.stdout)
+        if any(s["fields"].get("event") == last for s in found["steps"]):
+            return found
+        if time.monotonic() > deadline:
+            return found  # the caller's assertion shows what was there
+        time.sleep(0.5)
+
+
 def test_a_heavy_reports_life_in_order_with_durations(dev: DevRegion) -> None:
     # Given a heavy report that ran on the queue worker
     submitted = dev.cli("submit", "synthetic_heavy", "--param", "output_rows=5", "--wait", "--json")
@@ -37,9 +54,8 @@ def test_a_heavy_reports_life_in_order_with_durations(dev: DevRegion) -> None:
     assert final["state"] == "REPORT_STATE_SUCCEEDED", submitted.stderr
     report_id = final["report_id"]
     # When it is traced from the local region's logs (and its record: the API key is set)
-    traced = dev.cli("trace", report_id, "--state-dir", str(_state_dir(dev)), "--json")
-    assert traced.returncode == 0, traced.stderr
-    steps = json.loads(traced.stdout)["steps"]
+    traced = _traced_through(dev, report_id)
+    steps = traced["steps"]
     # Then every step is there, oldest first, each with the time since the one before
     record = [s["event"] for s in steps if s["source"] == "record"]
     assert record == ["accepted", "started", "ended SUCCEEDED"], steps
@@ -55,12 +71,14 @@ def test_a_heavy_reports_life_in_order_with_durations(dev: DevRegion) -> None:
         if step["source"] != "record":
             assert report_id in json.dumps(step), step
     worker_steps = [s["fields"]["event"] for s in steps if s["fields"].get("event")]
-    assert worker_steps == ["forwarded", "picked_up", "terminal"], steps
+    assert worker_steps == ["forwarded", "picked_up", "terminal", "event_published"], steps
+    (terminal,) = (s["fields"] for s in steps if s["fields"].get("event") == "terminal")
+    assert 0 < terminal["time_to_terminal_ms"] < 120_000, terminal  # the slowest-reports query
     events = [s["event"] for s in steps]
     assert events.index("accepted") < events.index("forwarded")
     assert events.index("terminal") <= events.index("ended SUCCEEDED") + 1
     # ...each line with the report's fields and one trace id, the one the edge minted
-    traced_ids = json.loads(traced.stdout)["trace_ids"]
+    traced_ids = traced["trace_ids"]
     assert len(traced_ids) == 1, traced_ids
     for step in steps:
         if step["fields"].get("event"):
@@ -71,6 +89,17 @@ def test_a_heavy_reports_life_in_order_with_durations(dev: DevRegion) -> None:
     text = dev.cli("trace", report_id, "--state-dir", str(_state_dir(dev)))
     assert "ended SUCCEEDED" in text.stdout
     assert f"trace {traced_ids[0]}" in text.stdout
+
+
+def test_a_light_reports_claim_by_the_stream_worker_is_a_step(dev: DevRegion) -> None:
+    submitted = dev.cli("submit", "synthetic", "--param", "output_rows=2", "--wait", "--json")
+    final = json.loads(submitted.stdout.strip().splitlines()[-1])
+    assert final["state"] == "REPORT_STATE_SUCCEEDED", submitted.stderr
+    steps = _traced_through(dev, final["report_id"])["steps"]
+    worker = [s["fields"] for s in steps if s["fields"].get("event")]
+    assert [f["event"] for f in worker] == ["picked_up", "terminal", "event_published"], steps
+    assert {f.get("service") for f in worker[:2]} == {"reportgrid-stream-worker"}, worker
+    assert len({f["trace_id"] for f in worker}) == 1, worker
 
 
 def test_top_shows_requests_and_reports_once_the_edge_flushed(dev: DevRegion) -> None:

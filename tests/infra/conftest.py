@@ -163,7 +163,7 @@ def container(template: Template, command: list[str]) -> dict[str, Any]:
         c
         for task in template.find_resources("AWS::ECS::TaskDefinition").values()
         for c in task["Properties"]["ContainerDefinitions"]
-        if c["Command"] == command
+        if c.get("Command") == command  # the X-Ray daemon sidecar runs its image's own
     )
     return dict(found)
 

@@ -115,7 +115,7 @@ def test_edge_container_runs_the_edge_with_its_secrets_and_drain_time(eu: Templa
         c
         for task in eu.find_resources("AWS::ECS::TaskDefinition").values()
         for c in task["Properties"]["ContainerDefinitions"]
-        if c["Command"] == ["python", "-m", "grpc_edge"]
+        if c.get("Command") == ["python", "-m", "grpc_edge"]
     )
     environment = {e["Name"]: e["Value"] for e in edge["Environment"]}
     assert environment[r.ENV.EDGE_PORT] == str(r.EDGE_PORT)

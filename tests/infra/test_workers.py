@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from aws_cdk.assertions import Match, Template
 
-from cdk.constructs.queue_worker import BACKLOG_POLICY_NAME, STANDBY_COMMAND, WORKER_COMMAND
+from cdk.constructs.queue_worker import (
+    BACKLOG_POLICY_NAME,
+    STANDBY_COMMAND,
+    WORKER_COMMAND,
+    XRAY_DAEMON_ACTIONS,
+    XRAY_DAEMON_ADDRESS_ENV,
+    XRAY_DAEMON_CONTAINER,
+    XRAY_DAEMON_IMAGE,
+)
 from cdk.constructs.stream_worker import HANDLER
 from reportgrid import resources as r
 from reportgrid.settings import load_settings
@@ -83,21 +92,59 @@ def test_queue_worker_runs_the_worker_command_with_its_settings(eu: Template) ->
     eu.has_resource_properties(
         "AWS::ECS::TaskDefinition",
         {
-            "ContainerDefinitions": [
-                Match.object_like(
-                    {
-                        "Command": ["python", "-m", "functions.queue_worker"],
-                        "Environment": Match.array_with(
-                            [{"Name": r.ENV.SERVICE_NAME, "Value": r.SERVICE_QUEUE_WORKER}]
-                        ),
-                        "Secrets": Match.array_with(
-                            [Match.object_like({"Name": r.ENV.ID_SECRETS})]
-                        ),
-                    }
-                )
-            ]
+            "ContainerDefinitions": Match.array_with(
+                [
+                    Match.object_like(
+                        {
+                            "Command": ["python", "-m", "functions.queue_worker"],
+                            "Environment": Match.array_with(
+                                [{"Name": r.ENV.SERVICE_NAME, "Value": r.SERVICE_QUEUE_WORKER}]
+                            ),
+                            "Secrets": Match.array_with(
+                                [Match.object_like({"Name": r.ENV.ID_SECRETS})]
+                            ),
+                        }
+                    )
+                ]
+            )
         },
     )
+
+
+@pytest.mark.parametrize("command", [list(WORKER_COMMAND), list(STANDBY_COMMAND)])
+def test_fargate_workers_send_segments_to_an_xray_daemon_sidecar(
+    eu: Template, command: list[str]
+) -> None:
+    # The worker points its segments at the sidecar in its own task (awsvpc: localhost)...
+    worker = container(eu, command)
+    variables = {v["Name"]: v["Value"] for v in worker["Environment"]}
+    assert variables[XRAY_DAEMON_ADDRESS_ENV] == "127.0.0.1:2000"
+    ((task_id, task),) = (
+        (lid, t)
+        for lid, t in eu.find_resources("AWS::ECS::TaskDefinition").items()
+        if worker in t["Properties"]["ContainerDefinitions"]
+    )
+    # ...the daemon as the X-Ray guide's ECS task definition has it, not essential...
+    (daemon,) = (
+        c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == XRAY_DAEMON_CONTAINER
+    )
+    assert daemon["Image"] == XRAY_DAEMON_IMAGE
+    assert daemon["Essential"] is False
+    assert (daemon["Cpu"], daemon["MemoryReservation"]) == (32, 256)
+    assert daemon["PortMappings"] == [{"ContainerPort": 2000, "Protocol": "udp"}]
+    # ...and uploads them under the task role.
+    role = task["Properties"]["TaskRoleArn"]["Fn::GetAtt"][0]
+    actions = {
+        action
+        for policy in eu.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in policy["Properties"].get("Roles", [])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Resource"] == "*"
+        for action in (
+            [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        )
+    }
+    assert set(XRAY_DAEMON_ACTIONS) <= actions, (task_id, actions)
 
 
 def test_queue_worker_scales_on_backlog_per_task(synth: Synthesized) -> None:

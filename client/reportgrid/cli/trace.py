@@ -64,6 +64,8 @@ _LOG_GROUP_COMPONENTS: Final = (
     ("StandbyWorkerLogs", "standby"),
     ("StreamFailureDrainLogs", "stream-failures"),
     ("TaskMirrorLogs", "mirror"),
+    ("CompletionEventsLogs", "events"),
+    ("WebhooksLogs", "webhooks"),
     ("Canary", "canary"),
 )
 _DONE: Final = frozenset({"Complete", "Failed", "Cancelled", "Timeout", "Unknown"})

@@ -287,7 +287,13 @@ def image_python() -> Path:
 
 # Variables the code reads besides the settings model's: Powertools' and the AWS SDK's own.
 FOREIGN_VARIABLES: Final = frozenset(
-    {E.LOG_LEVEL, E.METRICS_NAMESPACE, E.SERVICE_NAME, "POWERTOOLS_TRACE_DISABLED"}
+    {
+        E.LOG_LEVEL,
+        E.METRICS_NAMESPACE,
+        E.SERVICE_NAME,
+        E.XRAY_DAEMON_ADDRESS,
+        "POWERTOOLS_TRACE_DISABLED",
+    }
 )
 
 

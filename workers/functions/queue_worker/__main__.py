@@ -15,6 +15,7 @@ from functions.process import configure_logging, settings_or_exit, stop_on_signa
 from functions.queue_worker.pool import GeneratorPool
 from functions.queue_worker.worker import QueueWorker
 from functions.runner import Runner, Services
+from functions.segments import ECS_ORIGIN, SegmentSender
 from functions.store import store_for
 from functions.tenant_slots import slots_for
 from reportgrid import resources
@@ -37,6 +38,11 @@ def main() -> int:
         slots=slots_for(settings, ddb),
     )
     metrics = Metrics(namespace=resources.METRICS_NAMESPACE, service=resources.SERVICE_QUEUE_WORKER)
+    segments = SegmentSender.from_environment(
+        name=resources.SERVICE_QUEUE_WORKER, origin=ECS_ORIGIN
+    )
+    sqs = client("sqs", settings)
+    segments.instrument(ddb, services.s3, sqs)
     worker = QueueWorker(
         Runner(
             services,
@@ -44,12 +50,13 @@ def main() -> int:
             owner_prefix=f"fargate:{settings.region}",
             concurrency=settings.worker_concurrency,
         ),
-        sqs=client("sqs", settings),
+        sqs=sqs,
         queue_url=settings.heavy_queue_url,
         concurrency=settings.worker_concurrency,
         lease_seconds=settings.worker_lease_seconds,
         wait_seconds=settings.queue_wait_seconds,
         metrics=metrics,
+        segments=segments,
     )
 
     stop_on_signals(log, worker.stop, "finishing held reports, taking no new ones")

@@ -45,8 +45,10 @@ from functions.runner import (
     WORKER_ERROR_MESSAGE,
     Outcome,
     Runner,
+    RunResult,
     is_transient_error,
 )
+from functions.segments import SegmentSender
 from reportgrid import resources, tasks, tracing
 from reportgrid.task.v1.task_pb2 import TaskRecord
 
@@ -79,6 +81,7 @@ class QueueWorker(QueueConsumer):
         dlq_url: str | None = None,
         dlq_interval_seconds: float = DEFAULT_DLQ_INTERVAL_SECONDS,
         service: str = resources.SERVICE_QUEUE_WORKER,
+        segments: SegmentSender | None = None,
     ) -> None:
         super().__init__(
             sqs=sqs,
@@ -92,6 +95,8 @@ class QueueWorker(QueueConsumer):
         self._max_receives = max_receives
         self._metrics = metrics
         self._service = service  # the metrics' service dimension
+        # Each report's X-Ray segment, in the report's trace (none without a daemon).
+        self._segments = segments or SegmentSender(None, name=service)
         self._metrics_lock = threading.Lock()  # Powertools Metrics is not thread-safe
         self._dlq_url = dlq_url
         self._dlq_interval = dlq_interval_seconds
@@ -143,24 +148,22 @@ class QueueWorker(QueueConsumer):
             self._delete(message)
             return
         tracing.log_step(log, "picked_up", task, receives=receives)
-        try:
-            result = self._runner.run(
-                task, heartbeat_hooks=[lambda: self._change_visibility(message, self._visibility)]
-            )
-        except Exception as err:
-            self._after_error(message, task, receives, err)
+        result = self._run(message, task, receives)
+        if result is None:
             return
-        finally:
-            slots = self._runner.services.slots
-            if slots is not None and (uncapped := slots.take_fail_opens()):
-                self._emit(resources.METRIC.SLOTS_FAIL_OPEN, MetricUnit.Count, uncapped)
-        tracing.log_step(
-            log,
-            "terminal" if result.outcome in _TERMINAL else "ran",
-            task,
-            outcome=result.outcome.value,
-            duration_ms=result.duration_ms,
-        )
+        if result.outcome in _TERMINAL:  # time_to_terminal_ms: the slowest-reports query
+            tracing.log_step(
+                log,
+                "terminal",
+                task,
+                outcome=result.outcome.value,
+                duration_ms=result.duration_ms,
+                time_to_terminal_ms=tracing.time_to_terminal_ms(task),
+            )
+        else:
+            tracing.log_step(
+                log, "ran", task, outcome=result.outcome.value, duration_ms=result.duration_ms
+            )
         if result.outcome is Outcome.BUSY:
             # Another worker holds it: look again once its lease has run out.
             self._change_visibility(message, math.ceil(result.retry_after_seconds) + 1)
@@ -180,6 +183,28 @@ class QueueWorker(QueueConsumer):
         elif result.outcome is Outcome.FAILED:
             self._count(resources.METRIC.REPORTS_FAILED)
         self._delete(message)
+
+    def _run(self, message: MessageTypeDef, task: TaskRecord, receives: int) -> RunResult | None:
+        """The run, in the report's X-Ray segment; None when it raised (handled here)."""
+        with self._segments.segment(task) as span:
+            try:
+                result = self._runner.run(
+                    task,
+                    heartbeat_hooks=[lambda: self._change_visibility(message, self._visibility)],
+                )
+            except Exception as err:
+                if span is not None:
+                    span.fault = True
+                self._after_error(message, task, receives, err)
+                return None
+            finally:
+                slots = self._runner.services.slots
+                if slots is not None and (uncapped := slots.take_fail_opens()):
+                    self._emit(resources.METRIC.SLOTS_FAIL_OPEN, MetricUnit.Count, uncapped)
+            if span is not None:
+                span.annotations["outcome"] = result.outcome.value
+                span.error = result.outcome is Outcome.FAILED
+        return result
 
     def _put_off(self, message: MessageTypeDef, task: TaskRecord) -> None:
         """Its tenant is at its cap: a new message with a longer delay, then this one

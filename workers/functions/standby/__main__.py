@@ -10,6 +10,7 @@ from functions.clients import client
 from functions.notify import Notifier
 from functions.process import configure_logging, settings_or_exit, stop_on_signals
 from functions.runner import Runner, Services
+from functions.segments import ECS_ORIGIN, SegmentSender
 from functions.standby.heartbeat import RegionHeartbeat, last_beat_ms
 from functions.standby.worker import StandbyWorker
 from functions.store import store_for
@@ -17,6 +18,8 @@ from functions.store import store_for
 log = logging.getLogger("functions.standby")
 
 STANDBY_SLOTS_PER_WORKER = 4
+# Its X-Ray segments' name: its log service name (cdk/constructs/queue_worker.py).
+SEGMENT_NAME = "reportgrid-standby-worker"
 
 
 def main() -> int:
@@ -30,9 +33,12 @@ def main() -> int:
         s3=client("s3", settings),
         notifier=Notifier(settings.redis_url),
     )
+    segments = SegmentSender.from_environment(name=SEGMENT_NAME, origin=ECS_ORIGIN)
+    sqs = client("sqs", settings)
+    segments.instrument(ddb, services.s3, sqs)
     worker = StandbyWorker(
         Runner(services, owner_prefix=f"standby:{settings.region}"),
-        sqs=client("sqs", settings),
+        sqs=sqs,
         queue_url=settings.standby_queue_url,
         # Most of a standby slot's time is the post-claim margin wait, not work.
         concurrency=settings.worker_concurrency * STANDBY_SLOTS_PER_WORKER,
@@ -41,6 +47,7 @@ def main() -> int:
         margin_seconds=settings.standby_margin_seconds,
         wait_seconds=settings.queue_wait_seconds,
         last_beat=lambda region: last_beat_ms(ddb, settings.table_name, region),
+        segments=segments,
     )
     heartbeat = RegionHeartbeat(ddb, settings.table_name, settings.region).start()
 

@@ -27,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from functions.consumer import QueueConsumer
 from functions.process import RECEIVE_COUNT
 from functions.runner import Outcome, Runner, is_transient_error
+from functions.segments import SegmentSender
 from functions.standby.decide import Verdict, decide, is_alive
 from functions.store import now_ms
 from reportgrid import resources, tasks, tracing
@@ -57,6 +58,7 @@ class StandbyWorker(QueueConsumer):
         last_beat: Callable[[str], int | None],
         wait_seconds: int = 20,
         clock: Callable[[], int] = now_ms,
+        segments: SegmentSender | None = None,
     ) -> None:
         super().__init__(
             sqs=sqs,
@@ -71,6 +73,8 @@ class StandbyWorker(QueueConsumer):
         self._margin = margin_seconds
         self._clock = clock
         self._last_beat = last_beat
+        # Each takeover's X-Ray segment, in the report's trace (none without a daemon).
+        self._segments = segments or SegmentSender(None, name="reportgrid-standby-worker")
         self.outcomes: dict[str, int] = {}  # what happened to messages (tests, logs)
         self._lock = threading.Lock()
 
@@ -128,14 +132,20 @@ class StandbyWorker(QueueConsumer):
             task,
             text=f"taking over report {task.report_id} from {task.home_region}",
         )
-        try:
-            result = self._runner.run(
-                task,
-                heartbeat_hooks=[lambda: self._change_visibility(message, self._visibility)],
-                after_claim=self._confirm,
-            )
-        except Exception as err:
-            return self._back_off(message, task, receives, err)
+        with self._segments.segment(task) as span:
+            try:
+                result = self._runner.run(
+                    task,
+                    heartbeat_hooks=[lambda: self._change_visibility(message, self._visibility)],
+                    after_claim=self._confirm,
+                )
+            except Exception as err:
+                if span is not None:
+                    span.fault = True
+                return self._back_off(message, task, receives, err)
+            if span is not None:
+                span.annotations.update(outcome=result.outcome.value, takeover=True)
+                span.error = result.outcome is Outcome.FAILED
         if result.outcome is Outcome.BUSY:
             self._later(message, task, result.retry_after_seconds + self._margin)
             return "busy"
@@ -146,7 +156,12 @@ class StandbyWorker(QueueConsumer):
             return "stood-down"
         self._delete(message)
         tracing.log_step(
-            log, "terminal", task, outcome=result.outcome.value, duration_ms=result.duration_ms
+            log,
+            "terminal",
+            task,
+            outcome=result.outcome.value,
+            duration_ms=result.duration_ms,
+            time_to_terminal_ms=tracing.time_to_terminal_ms(task),
         )
         return f"ran-{result.outcome.name.lower()}"
 

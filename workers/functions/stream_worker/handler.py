@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -49,6 +49,7 @@ from functions.runner import (
     Services,
     is_transient_error,
 )
+from functions.segments import SegmentSender, Span
 from functions.store import store_for
 from functions.stream_worker.forward import forward
 from functions.tenant_slots import slots_for
@@ -70,6 +71,8 @@ processor = BatchProcessor(
 log = logging.getLogger(__name__)
 
 
+# The per-report segments' name: not the function's own (X-Ray would merge the two nodes).
+SEGMENT_NAME = f"{resources.SERVICE_STREAM_WORKER}-report"
 # Time kept back from the invocation's remaining time when waiting out another's lease.
 _BUSY_MARGIN_SECONDS = 5.0
 
@@ -83,6 +86,11 @@ class Dependencies:
     runner: Runner
     sqs: SQSClient
     heavy_queue_url: str | None
+    # Each light report's segment in its own trace, sent to the Lambda's X-Ray daemon
+    # (docs/OBSERVABILITY.md: the invocation's segment belongs to none of the batch's).
+    segments: SegmentSender = field(
+        default_factory=lambda: SegmentSender.from_environment(name=SEGMENT_NAME)
+    )
 
 
 _dependencies: Dependencies | None = None
@@ -167,6 +175,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         for seq, task in heavy.items():
             if seq not in forward_failed:
                 logger.info("forwarded", extra=tracing.report_fields(task, "forwarded"))
+    started_s = time.time()
     light = _run_light_batch(event, heavy, deps)
     deferred = {
         seq: found[0]
@@ -190,7 +199,14 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
             if seq in defer_failed:
                 raise RetryRecord(f"putting off {deferred[seq].report_id} failed")
             return Outcome.DEFERRED.value
-        return _light_outcome(seq, light[seq], deps, remaining=context.get_remaining_time_in_millis)
+        return _light_outcome(
+            seq,
+            light[seq],
+            deps,
+            remaining=context.get_remaining_time_in_millis,
+            started_s=started_s,
+            request_id=context.aws_request_id,
+        )
 
     response: dict[str, Any] = dict(
         process_partial_response(
@@ -245,6 +261,8 @@ def _run_light_batch(
             todo.append((seq, _decode(record)))
         except tasks.UndecodableTask as err:
             decoded[seq] = err
+    for _, task in todo:
+        logger.info("picked_up", extra=tracing.report_fields(task, "picked_up"))
     outcomes = deps.runner.run_batch([task for _, task in todo]) if todo else []
     for (seq, task), outcome in zip(todo, outcomes, strict=True):
         decoded[seq] = (task, outcome)
@@ -252,7 +270,13 @@ def _run_light_batch(
 
 
 def _light_outcome(
-    seq: str, light: _Light, deps: Dependencies, *, remaining: Callable[[], int]
+    seq: str,
+    light: _Light,
+    deps: Dependencies,
+    *,
+    remaining: Callable[[], int],
+    started_s: float,
+    request_id: str = "",
 ) -> str:
     if isinstance(light, tasks.UndecodableTask):
         metrics.add_metric(resources.METRIC.POISON_RECORDS, MetricUnit.Count, 1)
@@ -262,6 +286,29 @@ def _light_outcome(
         )
         return "poison"
     task, outcome = light
+    span = deps.segments.start(task, start_s=started_s)
+    try:
+        ended = _ended_light(seq, task, outcome, deps, remaining=remaining, span=span)
+    except BaseException:
+        if span is not None:
+            span.fault = True
+        raise
+    finally:
+        if span is not None:
+            span.annotations["lambda_request_id"] = request_id
+            deps.segments.send(span)
+    return ended
+
+
+def _ended_light(
+    seq: str,
+    task: TaskRecord,
+    outcome: RunResult | BaseException,
+    deps: Dependencies,
+    *,
+    remaining: Callable[[], int],
+    span: Span | None,
+) -> str:
     logger.append_keys(report_id=task.report_id)
     try:
         if isinstance(outcome, BaseException):
@@ -280,6 +327,8 @@ def _light_outcome(
         metrics.add_metric(resources.METRIC.REPORTS_FAILED, MetricUnit.Count, 1)
         deps.runner.fail_permanently(task, reason=WORKER_ERROR, message=WORKER_ERROR_MESSAGE)
         _record_time_to_terminal(task)
+        if span is not None:
+            span.fault = True
         return "failed"
     finally:
         logger.remove_keys(["report_id"])
@@ -289,8 +338,11 @@ def _light_outcome(
         task, event, outcome=outcome.outcome.value, duration_ms=outcome.duration_ms
     )
     if event == "terminal":  # the slowest-reports query reads it
-        fields["time_to_terminal_ms"] = int(time.time() * 1000) - task.accept_time.ToMilliseconds()
+        fields["time_to_terminal_ms"] = tracing.time_to_terminal_ms(task)
     logger.info(event, extra=fields)
+    if span is not None:
+        span.annotations["outcome"] = outcome.outcome.value
+        span.error = outcome.outcome is Outcome.FAILED
     if outcome.outcome in _TERMINAL:
         _record_time_to_terminal(task)
     return outcome.outcome.value

@@ -147,6 +147,8 @@ def record_handler(record: SQSRecord) -> str:
         "report_id": item.detail.get("report_id"),
         "tenant": item.tenant,
         "home_region": item.detail.get("home_region"),
+        # reportgrid/events.py: in the detail when the report item holds it
+        "trace_id": item.detail.get("trace_id") or "",
         "attempt": item.attempt + 1,
     }
     if not url:
