@@ -38,6 +38,8 @@ from grpc_edge.producer import TaskProducer, make_producer
 from grpc_edge.ratelimit import FleetRateLimiter
 from grpc_edge.reads import ReportReader
 from grpc_edge.result_storage import ResultStorage
+from grpc_edge.schedule_store import ScheduleStore
+from grpc_edge.schedules import ScheduleService
 from grpc_edge.service import ReportService
 from grpc_edge.store import ReportStore
 from grpc_edge.tokens import PageTokens
@@ -281,6 +283,14 @@ async def build_server(
             lean=clients.claims_json(),
         ),
     )
+    schedules = ScheduleService(
+        store=ScheduleStore(clients.dynamodb, settings.table_name),
+        registry=registry,
+        inputs=service.inputs,  # a template's input and notify policy is Submit's
+        tokens=service.lister.tokens,
+        region=settings.region,
+        audit=service.audit,
+    )
     metrics = EdgeMetrics()
     limiter = TenantRateLimiter(settings.tenant_rate_limit)
     chain = Chain(
@@ -309,6 +319,7 @@ async def build_server(
         "ListReportKinds": chain.unary(
             "ListReportKinds", pb.ListReportKindsRequest, service.list_kinds
         ),
+        **_schedule_handlers(chain, schedules),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
@@ -344,6 +355,21 @@ async def build_server(
     )
     server.add_generic_rpc_handlers((edge.dependency_health.readiness_handler(),))
     return edge, bound
+
+
+def _schedule_handlers(
+    chain: Chain, schedules: ScheduleService
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """The schedule RPCs (grpc_edge/schedules.py), behind the same interceptors."""
+    return {
+        "CreateSchedule": chain.unary("CreateSchedule", pb.CreateScheduleRequest, schedules.create),
+        "GetSchedule": chain.unary("GetSchedule", pb.GetScheduleRequest, schedules.get),
+        "ListSchedules": chain.unary("ListSchedules", pb.ListSchedulesRequest, schedules.list),
+        "UpdateSchedule": chain.unary("UpdateSchedule", pb.UpdateScheduleRequest, schedules.update),
+        "PauseSchedule": chain.unary("PauseSchedule", pb.PauseScheduleRequest, schedules.pause),
+        "ResumeSchedule": chain.unary("ResumeSchedule", pb.ResumeScheduleRequest, schedules.resume),
+        "DeleteSchedule": chain.unary("DeleteSchedule", pb.DeleteScheduleRequest, schedules.delete),
+    }
 
 
 def _watch_counters(  # noqa: PLR0917 -- one private call site, every argument distinct

@@ -374,7 +374,32 @@ def test_reflection_lists_the_service_and_its_methods(dev: DevRegion) -> None:
             "DeleteReport",
             "DownloadReport",
             "ListReportKinds",
+            "CreateSchedule",
+            "GetSchedule",
+            "ListSchedules",
+            "UpdateSchedule",
+            "PauseSchedule",
+            "ResumeSchedule",
+            "DeleteSchedule",
         }
+
+
+def test_schedule_commands_pass_the_edge_roles_iam(dev: DevRegion) -> None:
+    # The edge runs under its task role here (IAM enforced from the template): each
+    # schedule RPC's DynamoDB calls, transactions included, must be allowed by it.
+    created = dev.cli("schedule", "create", "--kind", "synthetic", "--rate", "1 day", "--json")
+    assert created.returncode == 0, created.stderr
+    sid = json.loads(created.stdout)["schedule_id"]
+    for argv in (
+        ("schedule", "get", sid),
+        ("schedule", "list"),
+        ("schedule", "update", sid, "--description", "iam"),
+        ("schedule", "pause", sid),
+        ("schedule", "resume", sid),
+        ("schedule", "delete", sid),
+    ):
+        done = dev.cli(*argv)
+        assert done.returncode == 0, (argv, done.stderr)
 
 
 def test_ctrl_c_stops_every_child_process(dev: DevRegion) -> None:

@@ -208,6 +208,43 @@ async def test_invalid_fields_get_the_right_code_and_field_violations(
                 {"notify.url"},
             )
         )
+    # Schedules (issue 17): the same checks on a template, named under schedule.template.
+    for label, spec, field in (
+        ("malformed cron", pb.Schedule(expression="0 8 * *"), "schedule.expression"),
+        ("unknown time zone", pb.Schedule(time_zone="Mars/Base"), "schedule.time_zone"),
+        (
+            "schedule with an invalid kind",
+            pb.Schedule(template=pb.SubmitReportRequest(kind="nope")),
+            "schedule.template.kind",
+        ),
+        (
+            "schedule with an http notify URL",
+            pb.Schedule(template=synthetic_request(notify=pb.Notify(url="http://x.example/h"))),
+            "schedule.template.notify.url",
+        ),
+        (
+            "schedule with a private-address notify URL",
+            pb.Schedule(template=synthetic_request(notify=pb.Notify(url="https://10.0.0.1/h"))),
+            "schedule.template.notify.url",
+        ),
+        (
+            "schedule with the schedule label",
+            pb.Schedule(template=synthetic_request(labels={"reportgrid-schedule": "x"})),
+            "schedule.template.labels[reportgrid-schedule]",
+        ),
+    ):
+        if not spec.expression:
+            spec.expression = "rate(5 minutes)"
+        if not spec.HasField("template"):
+            spec.template.CopyFrom(synthetic_request())
+        cases.append(
+            (
+                label,
+                stub.CreateSchedule(pb.CreateScheduleRequest(schedule=spec), metadata=edge.auth()),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                {field},
+            )
+        )
     passed = 0
     for name, pending, code, fields in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:

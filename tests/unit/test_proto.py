@@ -53,6 +53,13 @@ def test_the_service_has_every_rpc_of_the_api() -> None:
         "DeleteReport",
         "DownloadReport",
         "ListReportKinds",
+        "CreateSchedule",
+        "GetSchedule",
+        "ListSchedules",
+        "UpdateSchedule",
+        "PauseSchedule",
+        "ResumeSchedule",
+        "DeleteSchedule",
     }
     streaming = {m.name for m in service.methods if m.server_streaming}
     assert streaming == {"WatchReport", "DownloadReport"}

@@ -614,3 +614,8 @@ def kinds(
         for name, type_, needed, notes in describe_params(json.loads(k.params_schema or "{}")):
             table.add_row(name, type_, "yes" if needed else "", notes)
         out.print(table)
+
+
+# `reportgrid schedule ...`: reportgrid/cli/schedules.py adds itself to `app`. Imported
+# last, since it is built on this module's options and helpers.
+import reportgrid.cli.schedules  # noqa: E402, F401

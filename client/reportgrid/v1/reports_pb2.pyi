@@ -36,6 +36,7 @@ grpcio-status), attached as the `grpc-status-details-bin` trailer:
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -244,6 +245,30 @@ REPORT_VIEW_BASIC: ReportView.ValueType  # 1
 REPORT_VIEW_FULL: ReportView.ValueType  # 2
 """BASIC plus `spec`: what the report was submitted with, enough to audit or re-run it."""
 Global___ReportView: _TypeAlias = ReportView  # noqa: Y015
+
+class _OverlapPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OverlapPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OverlapPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OVERLAP_POLICY_UNSPECIFIED: _OverlapPolicy.ValueType  # 0
+    """treated as OVERLAP_POLICY_SKIP"""
+    OVERLAP_POLICY_SKIP: _OverlapPolicy.ValueType  # 1
+    """Submit nothing; the fire counts in `skipped_count`."""
+    OVERLAP_POLICY_ALLOW: _OverlapPolicy.ValueType  # 2
+    """Submit anyway: reports of one schedule may run side by side."""
+
+class OverlapPolicy(_OverlapPolicy, metaclass=_OverlapPolicyEnumTypeWrapper):
+    """What a fire does while the schedule's previous report has not ended yet."""
+
+OVERLAP_POLICY_UNSPECIFIED: OverlapPolicy.ValueType  # 0
+"""treated as OVERLAP_POLICY_SKIP"""
+OVERLAP_POLICY_SKIP: OverlapPolicy.ValueType  # 1
+"""Submit nothing; the fire counts in `skipped_count`."""
+OVERLAP_POLICY_ALLOW: OverlapPolicy.ValueType  # 2
+"""Submit anyway: reports of one schedule may run side by side."""
+Global___OverlapPolicy: _TypeAlias = OverlapPolicy  # noqa: Y015
 
 @_typing.final
 class ReportInput(_message.Message):
@@ -1234,3 +1259,366 @@ class ResultMetadata(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResultMetadata: _TypeAlias = ResultMetadata  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    """A report that runs on a schedule (docs/SCHEDULES.md)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    EXPRESSION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_REPORT_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    FIRED_COUNT_FIELD_NUMBER: _builtins.int
+    SKIPPED_COUNT_FIELD_NUMBER: _builtins.int
+    HOME_REGION_FIELD_NUMBER: _builtins.int
+    schedule_id: _builtins.str
+    """"sch-" and 20 lowercase hex digits, set by CreateSchedule. Output only."""
+    expression: _builtins.str
+    """When it fires. Required. Either 5-field cron, "minute hour day-of-month month
+    day-of-week" in the Vixie grammar (e.g. "0 8 * * MON"), matched against wall-clock
+    time in `time_zone`; or "rate(N minute|minutes|hour|hours|day|days)", 1 minute to 366
+    days, a fixed period counted from `start_time` (or from the creation time). At most
+    256 characters. A cron that can never fire ("0 0 31 2 *") is refused.
+    """
+    time_zone: _builtins.str
+    """The IANA time zone a cron is matched in, e.g. "Europe/Berlin"; empty means "UTC".
+    A wall time skipped by a daylight-saving change does not fire that day; a wall time
+    that happens twice fires once, at its first occurrence. Rates ignore it.
+    """
+    overlap_policy: Global___OverlapPolicy.ValueType
+    """What a fire does while the previous report has not ended. Unspecified means SKIP."""
+    paused: _builtins.bool
+    """True while paused (PauseSchedule); a paused schedule does not fire. Output only: set
+    with PauseSchedule and ResumeSchedule, not with Create or Update.
+    """
+    description: _builtins.str
+    """Free text for the caller, at most 1,024 characters."""
+    last_report_id: _builtins.str
+    """The report its last submitting fire made; empty before. Output only."""
+    version: _builtins.int
+    """Bumped by every change (a call or a fire); pass it as `expected_version` to change
+    exactly what you read. Output only.
+    """
+    fired_count: _builtins.int
+    """Fires that submitted a report. Output only."""
+    skipped_count: _builtins.int
+    """Fires that submitted nothing: skipped by the overlap policy, or dropped as too old
+    after an outage. Output only.
+    """
+    home_region: _builtins.str
+    """The region that created it, which fires it while it is up (the peer region fires it
+    when that region has missed a fire by 5 minutes). Output only.
+    """
+    @_builtins.property
+    def template(self) -> Global___SubmitReportRequest:
+        """The report each fire submits. Required. Validated as SubmitReport validates a request
+        (kind, params against the kind's schema, input, output format, ttl, labels, notify),
+        except that `idempotency_key` must be empty (each fire gets its own) and the labels
+        may not hold `reportgrid-schedule` (each fire's report gets it).
+        """
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The first fire is at or after this time; unset means from creation."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """No fire after this time; unset means no end. Must be after start_time."""
+
+    @_builtins.property
+    def next_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it fires next (to the minute); unset while paused and after its end. Output only."""
+
+    @_builtins.property
+    def last_fire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it last fired, whether it submitted a report or skipped; unset before its first
+        fire. Output only.
+        """
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When CreateSchedule made it. Output only."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last changed by a call or a fire. Output only."""
+
+    def __init__(
+        self,
+        *,
+        schedule_id: _builtins.str = ...,
+        expression: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        template: Global___SubmitReportRequest | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        overlap_policy: Global___OverlapPolicy.ValueType = ...,
+        paused: _builtins.bool = ...,
+        description: _builtins.str = ...,
+        next_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        last_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        last_report_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        version: _builtins.int = ...,
+        fired_count: _builtins.int = ...,
+        skipped_count: _builtins.int = ...,
+        home_region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "last_fire_time", b"last_fire_time", "next_fire_time", b"next_fire_time", "start_time", b"start_time", "template", b"template", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "description", b"description", "end_time", b"end_time", "expression", b"expression", "fired_count", b"fired_count", "home_region", b"home_region", "last_fire_time", b"last_fire_time", "last_report_id", b"last_report_id", "next_fire_time", b"next_fire_time", "overlap_policy", b"overlap_policy", "paused", b"paused", "schedule_id", b"schedule_id", "skipped_count", b"skipped_count", "start_time", b"start_time", "template", b"template", "time_zone", b"time_zone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class CreateScheduleRequest(_message.Message):
+    """The schedule to create."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """Required. The output-only fields are ignored."""
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class GetScheduleRequest(_message.Message):
+    """Which schedule to read."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    schedule_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        schedule_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule_id", b"schedule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    """A page of the caller's schedules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many schedules per page; 0 means 50; a larger value than 500 means 500
+    (AIP-158: coerced, not refused). Negative is an error.
+    """
+    page_token: _builtins.str
+    """The next_page_token of an earlier call; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    """One page of schedules."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Opaque and signed; empty on the last page. Valid for 24 hours."""
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateScheduleRequest(_message.Message):
+    """A change to a schedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    expected_version: _builtins.int
+    """When set (non-zero), change the schedule only if its `version` is this one."""
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule to change: `schedule_id` is required, and the fields named in
+        `update_mask` carry their new values.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Which fields to change (AIP-134). Required and not "*": any of "expression",
+        "time_zone", "template", "start_time", "end_time", "overlap_policy", "description".
+        A field named here and left unset in `schedule` is cleared (reset to its default).
+        """
+
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "schedule", b"schedule", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateScheduleRequest: _TypeAlias = UpdateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class PauseScheduleRequest(_message.Message):
+    """Which schedule to pause."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    schedule_id: _builtins.str
+    """Required."""
+    expected_version: _builtins.int
+    """When set (non-zero), pause only if the schedule's `version` is this one."""
+    def __init__(
+        self,
+        *,
+        schedule_id: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "schedule_id", b"schedule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseScheduleRequest: _TypeAlias = PauseScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ResumeScheduleRequest(_message.Message):
+    """Which schedule to resume."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    schedule_id: _builtins.str
+    """Required."""
+    expected_version: _builtins.int
+    """When set (non-zero), resume only if the schedule's `version` is this one."""
+    def __init__(
+        self,
+        *,
+        schedule_id: _builtins.str = ...,
+        expected_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_version", b"expected_version", "schedule_id", b"schedule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeScheduleRequest: _TypeAlias = ResumeScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleRequest(_message.Message):
+    """Which schedule to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    schedule_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        schedule_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule_id", b"schedule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleResponse(_message.Message):
+    """What was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    schedule_id: _builtins.str
+    """The deleted schedule's id."""
+    def __init__(
+        self,
+        *,
+        schedule_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule_id", b"schedule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015

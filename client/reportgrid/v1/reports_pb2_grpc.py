@@ -75,6 +75,41 @@ class ReportServiceStub:
                 request_serializer=reportgrid_dot_v1_dot_reports__pb2.ListReportKindsRequest.SerializeToString,
                 response_deserializer=reportgrid_dot_v1_dot_reports__pb2.ListReportKindsResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/reportgrid.v1.ReportService/CreateSchedule',
+                request_serializer=reportgrid_dot_v1_dot_reports__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/reportgrid.v1.ReportService/GetSchedule',
+                request_serializer=reportgrid_dot_v1_dot_reports__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/reportgrid.v1.ReportService/ListSchedules',
+                request_serializer=reportgrid_dot_v1_dot_reports__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/reportgrid.v1.ReportService/UpdateSchedule',
+                request_serializer=reportgrid_dot_v1_dot_reports__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/reportgrid.v1.ReportService/PauseSchedule',
+                request_serializer=reportgrid_dot_v1_dot_reports__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/reportgrid.v1.ReportService/ResumeSchedule',
+                request_serializer=reportgrid_dot_v1_dot_reports__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/reportgrid.v1.ReportService/DeleteSchedule',
+                request_serializer=reportgrid_dot_v1_dot_reports__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=reportgrid_dot_v1_dot_reports__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class ReportServiceServicer:
@@ -173,6 +208,81 @@ class ReportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Schedules (docs/SCHEDULES.md): a SubmitReport template plus a cron or rate expression.
+        Each fire submits the template as an ordinary report, with the idempotency key
+        "sched:<schedule id>:<fire minute>" and the label `reportgrid-schedule=<schedule id>`,
+        so a double fire is one report and ListReports with that label lists a schedule's
+        runs. A schedule belongs to the caller's tenant; another tenant's schedule id is
+        NOT_FOUND for every call, like a report's.
+
+        Creates a schedule and returns it with its id, version 1 and its next fire time.
+        Errors: INVALID_ARGUMENT (google.rpc.BadRequest on "schedule.expression",
+        "schedule.time_zone", "schedule.end_time", "schedule.description", or on
+        "schedule.template.<field>" for every error SubmitReport would give the template, and
+        for a template that sets an idempotency_key or the `reportgrid-schedule` label),
+        RESOURCE_EXHAUSTED (the tenant has the maximum number of schedules;
+        google.rpc.QuotaFailure).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Returns a schedule (a strongly consistent read in the serving region).
+        Errors: INVALID_ARGUMENT (empty or malformed schedule_id), NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Lists the caller's schedules, newest first (by create_time, then schedule_id). Pages
+        follow AIP-158 as ListReports' do.
+        Errors: INVALID_ARGUMENT (negative page_size, a forged or expired page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """Changes the fields named in `update_mask` (AIP-134) and recomputes the next fire.
+        With `expected_version` the change applies only to that version of the schedule;
+        without it the edge applies the change to the current version.
+        Errors: INVALID_ARGUMENT (as CreateSchedule; an empty mask or a path that is not
+        updatable), NOT_FOUND, FAILED_PRECONDITION (expected_version is not the current
+        version; google.rpc.PreconditionFailure type VERSION_MISMATCH, subject "version"),
+        ABORTED (concurrent changes kept winning; retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Stops a schedule from firing until it is resumed; pausing a paused schedule returns it
+        unchanged. Errors: as UpdateSchedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Lets a paused schedule fire again, from the next fire time after now: fires missed
+        while it was paused are not replayed. Resuming an active schedule returns it
+        unchanged. Errors: as UpdateSchedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes a schedule; it fires no more. Reports it already made are not touched.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (also for a schedule that was already deleted).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +325,41 @@ def add_ReportServiceServicer_to_server(servicer, server):
                     servicer.ListReportKinds,
                     request_deserializer=reportgrid_dot_v1_dot_reports__pb2.ListReportKindsRequest.FromString,
                     response_serializer=reportgrid_dot_v1_dot_reports__pb2.ListReportKindsResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=reportgrid_dot_v1_dot_reports__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=reportgrid_dot_v1_dot_reports__pb2.GetScheduleRequest.FromString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=reportgrid_dot_v1_dot_reports__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=reportgrid_dot_v1_dot_reports__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=reportgrid_dot_v1_dot_reports__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=reportgrid_dot_v1_dot_reports__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=reportgrid_dot_v1_dot_reports__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=reportgrid_dot_v1_dot_reports__pb2.DeleteScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -434,6 +579,195 @@ class ReportService:
             '/reportgrid.v1.ReportService/ListReportKinds',
             reportgrid_dot_v1_dot_reports__pb2.ListReportKindsRequest.SerializeToString,
             reportgrid_dot_v1_dot_reports__pb2.ListReportKindsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reportgrid.v1.ReportService/CreateSchedule',
+            reportgrid_dot_v1_dot_reports__pb2.CreateScheduleRequest.SerializeToString,
+            reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reportgrid.v1.ReportService/GetSchedule',
+            reportgrid_dot_v1_dot_reports__pb2.GetScheduleRequest.SerializeToString,
+            reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reportgrid.v1.ReportService/ListSchedules',
+            reportgrid_dot_v1_dot_reports__pb2.ListSchedulesRequest.SerializeToString,
+            reportgrid_dot_v1_dot_reports__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reportgrid.v1.ReportService/UpdateSchedule',
+            reportgrid_dot_v1_dot_reports__pb2.UpdateScheduleRequest.SerializeToString,
+            reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reportgrid.v1.ReportService/PauseSchedule',
+            reportgrid_dot_v1_dot_reports__pb2.PauseScheduleRequest.SerializeToString,
+            reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reportgrid.v1.ReportService/ResumeSchedule',
+            reportgrid_dot_v1_dot_reports__pb2.ResumeScheduleRequest.SerializeToString,
+            reportgrid_dot_v1_dot_reports__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reportgrid.v1.ReportService/DeleteSchedule',
+            reportgrid_dot_v1_dot_reports__pb2.DeleteScheduleRequest.SerializeToString,
+            reportgrid_dot_v1_dot_reports__pb2.DeleteScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -122,6 +122,53 @@ class ReportServiceStub:
     """
     ListReportKinds: _grpc.UnaryUnaryMultiCallable[_reports_pb2.ListReportKindsRequest, _reports_pb2.ListReportKindsResponse]
     """Lists the report kinds this deployment offers, with their parameter schema."""
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_reports_pb2.CreateScheduleRequest, _reports_pb2.Schedule]
+    """Schedules (docs/SCHEDULES.md): a SubmitReport template plus a cron or rate expression.
+    Each fire submits the template as an ordinary report, with the idempotency key
+    "sched:<schedule id>:<fire minute>" and the label `reportgrid-schedule=<schedule id>`,
+    so a double fire is one report and ListReports with that label lists a schedule's
+    runs. A schedule belongs to the caller's tenant; another tenant's schedule id is
+    NOT_FOUND for every call, like a report's.
+
+    Creates a schedule and returns it with its id, version 1 and its next fire time.
+    Errors: INVALID_ARGUMENT (google.rpc.BadRequest on "schedule.expression",
+    "schedule.time_zone", "schedule.end_time", "schedule.description", or on
+    "schedule.template.<field>" for every error SubmitReport would give the template, and
+    for a template that sets an idempotency_key or the `reportgrid-schedule` label),
+    RESOURCE_EXHAUSTED (the tenant has the maximum number of schedules;
+    google.rpc.QuotaFailure).
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_reports_pb2.GetScheduleRequest, _reports_pb2.Schedule]
+    """Returns a schedule (a strongly consistent read in the serving region).
+    Errors: INVALID_ARGUMENT (empty or malformed schedule_id), NOT_FOUND.
+    """
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_reports_pb2.ListSchedulesRequest, _reports_pb2.ListSchedulesResponse]
+    """Lists the caller's schedules, newest first (by create_time, then schedule_id). Pages
+    follow AIP-158 as ListReports' do.
+    Errors: INVALID_ARGUMENT (negative page_size, a forged or expired page_token).
+    """
+    UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_reports_pb2.UpdateScheduleRequest, _reports_pb2.Schedule]
+    """Changes the fields named in `update_mask` (AIP-134) and recomputes the next fire.
+    With `expected_version` the change applies only to that version of the schedule;
+    without it the edge applies the change to the current version.
+    Errors: INVALID_ARGUMENT (as CreateSchedule; an empty mask or a path that is not
+    updatable), NOT_FOUND, FAILED_PRECONDITION (expected_version is not the current
+    version; google.rpc.PreconditionFailure type VERSION_MISMATCH, subject "version"),
+    ABORTED (concurrent changes kept winning; retry).
+    """
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_reports_pb2.PauseScheduleRequest, _reports_pb2.Schedule]
+    """Stops a schedule from firing until it is resumed; pausing a paused schedule returns it
+    unchanged. Errors: as UpdateSchedule.
+    """
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_reports_pb2.ResumeScheduleRequest, _reports_pb2.Schedule]
+    """Lets a paused schedule fire again, from the next fire time after now: fires missed
+    while it was paused are not replayed. Resuming an active schedule returns it
+    unchanged. Errors: as UpdateSchedule.
+    """
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_reports_pb2.DeleteScheduleRequest, _reports_pb2.DeleteScheduleResponse]
+    """Deletes a schedule; it fires no more. Reports it already made are not touched.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (also for a schedule that was already deleted).
+    """
 
 @_typing.type_check_only
 class ReportServiceAsyncStub(ReportServiceStub):
@@ -187,6 +234,53 @@ class ReportServiceAsyncStub(ReportServiceStub):
     """
     ListReportKinds: _aio.UnaryUnaryMultiCallable[_reports_pb2.ListReportKindsRequest, _reports_pb2.ListReportKindsResponse]  # type: ignore[assignment]
     """Lists the report kinds this deployment offers, with their parameter schema."""
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_reports_pb2.CreateScheduleRequest, _reports_pb2.Schedule]  # type: ignore[assignment]
+    """Schedules (docs/SCHEDULES.md): a SubmitReport template plus a cron or rate expression.
+    Each fire submits the template as an ordinary report, with the idempotency key
+    "sched:<schedule id>:<fire minute>" and the label `reportgrid-schedule=<schedule id>`,
+    so a double fire is one report and ListReports with that label lists a schedule's
+    runs. A schedule belongs to the caller's tenant; another tenant's schedule id is
+    NOT_FOUND for every call, like a report's.
+
+    Creates a schedule and returns it with its id, version 1 and its next fire time.
+    Errors: INVALID_ARGUMENT (google.rpc.BadRequest on "schedule.expression",
+    "schedule.time_zone", "schedule.end_time", "schedule.description", or on
+    "schedule.template.<field>" for every error SubmitReport would give the template, and
+    for a template that sets an idempotency_key or the `reportgrid-schedule` label),
+    RESOURCE_EXHAUSTED (the tenant has the maximum number of schedules;
+    google.rpc.QuotaFailure).
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_reports_pb2.GetScheduleRequest, _reports_pb2.Schedule]  # type: ignore[assignment]
+    """Returns a schedule (a strongly consistent read in the serving region).
+    Errors: INVALID_ARGUMENT (empty or malformed schedule_id), NOT_FOUND.
+    """
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_reports_pb2.ListSchedulesRequest, _reports_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    """Lists the caller's schedules, newest first (by create_time, then schedule_id). Pages
+    follow AIP-158 as ListReports' do.
+    Errors: INVALID_ARGUMENT (negative page_size, a forged or expired page_token).
+    """
+    UpdateSchedule: _aio.UnaryUnaryMultiCallable[_reports_pb2.UpdateScheduleRequest, _reports_pb2.Schedule]  # type: ignore[assignment]
+    """Changes the fields named in `update_mask` (AIP-134) and recomputes the next fire.
+    With `expected_version` the change applies only to that version of the schedule;
+    without it the edge applies the change to the current version.
+    Errors: INVALID_ARGUMENT (as CreateSchedule; an empty mask or a path that is not
+    updatable), NOT_FOUND, FAILED_PRECONDITION (expected_version is not the current
+    version; google.rpc.PreconditionFailure type VERSION_MISMATCH, subject "version"),
+    ABORTED (concurrent changes kept winning; retry).
+    """
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_reports_pb2.PauseScheduleRequest, _reports_pb2.Schedule]  # type: ignore[assignment]
+    """Stops a schedule from firing until it is resumed; pausing a paused schedule returns it
+    unchanged. Errors: as UpdateSchedule.
+    """
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_reports_pb2.ResumeScheduleRequest, _reports_pb2.Schedule]  # type: ignore[assignment]
+    """Lets a paused schedule fire again, from the next fire time after now: fires missed
+    while it was paused are not replayed. Resuming an active schedule returns it
+    unchanged. Errors: as UpdateSchedule.
+    """
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_reports_pb2.DeleteScheduleRequest, _reports_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes a schedule; it fires no more. Reports it already made are not touched.
+    Errors: INVALID_ARGUMENT, NOT_FOUND (also for a schedule that was already deleted).
+    """
 
 class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
     """ReportService runs reports for tenants."""
@@ -297,5 +391,94 @@ class ReportServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reports_pb2.ListReportKindsResponse, _abc.Awaitable[_reports_pb2.ListReportKindsResponse]]:
         """Lists the report kinds this deployment offers, with their parameter schema."""
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _reports_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reports_pb2.Schedule, _abc.Awaitable[_reports_pb2.Schedule]]:
+        """Schedules (docs/SCHEDULES.md): a SubmitReport template plus a cron or rate expression.
+        Each fire submits the template as an ordinary report, with the idempotency key
+        "sched:<schedule id>:<fire minute>" and the label `reportgrid-schedule=<schedule id>`,
+        so a double fire is one report and ListReports with that label lists a schedule's
+        runs. A schedule belongs to the caller's tenant; another tenant's schedule id is
+        NOT_FOUND for every call, like a report's.
+
+        Creates a schedule and returns it with its id, version 1 and its next fire time.
+        Errors: INVALID_ARGUMENT (google.rpc.BadRequest on "schedule.expression",
+        "schedule.time_zone", "schedule.end_time", "schedule.description", or on
+        "schedule.template.<field>" for every error SubmitReport would give the template, and
+        for a template that sets an idempotency_key or the `reportgrid-schedule` label),
+        RESOURCE_EXHAUSTED (the tenant has the maximum number of schedules;
+        google.rpc.QuotaFailure).
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _reports_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reports_pb2.Schedule, _abc.Awaitable[_reports_pb2.Schedule]]:
+        """Returns a schedule (a strongly consistent read in the serving region).
+        Errors: INVALID_ARGUMENT (empty or malformed schedule_id), NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _reports_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reports_pb2.ListSchedulesResponse, _abc.Awaitable[_reports_pb2.ListSchedulesResponse]]:
+        """Lists the caller's schedules, newest first (by create_time, then schedule_id). Pages
+        follow AIP-158 as ListReports' do.
+        Errors: INVALID_ARGUMENT (negative page_size, a forged or expired page_token).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateSchedule(
+        self,
+        request: _reports_pb2.UpdateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reports_pb2.Schedule, _abc.Awaitable[_reports_pb2.Schedule]]:
+        """Changes the fields named in `update_mask` (AIP-134) and recomputes the next fire.
+        With `expected_version` the change applies only to that version of the schedule;
+        without it the edge applies the change to the current version.
+        Errors: INVALID_ARGUMENT (as CreateSchedule; an empty mask or a path that is not
+        updatable), NOT_FOUND, FAILED_PRECONDITION (expected_version is not the current
+        version; google.rpc.PreconditionFailure type VERSION_MISMATCH, subject "version"),
+        ABORTED (concurrent changes kept winning; retry).
+        """
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _reports_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reports_pb2.Schedule, _abc.Awaitable[_reports_pb2.Schedule]]:
+        """Stops a schedule from firing until it is resumed; pausing a paused schedule returns it
+        unchanged. Errors: as UpdateSchedule.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _reports_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reports_pb2.Schedule, _abc.Awaitable[_reports_pb2.Schedule]]:
+        """Lets a paused schedule fire again, from the next fire time after now: fires missed
+        while it was paused are not replayed. Resuming an active schedule returns it
+        unchanged. Errors: as UpdateSchedule.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _reports_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reports_pb2.DeleteScheduleResponse, _abc.Awaitable[_reports_pb2.DeleteScheduleResponse]]:
+        """Deletes a schedule; it fires no more. Reports it already made are not touched.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (also for a schedule that was already deleted).
+        """
 
 def add_ReportServiceServicer_to_server(servicer: ReportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -211,3 +211,12 @@ def due_from_item(item: Mapping[str, Mapping[str, Any]]) -> Due:
         version=int(item[A_VERSION]["N"]),
         home_region=str(item.get("home_region", {}).get("S", "")),
     )
+
+
+# The tenant's schedule counter (resources.MAX_SCHEDULES_PER_TENANT).
+A_COUNT: Final = "count"
+
+
+def count_key(tenant: str) -> Item:
+    validate_tenant(tenant)
+    return {resources.PARTITION_KEY: {"S": f"{resources.SCHEDULE_COUNT_PREFIX}{tenant}"}}

@@ -37,6 +37,7 @@ from reportgrid.client._messages import (
     parse_view,
     watched_report,
 )
+from reportgrid.client._schedules import build_schedule, schedule_expression, update_mask
 from reportgrid.status import from_rpc_error
 from reportgrid.v1 import reports_pb2 as pb
 from reportgrid.v1 import reports_pb2_grpc as pb_grpc
@@ -421,6 +422,185 @@ class ReportClient:
 
         reply = self._invoke(run)
         return list(reply.kinds)
+
+    # -- schedules (docs/SCHEDULES.md) ------------------------------------------------------
+
+    def create_schedule(
+        self,
+        kind: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        rate: str | None = None,
+        time_zone: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        overlap: pb.OverlapPolicy.ValueType | str | None = None,
+        description: str | None = None,
+        notify_url: str | None = None,
+        input_file: str | os.PathLike[str] | None = None,
+        input_data: bytes | None = None,
+        input_s3_uri: str | None = None,
+        input_format: pb.DataFormat.ValueType | str | None = None,
+        output_format: pb.OutputFormat.ValueType | str | None = None,
+        ttl: timedelta | float | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> pb.Schedule:
+        """Run the report `kind` (with the arguments `submit` takes) on a schedule: `cron`
+        ("0 8 * * MON", matched in `time_zone`, UTC unless given) or `rate` ("5 minutes").
+        `overlap` is "skip" (the default: no fire while the last report runs) or "allow".
+        Each fire is an ordinary report labelled `reportgrid-schedule=<schedule id>`."""
+        template = build_submit_request(
+            kind,
+            params,
+            input_file=input_file,
+            input_data=input_data,
+            input_s3_uri=input_s3_uri,
+            input_format=input_format,
+            output_format=output_format,
+            ttl=ttl,
+            labels=labels,
+        )
+        request = pb.CreateScheduleRequest(
+            schedule=build_schedule(
+                template,
+                expression=schedule_expression(cron=cron, rate=rate),
+                time_zone=time_zone,
+                start_time=start_time,
+                end_time=end_time,
+                overlap=overlap,
+                description=description,
+                notify_url=notify_url,
+            )
+        )
+
+        def run(stub: pb_grpc.ReportServiceStub) -> pb.Schedule:
+            return stub.CreateSchedule(request, **self._kw(timeout))
+
+        return self._invoke(run)
+
+    def get_schedule(self, schedule_id: str, *, timeout: float | None = None) -> pb.Schedule:
+        """A schedule, with its next fire time and counts."""
+        request = pb.GetScheduleRequest(schedule_id=schedule_id)
+
+        def run(stub: pb_grpc.ReportServiceStub) -> pb.Schedule:
+            return stub.GetSchedule(request, **self._kw(timeout))
+
+        return self._invoke(run)
+
+    def list_schedule_pages(
+        self, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[pb.ListSchedulesResponse]:
+        """The caller's schedules, newest first, one page at a time."""
+        request = pb.ListSchedulesRequest(page_size=page_size)
+
+        def run(stub: pb_grpc.ReportServiceStub) -> pb.ListSchedulesResponse:
+            return stub.ListSchedules(request, **self._kw(timeout))
+
+        while True:
+            page = self._invoke(run)
+            yield page
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def list_schedules(
+        self, *, page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[pb.Schedule]:
+        """Every schedule of the caller, newest first; pages are fetched as it goes."""
+        for page in self.list_schedule_pages(page_size=page_size, timeout=timeout):
+            yield from page.schedules
+
+    def update_schedule(
+        self,
+        schedule_id: str,
+        *,
+        cron: str | None = None,
+        rate: str | None = None,
+        time_zone: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        overlap: pb.OverlapPolicy.ValueType | str | None = None,
+        description: str | None = None,
+        template: pb.SubmitReportRequest | None = None,
+        clear: Sequence[str] = (),
+        expected_version: int = 0,
+        timeout: float | None = None,
+    ) -> pb.Schedule:
+        """Change the given fields (the others stay); `clear` names fields to reset, e.g.
+        ("end_time",). With `expected_version` the change applies only to that version
+        (else FailedPrecondition)."""
+        expression = None
+        if cron is not None or rate is not None:
+            expression = schedule_expression(cron=cron, rate=rate)
+        # Only the fields in the mask count: the rest of this message is ignored.
+        schedule = build_schedule(
+            template or pb.SubmitReportRequest(),
+            expression=expression or "",
+            time_zone=time_zone,
+            start_time=start_time,
+            end_time=end_time,
+            overlap=overlap,
+            description=description,
+        )
+        schedule.schedule_id = schedule_id
+        given = {
+            "expression": expression,
+            "time_zone": time_zone,
+            "template": template,
+            "start_time": start_time,
+            "end_time": end_time,
+            "overlap_policy": overlap,
+            "description": description,
+        }
+        paths = [*clear, *(name for name, value in given.items() if value is not None)]
+        request = pb.UpdateScheduleRequest(
+            schedule=schedule, update_mask=update_mask(paths), expected_version=expected_version
+        )
+
+        def run(stub: pb_grpc.ReportServiceStub) -> pb.Schedule:
+            return stub.UpdateSchedule(request, **self._kw(timeout))
+
+        return self._invoke(run)
+
+    def pause_schedule(
+        self, schedule_id: str, *, expected_version: int = 0, timeout: float | None = None
+    ) -> pb.Schedule:
+        """Stop the schedule firing until it is resumed (a paused one is returned as is)."""
+        request = pb.PauseScheduleRequest(
+            schedule_id=schedule_id, expected_version=expected_version
+        )
+
+        def run(stub: pb_grpc.ReportServiceStub) -> pb.Schedule:
+            return stub.PauseSchedule(request, **self._kw(timeout))
+
+        return self._invoke(run)
+
+    def resume_schedule(
+        self, schedule_id: str, *, expected_version: int = 0, timeout: float | None = None
+    ) -> pb.Schedule:
+        """Let a paused schedule fire again from its next fire after now (missed fires are
+        not replayed)."""
+        request = pb.ResumeScheduleRequest(
+            schedule_id=schedule_id, expected_version=expected_version
+        )
+
+        def run(stub: pb_grpc.ReportServiceStub) -> pb.Schedule:
+            return stub.ResumeSchedule(request, **self._kw(timeout))
+
+        return self._invoke(run)
+
+    def delete_schedule(
+        self, schedule_id: str, *, timeout: float | None = None
+    ) -> pb.DeleteScheduleResponse:
+        """Delete a schedule (its reports stay). NotFound when there is none."""
+        request = pb.DeleteScheduleRequest(schedule_id=schedule_id)
+
+        def run(stub: pb_grpc.ReportServiceStub) -> pb.DeleteScheduleResponse:
+            return stub.DeleteSchedule(request, **self._kw(timeout))
+
+        return self._invoke(run)
 
     def close(self) -> None:
         """Close every channel; calls made later open new ones."""
