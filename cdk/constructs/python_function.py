@@ -84,9 +84,11 @@ def python_function(
     memory_mib: int,
     timeout_seconds: int = r.LAMBDA_TIMEOUT_SECONDS,
     vpc: ec2.IVpc | None = None,
+    reserved_concurrency: int | None = None,
 ) -> lambda_.Function:
     """A function of the bundled code, logging to its own group for a month, traced, with
-    Powertools' service name set (ENV.SERVICE_NAME)."""
+    Powertools' service name set (ENV.SERVICE_NAME); `reserved_concurrency` caps (and
+    reserves) its concurrent executions."""
     log_group = logs.LogGroup(
         scope,
         "Logs",
@@ -109,6 +111,7 @@ def python_function(
         ),
         log_group=log_group,
         tracing=lambda_.Tracing.ACTIVE,
+        reserved_concurrent_executions=reserved_concurrency,
     )
     suppress(
         function,

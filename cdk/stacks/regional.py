@@ -19,6 +19,7 @@ from cdk.constructs.monitoring import RegionMonitoring
 from cdk.constructs.network import Network
 from cdk.constructs.python_function import bundled_code
 from cdk.constructs.results_bucket import ResultsBucket
+from cdk.constructs.scheduler import Scheduler
 from cdk.constructs.service_cluster import ServiceCluster
 from cdk.constructs.task_mirror import TaskMirror
 from cdk.constructs.webhooks import Webhooks
@@ -32,8 +33,8 @@ from cdk.stacks.region.workers import Workers
 
 class RegionalStack(Stack):
     """Exposes the components (`storage`, `edge` — its ALB is Global Accelerator's endpoint —,
-    `workers`, `events`, `multi_region`, and with the pipeline `canary` and `rollout`),
-    `network` and `monitoring`."""
+    `workers`, `events`, `scheduler`, `multi_region`, and with the pipeline `canary` and
+    `rollout`), `network` and `monitoring`."""
 
     def __init__(
         self,
@@ -96,6 +97,18 @@ class RegionalStack(Stack):
             id_secret=storage.id_secret,
             bus=self.events.bus,
         )
+        # One rate(1 minute) schedule firing the due Reportgrid schedules (docs/SCHEDULES.md).
+        self.scheduler = Scheduler(
+            self,
+            "Scheduler",
+            code=code,
+            environment=storage.lambda_environment,
+            table=storage.table,
+            stream=storage.ingest.stream,
+            id_secret=storage.id_secret,
+            input_buckets=config.input_buckets,
+            peer_region=peer.region if peer is not None else None,
+        )
         self.multi_region = (
             MultiRegion(self, config=config, peer=peer, storage=storage, code=code)
             if peer is not None
@@ -125,6 +138,7 @@ class RegionalStack(Stack):
                 storage.signals,
                 self.webhooks.signals,
                 self.events.signals,
+                self.scheduler.signals,
                 *([self.multi_region.signals] if self.multi_region else []),
                 *([self.canary.signals] if self.canary else []),
             ],

@@ -101,6 +101,18 @@ DUE_PREFIX: Final = "due#"
 SCHEDULE_LIST_PARTITION_PREFIX: Final = "sched!"
 DUE_PARTITION_PREFIX: Final = "due!"
 DUE_SHARDS: Final = 16
+# One counter item per tenant (pk = SCHEDULE_COUNT_PREFIX + tenant, attribute "count"),
+# moved in the same transaction as every CreateSchedule and DeleteSchedule, so the cap
+# costs one item write instead of counting the tenant's schedules.
+SCHEDULE_COUNT_PREFIX: Final = "schedcount#"
+MAX_SCHEDULES_PER_TENANT: Final = 1000
+# The scheduler (cdk/constructs/scheduler.py): ONE EventBridge Scheduler schedule per region,
+# rate(1 minute), in its own group, invoking the scheduler function with the fire minute;
+# what Scheduler cannot deliver goes to its DLQ (docs/SCHEDULES.md "Where it runs in AWS").
+SCHEDULER_GROUP_NAME: Final = "reportgrid"
+SCHEDULER_SCHEDULE_NAME: Final = "reportgrid-fire-due-schedules"
+SCHEDULER_DLQ_NAME: Final = "reportgrid-scheduler-dlq"
+SCHEDULER_TIMEOUT_SECONDS: Final = 60
 
 
 def tenant_key(tenant: str) -> dict[str, str]:
@@ -314,6 +326,9 @@ class _EnvNames:
     LOG_LEVEL: str = "LOG_LEVEL"  # Powertools' own
     METRICS_NAMESPACE: str = "POWERTOOLS_METRICS_NAMESPACE"  # Powertools' own
     SERVICE_NAME: str = "POWERTOOLS_SERVICE_NAME"  # Powertools' own
+    # The X-Ray daemon's address: Lambda sets it, the Fargate task definitions set it to the
+    # sidecar ("host:port" or "tcp:host:port udp:host:port"); functions/segments.py reads it.
+    XRAY_DAEMON_ADDRESS: str = "AWS_XRAY_DAEMON_ADDRESS"
     # Read by the SDK's users and the `reportgrid` CLI, never by the service.
     CLIENT_ENDPOINT: str = wire.CLIENT_ENDPOINT_ENV
     CLIENT_API_KEY: str = wire.CLIENT_API_KEY_ENV
@@ -457,6 +472,7 @@ SERVICE_STREAM_FAILURES: Final = "reportgrid-stream-failures"
 SERVICE_MIRROR: Final = "reportgrid-mirror"
 SERVICE_EVENTS: Final = "reportgrid-events"
 SERVICE_WEBHOOKS: Final = "reportgrid-webhooks"
+SERVICE_SCHEDULER: Final = "reportgrid-scheduler"
 METRIC_SERVICE_DIMENSION: Final = "service"
 
 
@@ -495,6 +511,11 @@ class _MetricNames:
     WEBHOOKS_DELIVERED: str = "WebhooksDelivered"
     WEBHOOK_ATTEMPTS_FAILED: str = "WebhookAttemptsFailed"
     WEBHOOKS_GIVEN_UP: str = "WebhooksGivenUp"
+    # The scheduler (functions/scheduler, service SERVICE_SCHEDULER): seconds from a fire's
+    # minute to its submit (Maximum per run), and fires that could not be submitted (Count).
+    # The scheduler's alarms read these (cdk/constructs/scheduler.py).
+    SCHEDULE_FIRE_LAG: str = "FireLagSeconds"
+    SCHEDULE_FIRES_FAILED: str = "Failed"
 
 
 METRIC: Final = _MetricNames()

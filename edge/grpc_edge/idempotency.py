@@ -26,22 +26,19 @@ replication then keeps one claim (last writer wins) for every later retry.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
-from google.protobuf import json_format
 
 from grpc_edge.aws_json import JSON_1_0, AwsJsonClient, error_of
 from grpc_edge.store import bounded
-from reportgrid import errors, resources
-from reportgrid.errors import IdempotencyKeyReused, InvalidArgument, Unavailable
-from reportgrid.v1 import reports_pb2 as pb
+from reportgrid import claims, errors, resources
+from reportgrid.errors import Unavailable
 
 if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
     from types_aiobotocore_dynamodb.client import DynamoDBClient
@@ -49,7 +46,15 @@ if TYPE_CHECKING:  # dev-only stubs; the edge image does not have them
 logger = Logger(service="reportgrid-edge", child=True)
 
 PUT_ITEM: Final = "DynamoDB_20120810.PutItem"
-KEY_LIFETIME_SECONDS: Final = resources.IDEMPOTENCY_KEY_HOURS * 3600
+# The claim's one definition is reportgrid/claims.py (the scheduler claims fires' keys
+# alike); these names stay here for the edge's callers.
+KEY_LIFETIME_SECONDS: Final = claims.KEY_LIFETIME_SECONDS
+Claim = claims.Claim
+Fingerprint = claims.Fingerprint
+fingerprint = claims.fingerprint
+claim_item = claims.claim_item
+claim_key = claims.claim_key
+reused = claims.reused
 # The PreconditionFailure type of a key reused with another request.
 REUSED: Final = errors.IDEMPOTENCY_KEY_REUSED
 FIELD: Final = "idempotency_key"
@@ -58,8 +63,8 @@ _THROTTLED: Final = frozenset(
     {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 )
 _ATTEMPTS: Final = 3  # as the aiobotocore DynamoDB client's (clients.py)
-_CONDITION: Final = "attribute_not_exists(#pk) OR #exp < :now"
-_NAMES: Final = {"#pk": resources.PARTITION_KEY, "#exp": resources.TTL_ATTRIBUTE}
+_CONDITION: Final = claims.CONDITION
+_NAMES: Final = claims.NAMES
 
 Item = dict[str, Any]
 # (written, the item that failed the condition: None when written, or when the answer did
@@ -68,91 +73,9 @@ _Put = tuple[bool, Item | None]
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
-    """Which report a tenant's key names, and the request that made it."""
-
-    report_id: str
-    fingerprint: str
-    created_ms: int
-    region: str
-    expires_at: int  # epoch seconds
-
-
-@dataclass(frozen=True, slots=True)
 class Claimed:
     claim: Claim
     fresh: bool  # this call made the claim: its report is new
-
-
-# Marks a fingerprint of the canonical JSON form. Claims stored before it (live 24 h) hold
-# the SHA-256 of deterministic protobuf bytes, unmarked; `Fingerprint.matches` accepts those
-# too, so a deploy does not refuse a retry that straddles it. Remove the legacy branch 24 h
-# after every region runs this version.
-_VERSION: Final = "j1:"
-# Made once: json.dumps with arguments builds an encoder per call (~1.5 us).
-_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    """A request's fingerprint (`value`, stored in the claim) and what it was taken of (the
-    key-less copy, its inline data), for the rare comparison with a legacy fingerprint."""
-
-    value: str
-    _copy: pb.SubmitReportRequest = field(compare=False, repr=False)
-    _inline: bytes = field(compare=False, repr=False)
-
-    def matches(self, stored: str) -> bool:
-        if stored == self.value:
-            return True
-        if stored.startswith(_VERSION):
-            return False
-        if self._inline:  # as the legacy fingerprint saw it (not its unknown fields)
-            self._copy.input.inline_data = self._inline
-        legacy = hashlib.sha256(self._copy.SerializeToString(deterministic=True))
-        return stored == legacy.hexdigest()
-
-
-def fingerprint(request: pb.SubmitReportRequest) -> Fingerprint:
-    """SHA-256 of the request as sent, without its idempotency key, in canonical JSON: the
-    proto3 JSON mapping with sorted keys and no spaces. Not the protobuf bytes: even
-    deterministic serialization is not canonical, it may change with the schema, the
-    library or the build (protobuf.dev/programming-guides/serialization-not-canonical/),
-    and a retry after a deploy must fingerprint alike. Fields at their defaults are left
-    out, so a field added later changes no earlier request's fingerprint; unknown fields
-    (a newer client's) are dropped, as the rest of the edge ignores them. Call it before
-    anything fills defaults in (quotas).
-
-    Inline input (up to megabytes) counts by its SHA-256: base64 in JSON would cost ten
-    times the hash."""
-    copy = pb.SubmitReportRequest()
-    copy.CopyFrom(request)
-    copy.ClearField("idempotency_key")
-    copy.DiscardUnknownFields()
-    inline = request.input.inline_data
-    if inline:
-        copy.input.inline_data = hashlib.sha256(inline).digest()
-    try:
-        doc = json_format.MessageToDict(copy, preserving_proto_field_name=True)
-    except json_format.SerializeToJsonError:
-        # A Struct number that is NaN or infinite: JSON has no such number.
-        raise InvalidArgument.field(
-            "params", "NaN and Infinity are not JSON numbers; send them as strings"
-        ) from None
-    text = _CANONICAL.encode(doc)
-    return Fingerprint(_VERSION + hashlib.sha256(text.encode()).hexdigest(), copy, inline)
-
-
-def claim_item(pk: dict[str, str], claim: Claim) -> Item:
-    """The claim item, as aiobotocore takes it."""
-    return {
-        **{k: {"S": v} for k, v in pk.items()},
-        "report_id": {"S": claim.report_id},
-        "fingerprint": {"S": claim.fingerprint},
-        "created_ms": {"N": str(claim.created_ms)},
-        "region": {"S": claim.region},
-        resources.TTL_ATTRIBUTE: {"N": str(claim.expires_at)},
-    }
 
 
 def put_claim_head(table_name: str) -> str:
@@ -178,20 +101,6 @@ def put_claim_body(head: str, pk: dict[str, str], claim: Claim, now: int) -> byt
         f'{s(resources.TTL_ATTRIBUTE)}:{{"N":"{claim.expires_at:d}"}}}},'
         f'"ExpressionAttributeValues":{{":now":{{"N":"{now:d}"}}}}}}'
     ).encode()
-
-
-def claim_key(tenant: str, key: str) -> dict[str, str]:
-    return resources.idempotency_claim_key(tenant, hashlib.sha256(key.encode()).hexdigest())
-
-
-def reused(key: str, claim: Claim) -> IdempotencyKeyReused:
-    """What a key used again with another request gets (nothing was enqueued): a
-    FAILED_PRECONDITION of type REUSED on FIELD."""
-    return IdempotencyKeyReused(
-        f"idempotency_key {key!r} was used for report {claim.report_id} with a different "
-        "request; send that same request again to get that report, or use a new key",
-        key=key,
-    )
 
 
 class ClaimStore:
@@ -223,13 +132,7 @@ class ClaimStore:
         deadline: float | None,
     ) -> Claimed:
         """Claim `key` for `report_id`, or the claim an earlier call made."""
-        ours = Claim(
-            report_id=report_id,
-            fingerprint=fingerprint,
-            created_ms=created_ms,
-            region=self._region,
-            expires_at=created_ms // 1000 + KEY_LIFETIME_SECONDS,
-        )
+        ours = claims.new_claim(report_id, fingerprint, created_ms=created_ms, region=self._region)
         pk = claim_key(tenant, key)
         now = int(time.time())
         if self._lean is not None and self._judged:
@@ -240,7 +143,7 @@ class ClaimStore:
             written, found = await self._put_botocore(claim_item(pk, ours), values, deadline)
         if written:
             return Claimed(ours, fresh=True)
-        existing = _claim_of(found if found is not None else await self._read(pk, deadline))
+        existing = claims.claim_of(found if found is not None else await self._read(pk, deadline))
         return Claimed(existing, fresh=existing.report_id == report_id)
 
     async def release(self, tenant: str, key: str, report_id: str, deadline: float | None) -> None:
@@ -341,19 +244,6 @@ class ClaimStore:
             # claims it afresh.
             raise Unavailable("the idempotency key's claim changed while it was read; retry")
         return found
-
-
-def _claim_of(item: Item) -> Claim:
-    try:
-        return Claim(
-            report_id=item["report_id"]["S"],
-            fingerprint=item["fingerprint"]["S"],
-            created_ms=int(item["created_ms"]["N"]),
-            region=item["region"]["S"],
-            expires_at=int(item[resources.TTL_ATTRIBUTE]["N"]),
-        )
-    except (KeyError, TypeError, ValueError):
-        raise Unavailable("the idempotency key's claim could not be read; retry") from None
 
 
 def _unavailable(code: str) -> Unavailable:

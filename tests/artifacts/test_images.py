@@ -23,7 +23,12 @@ import pytest
 
 from cdk.artifacts import ARTIFACTS
 from cdk.constructs.edge_service import EDGE_COMMAND
-from cdk.constructs.queue_worker import STANDBY_COMMAND, WORKER_COMMAND
+from cdk.constructs.queue_worker import (
+    STANDBY_COMMAND,
+    WORKER_COMMAND,
+    XRAY_DAEMON_CONTAINER,
+    XRAY_DAEMON_IMAGE,
+)
 from reportgrid.local.dockerfile import Stage, default_target, exec_form, last, stages
 from tests.artifacts.conftest import Bundled, ImageTree
 from tests.artifacts.contents import footprint, forbidden
@@ -40,13 +45,28 @@ def dockerfile() -> dict[str, Stage]:
     return stages((project_dir() / "Dockerfile").read_text())
 
 
-def containers(template: dict[str, Any]) -> list[dict[str, Any]]:
+def all_containers(template: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         c
         for resource in template["Resources"].values()
         if resource["Type"] == "AWS::ECS::TaskDefinition"
         for c in resource["Properties"]["ContainerDefinitions"]
     ]
+
+
+def containers(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """The containers that run our images: an asset image is a reference to the assets
+    repository (an Fn::Sub), a public image a plain string."""
+    return [c for c in all_containers(template) if not isinstance(c["Image"], str)]
+
+
+def test_the_only_foreign_container_is_the_pinned_xray_daemon(bundled: Bundled) -> None:
+    for stack, template in regional_templates(bundled).items():
+        for c in all_containers(template):
+            if isinstance(c["Image"], str):
+                assert (c["Name"], c["Image"]) == (XRAY_DAEMON_CONTAINER, XRAY_DAEMON_IMAGE), stack
+                # A sidecar: the task lives and dies with its worker container, not with it.
+                assert c["Essential"] is False, stack
 
 
 def regional_templates(bundled: Bundled) -> dict[str, dict[str, Any]]:
@@ -196,6 +216,34 @@ def test_only_the_edge_image_has_the_health_check_and_no_worker_runs_it(
             health = container.get("HealthCheck")
             if container["Name"] != "edge":
                 assert health is None or "grpc_edge" not in json.dumps(health), container["Name"]
+
+
+# CreateSchedule parses the schedule's zone in the edge (grpc_edge/schedules.py). The slim
+# image may have no /usr/share/zoneinfo, so with PYTHONTZPATH empty a zone must come from
+# the tzdata package in the image's own tree.
+_EDGE_ZONE_PROBE = """
+import datetime, os, sys, zoneinfo
+import grpc_edge.schedules
+from reportgrid.schedules import cron
+if zoneinfo.TZPATH:
+    sys.exit("system zone files on the path: " + repr(zoneinfo.TZPATH))
+after = datetime.datetime(2026, 7, 1, tzinfo=datetime.UTC)
+fire = cron.parse("0 8 * * MON", zone="Europe/Berlin", anchor=after).next_fire(after)
+if fire != datetime.datetime(2026, 7, 6, 6, 0, tzinfo=datetime.UTC):
+    sys.exit("wrong fire: %s" % fire)
+import tzdata
+if not os.path.realpath(tzdata.__file__).startswith(os.path.realpath(sys.argv[1]) + os.sep):
+    sys.exit("tzdata is not the image's: " + tzdata.__file__)
+"""
+
+
+def test_the_edge_image_parses_schedule_time_zones_without_system_tzdata(
+    images: dict[str, ImageTree], tmp_path: Path
+) -> None:
+    edge = images["edge"]
+    argv = ["python", "-c", _EDGE_ZONE_PROBE, str(edge.lib)]
+    result = run_in_image(edge, argv, tmp_path, env={"PYTHONTZPATH": ""})
+    assert result.returncode == 0, result.stderr
 
 
 def test_both_images_run_as_a_non_root_user_on_slim_python(dockerfile: dict[str, Stage]) -> None:

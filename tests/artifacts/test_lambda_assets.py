@@ -186,3 +186,56 @@ def test_python_assets_ship_only_runtime_code(bundled: Bundled) -> None:
         assert "tests" not in top
         # The runtime extra that Tracer needs is there (the 12.4 regression).
         assert "aws_xray_sdk" in top
+
+
+# Under -I -S with PYTHONTZPATH empty: no system zone files (the AL2023-based runtimes ship
+# none, docs/SCHEDULES.md), so a zone can only come from the tzdata package in the asset.
+_PARSE_ZONE = """
+import datetime, importlib, os, sys, zoneinfo
+asset, module, attribute = sys.argv[1:4]
+sys.path.insert(0, asset)
+if zoneinfo.TZPATH:
+    sys.exit("system zone files on the path: " + repr(zoneinfo.TZPATH))
+callable(getattr(importlib.import_module(module), attribute)) or sys.exit("not callable")
+zone = zoneinfo.ZoneInfo("America/New_York")
+winter = datetime.datetime(2026, 1, 5, 8, 0, tzinfo=zone).utcoffset()
+summer = datetime.datetime(2026, 7, 6, 8, 0, tzinfo=zone).utcoffset()
+if (winter, summer) != (datetime.timedelta(hours=-5), datetime.timedelta(hours=-4)):
+    sys.exit("wrong offsets: %s %s" % (winter, summer))
+import tzdata
+if not os.path.realpath(tzdata.__file__).startswith(os.path.realpath(asset) + os.sep):
+    sys.exit("tzdata is not the asset's: " + tzdata.__file__)
+print("zones from", tzdata.__file__)
+"""
+
+SCHEDULER_HANDLER = "functions.scheduler.handler.handler"
+
+
+def test_the_scheduler_asset_parses_time_zones_without_system_tzdata(
+    bundled: Bundled, tmp_path: Path
+) -> None:
+    found = [f for f in functions(bundled) if f[2]["Handler"] == SCHEDULER_HANDLER]
+    assert len(found) == 2, "one scheduler function per region"
+    for stack, logical_id, properties, asset in found:
+        match = PYTHON_RUNTIME.match(properties["Runtime"])
+        assert match, properties["Runtime"]
+        module, _, attribute = SCHEDULER_HANDLER.rpartition(".")
+        result = subprocess.run(
+            [
+                str(python_interpreter(int(match[1]), int(match[2]))),
+                "-I",
+                "-S",
+                "-c",
+                _PARSE_ZONE,
+                str(asset),
+                module,
+                attribute,
+            ],
+            cwd=tmp_path,
+            env=lambda_environment(properties, stack_region(bundled, stack)) | {"PYTHONTZPATH": ""},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{stack}/{logical_id}: {result.stderr.strip()[-1500:]}"

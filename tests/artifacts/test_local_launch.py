@@ -6,7 +6,10 @@ setting that is not a declared override, is an error naming it (never a silent d
 from __future__ import annotations
 
 import copy
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,7 @@ from reportgrid.local.deployed import (
 )
 from reportgrid.local.event_sources import mapping_config
 from reportgrid.local.launch import LocalDeployment
+from reportgrid.local.scheduler_source import ScheduleSource, last_ran, role_denial, set_clock
 from tests.artifacts.conftest import Bundled
 
 REGION = "eu-west-1"
@@ -67,6 +71,7 @@ def test_every_setting_of_every_process_resolves_locally(template: RegionalTempl
         "functions.stream_failures.handler.handler",
         "functions.events.handler.handler",
         "functions.webhooks.handler.handler",
+        "functions.scheduler.handler.handler",
     }
     for function in functions.values():
         env = resolve_all(local, dict(function.environment), function.logical_id)
@@ -107,7 +112,7 @@ def test_an_unresolvable_value_is_an_error_naming_the_variable(template: Regiona
     for resource in broken["Resources"].values():
         if resource["Type"] == "AWS::ECS::TaskDefinition":
             for container in resource["Properties"]["ContainerDefinitions"]:
-                container["Environment"].append(
+                container.setdefault("Environment", []).append(
                     {"Name": "REPORTGRID_FROM_ELSEWHERE", "Value": {"Fn::ImportValue": "x"}}
                 )
     mutated = RegionalTemplate(
@@ -150,7 +155,7 @@ def test_a_variable_no_setting_reads_stops_the_start(template: RegionalTemplate)
     for resource in broken["Resources"].values():
         if resource["Type"] == "AWS::ECS::TaskDefinition":
             for container in resource["Properties"]["ContainerDefinitions"]:
-                for variable in container["Environment"]:
+                for variable in container.get("Environment", []):  # the sidecar has none
                     if variable["Name"] == E.TABLE_NAME:
                         variable["Name"] = "REPORTGRID_TABLE"
     mutated = RegionalTemplate(
@@ -163,3 +168,50 @@ def test_a_variable_no_setting_reads_stops_the_start(template: RegionalTemplate)
         r"REPORTGRID_TABLE_NAME",
     ):
         deployment.container("edge")
+
+
+def test_the_scheduled_function_runs_on_the_templates_schedule_by_the_settable_clock(
+    template: RegionalTemplate, bundled: Bundled, tmp_path: Path
+) -> None:
+    # Given the template's one schedule (its function, rate and Input are read from it)
+    (schedule,) = template.schedules()
+    function = template.functions()[schedule.function]
+    assert function.handler == "functions.scheduler.handler.handler"
+    assert schedule.enabled
+    assert not schedule.flexible_window
+    assert function.logical_id not in {m.function for m in template.mappings()}
+    # Scheduler's role may invoke that function (judged on the template's policies), and
+    # no other
+    assert role_denial(bundled.outdir, schedule, region=REGION, physical={}) is None
+    other = dataclasses.replace(
+        schedule,
+        function=template.function_by_handler("functions.webhooks.handler.handler").logical_id,
+    )
+    denied = role_denial(bundled.outdir, other, region=REGION, physical={})
+    assert denied is not None
+    assert "may not lambda:InvokeFunction" in denied
+    clock = tmp_path / "clock"
+    start = datetime(2026, 3, 8, 6, 59, 30, tzinfo=UTC)
+    set_clock(clock, start)
+    events: list[dict[str, Any]] = []
+    source = ScheduleSource(events.append, schedule, region=REGION, clock_file=clock)
+    # When the clock stands still, nothing runs; when it moves 3 minutes, three runs do
+    assert source.tick() == 0
+    set_clock(clock, start + timedelta(minutes=3))
+    assert source.tick() == 3
+    assert source.tick() == 0  # each minute once
+    # Then each with the target's Input, its minute filled in, in order
+    assert [e["scheduled_time"] for e in events] == [
+        "2026-03-08T07:00:00Z",
+        "2026-03-08T07:01:00Z",
+        "2026-03-08T07:02:00Z",
+    ]
+    assert last_ran(clock, REGION, schedule.name) == datetime(2026, 3, 8, 7, 2, tzinfo=UTC)
+    # A clock set back runs nothing until it passes the last minute run
+    set_clock(clock, start)
+    assert source.tick() == 0
+    set_clock(clock, datetime(2026, 3, 8, 7, 3, tzinfo=UTC))
+    assert source.tick() == 1
+    # Without a clock file (or with it removed) it is the wall clock's
+    set_clock(clock, None)
+    assert source.tick() > 100  # 2026-03-08 is long past: the newest MAX_CATCH_UP run

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,12 +24,14 @@ from cdk.slo import GET_AVAILABILITY, SUBMIT_AVAILABILITY
 from reportgrid.local import emf
 from reportgrid.local.bootstrap import client, local_input_bucket
 from reportgrid.local.dev import DEV_TENANT
+from reportgrid.local.scheduler_source import last_ran, set_clock
 from reportgrid.resources import (
     METRIC,
     METRIC_SERVICE_DIMENSION,
     METRIC_TENANT_CLASS_DIMENSION,
     METRICS_NAMESPACE,
     REQUEST_FAULT_CODES,
+    SCHEDULER_SCHEDULE_NAME,
     SERVICE_EDGE,
     SERVICE_QUEUE_WORKER,
     SERVICE_STREAM_FAILURES,
@@ -175,6 +179,7 @@ def emitted(dev: DevRegion, tmp_path_factory: pytest.TempPathFactory) -> Emitted
     report_id = str(outcomes["light"]["report_id"])
     for _ in range(2):  # the second read is answered from the edge's cache
         assert dev.cli("get", report_id).returncode == 0
+    _fire_a_schedule(dev)
     # Ctrl-C: the edge drains and flushes what it gathered since its last minute.
     dev.process.send_signal(signal.SIGINT)
     assert dev.process.wait(60) == 0, "\n".join(dev.lines[-30:])
@@ -184,6 +189,21 @@ def emitted(dev: DevRegion, tmp_path_factory: pytest.TempPathFactory) -> Emitted
         with path.open(errors="replace") as lines:
             counts[name] = sum(1 for _ in emf.emf_documents(lines))
     return Emitted(emf.emitted_by_log(logs), counts)
+
+
+def _fire_a_schedule(dev: DevRegion) -> None:
+    """A rate schedule, and the local scheduler's clock moved past its first fire (the edge
+    files it by the wall clock): the scheduler's fire metrics come from fires."""
+    created = dev.cli("schedule", "create", "--kind", "synthetic", "--rate", "1 minute", "--json")
+    assert created.returncode == 0, created.stderr
+    clock = _state_dir(dev) / "clock"
+    past_first_fire = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=3)
+    set_clock(clock, past_first_fire)
+    deadline = time.monotonic() + 60
+    never = datetime.min.replace(tzinfo=UTC)
+    while (last_ran(clock, REGION, SCHEDULER_SCHEDULE_NAME) or never) < past_first_fire:
+        assert time.monotonic() < deadline, "the local scheduler did not run"
+        time.sleep(0.2)
 
 
 def _reads(synth: Synthesized) -> list[emf.MetricRead]:

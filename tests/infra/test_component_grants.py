@@ -142,12 +142,14 @@ def expected(region: str, peer: str) -> dict[str, set[Pair]]:
             # a task still over its tenant's max_running is put off again as a new, delayed
             # message (functions/deferral.py)
             | on([queue(r.HEAVY_QUEUE_NAME)], QUEUE_SEND)
+            | on(["*"], TRACING)  # the X-Ray daemon sidecar sends the task's segments
         ),
         "QueueWorkerTaskExecutionRole": execution_role("<QueueWorkerLogs>"),
         "StandbyWorkerTaskTaskRole": (
             report_runner
             # standby/worker.py: receives, extends, deletes and re-queues mirrored tasks
             | on([queue(r.STANDBY_QUEUE_NAME)], (*QUEUE_CONSUME, "sqs:SendMessage"))
+            | on(["*"], TRACING)  # the X-Ray daemon sidecar sends the task's segments
         ),
         "StandbyWorkerTaskExecutionRole": execution_role("<StandbyWorkerLogs>"),
         "InputReaderRole": on(
@@ -200,6 +202,29 @@ def expected(region: str, peer: str) -> dict[str, set[Pair]]:
                 ],
                 SECRET_READ,
             )
+        ),
+        # --- the scheduler (functions/scheduler; cdk/constructs/scheduler.py)
+        "SchedulerFunctionServiceRole": (
+            on(["*"], TRACING)
+            # schedule, report and tenant items; idempotency claims and the fire's report;
+            # the schedule's Update and its due item's Put/Delete (TransactWriteItems)
+            | on(
+                [table],
+                [
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                ],
+            )
+            | on([f"{table}/index/{r.TENANT_INDEX_NAME}"], ["dynamodb:Query"])  # due partitions
+            | on([stream], ["kinesis:PutRecords"])  # the fires' tasks
+            | on([id_secrets], SECRET_READ)  # settings at cold start
+        ),
+        # EventBridge Scheduler's role: that one function, and the target's DLQ
+        "SchedulerRole": (
+            on(["<SchedulerFunction>"], ["lambda:InvokeFunction"])
+            | on([queue(r.SCHEDULER_DLQ_NAME)], ["sqs:SendMessage"])
         ),
         # --- multi-region
         "TaskMirrorFunctionServiceRole": (

@@ -41,8 +41,8 @@ def test_heavy_queue_visibility_is_six_times_the_worker_timeout(eu: Template) ->
 def test_every_queue_denies_plain_http(eu: Template) -> None:
     queues = eu.find_resources("AWS::SQS::Queue")
     # heavy, standby, stream failures and webhooks, each with its DLQ; the completion
-    # events' on-failure queue
-    assert len(queues) == 9
+    # events' on-failure queue; the scheduler target's DLQ
+    assert len(queues) == 10
     policies = eu.find_resources(
         "AWS::SQS::QueuePolicy",
         {

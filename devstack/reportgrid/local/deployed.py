@@ -28,6 +28,8 @@ from reportgrid.local.bootstrap import LOCAL_ACCOUNT, local_input_bucket
 from reportgrid.local.iam.patterns import Unresolved
 from reportgrid.local.iam.resolve import Localization, Stack, StackResolver
 
+_AWS_SIDECAR_IMAGE: Final = "public.ecr.aws/xray/aws-xray-daemon:"
+
 PROJECT_DIR: Final = Path(__file__).resolve().parents[3]
 # A second region for the synth when the local region runs alone: the app is multi-region
 # by construction (the data stack and the peers), the local region runs only its own stack.
@@ -186,6 +188,21 @@ class EventSourceMapping:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduledInvocation:
+    """An AWS::Scheduler::Schedule whose target is one of the stack's functions (a Lambda
+    templated target: Invoke with the target's Input)."""
+
+    name: str
+    group: str
+    function: str  # logical id
+    role: str  # logical id of Scheduler's execution role for it
+    expression: str  # rate(...) or cron(...), as the template gives it
+    input: str  # the target's Input, context attributes (<aws.scheduler.*>) unfilled
+    enabled: bool
+    flexible_window: bool  # FlexibleTimeWindow Mode is not OFF
+
+
+@dataclass(frozen=True, slots=True)
 class Container:
     task: str  # logical id of the task definition
     name: str
@@ -305,12 +322,41 @@ class RegionalTemplate:
             raise DeploymentError(f"{function.logical_id}: {len(matches)} event-source mappings")
         return matches[0]
 
+    def schedules(self) -> list[ScheduledInvocation]:
+        """The schedules that invoke a function of the stack (a target that is not one of
+        them is no function the local region runs)."""
+        functions = set(self.of_type("AWS::Lambda::Function"))
+        found = []
+        for logical_id, resource in self.of_type("AWS::Scheduler::Schedule").items():
+            props = resource["Properties"]
+            target = props["Target"]
+            function = _ref_target(target["Arn"])
+            if function not in functions:
+                continue
+            found.append(
+                ScheduledInvocation(
+                    name=str(props.get("Name", logical_id)),
+                    group=str(props.get("GroupName", "default")),
+                    function=function,
+                    role=_ref_target(target["RoleArn"]),
+                    expression=str(props["ScheduleExpression"]),
+                    input=str(target.get("Input", "{}")),
+                    enabled=props.get("State", "ENABLED") == "ENABLED",
+                    flexible_window=props.get("FlexibleTimeWindow", {}).get("Mode") != "OFF",
+                )
+            )
+        return found
+
     def containers(self) -> dict[str, Container]:
         found = {}
         for logical_id, resource in self.of_type("AWS::ECS::TaskDefinition").items():
             props = resource["Properties"]
             role = props.get("TaskRoleArn")
             for definition in props["ContainerDefinitions"]:
+                if str(definition["Image"]).startswith(_AWS_SIDECAR_IMAGE):
+                    # The X-Ray daemon sidecar (cdk/constructs/queue_worker.py): AWS's, not
+                    # ours to run; locally the workers' UDP segments go unread.
+                    continue
                 image = json.dumps(definition["Image"])
                 targets = [t for key, t in self.image_targets.items() if key in image]
                 if len(targets) != 1:

@@ -311,6 +311,9 @@ class Supervisor:
             str(state),
             "--log-dir",
             str(self.state.logs / "functions" / deployment.region),
+            # The scheduled functions' clock, one for every region (tests set it).
+            "--clock-file",
+            str(self.state.clock),
         ]
         if not with_peer:
             argv.append("--without-peer")

@@ -2,7 +2,9 @@
 Python function of the region's synthesized stack that has an event-source mapping runs from
 its asset (reportgrid/local/lambda_host.py), fed by a local event source configured from
 the mapping: the Kinesis runner for a stream, the DynamoDB-stream source for a table's stream
-(reportgrid/local/dynamodb_stream_source.py), the SQS event source for a queue.
+(reportgrid/local/dynamodb_stream_source.py), the SQS event source for a queue. A function
+that an EventBridge Scheduler schedule of the stack invokes runs on that schedule, by a clock
+tests can set (reportgrid/local/scheduler_source.py).
 
 Per function, invocations are serialized (one execution environment; Lambda's
 ParallelizationFactor is read but runs as 1 here, see docs/LOCAL_REGION.md). SIGTERM/SIGINT
@@ -28,11 +30,13 @@ from reportgrid.local.deployed import (
     DeploymentError,
     EventSourceMapping,
     LambdaFunction,
+    ScheduledInvocation,
 )
 from reportgrid.local.dynamodb_stream_source import DynamoStreamRunner
 from reportgrid.local.kinesis_runner import Handler, KinesisRunner, MappingConfig
 from reportgrid.local.lambda_host import LambdaHost
 from reportgrid.local.launch import LocalDeployment, parse_tuning, prepare
+from reportgrid.local.scheduler_source import ScheduleSource, role_denial
 from reportgrid.local.sqs_source import SqsEventSource
 
 log = logging.getLogger("reportgrid.local.event_sources")
@@ -168,6 +172,33 @@ def start_source(deployment: LocalDeployment, host: LambdaHost, *, state_dir: Pa
     raise DeploymentError(f"{function.logical_id}: no local source {source_type}")
 
 
+def start_schedule(
+    deployment: LocalDeployment,
+    host: LambdaHost,
+    schedule: ScheduledInvocation,
+    *,
+    clock_file: Path | None,
+) -> Source:
+    """Start invoking the host's function on the schedule, as EventBridge Scheduler would
+    with the schedule's execution role (judged on the template's policies)."""
+    denied = (
+        role_denial(
+            deployment.assembly,
+            schedule,
+            region=deployment.region,
+            physical=deployment.physical(),
+        )
+        if deployment.enforce_iam
+        else None
+    )
+    source = ScheduleSource(
+        host.invoke, schedule, region=deployment.region, clock_file=clock_file, denied=denied
+    )
+    thread = threading.Thread(target=source.run, name=host.function.logical_id, daemon=True)
+    thread.start()
+    return Source(source.stop, [thread])
+
+
 def start_sources(
     deployment: LocalDeployment,
     *,
@@ -175,15 +206,26 @@ def start_sources(
     log_dir: Path,
     skip: Sequence[str] = (),
     tuning: dict[str, str] | None = None,
+    clock_file: Path | None = None,
 ) -> tuple[list[Source], list[LambdaHost]]:
     """Start an event source for every mapped Python function not in `skip` (handlers),
-    each with `tuning` (launch.TUNING_OVERRIDES) on top of its template environment."""
+    and a schedule source for every scheduled one (by the clock in `clock_file`, else the
+    wall clock), each with `tuning` (launch.TUNING_OVERRIDES) on top of its template
+    environment."""
     template = deployment.template
     sources: list[Source] = []
     hosts: list[LambdaHost] = []
     mapped = {m.function for m in template.mappings()}
+    scheduled = {s.function: s for s in template.schedules() if s.enabled}
     for function in template.functions().values():
         if function.handler in skip:
+            continue
+        if function.logical_id in scheduled and function.logical_id not in mapped:
+            host = deployment.lambda_host(function, log_dir, tuning)
+            hosts.append(host)
+            schedule = scheduled[function.logical_id]
+            sources.append(start_schedule(deployment, host, schedule, clock_file=clock_file))
+            log.info("%s <- %s (%s)", function.handler, schedule.name, schedule.expression)
             continue
         if function.logical_id not in mapped:
             # Invoked by a schedule or by hand, not by an event source (the canary).
@@ -216,6 +258,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a setting of launch.TUNING_OVERRIDES for every function",
     )
+    parser.add_argument(
+        "--clock-file",
+        type=Path,
+        default=None,
+        help="the scheduled functions' clock: the time it holds, else the wall clock",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     # The values of the secrets the functions read (this process's own environment, never
@@ -238,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_dir=args.log_dir,
             skip=(MIRROR_HANDLER,) if args.without_peer else (),
             tuning=parse_tuning(args.tune),
+            clock_file=args.clock_file,
         )
     except DeploymentError as error:
         log.error("cannot start the region's functions: %s", error)

@@ -65,6 +65,12 @@ class StateDir:
     def snapshot(self) -> Path:
         return self.root / "snapshot"
 
+    @property
+    def clock(self) -> Path:
+        """The local scheduler's clock (reportgrid/local/scheduler_source.py): absent, the
+        wall clock; a test sets it with `set_clock`."""
+        return self.root / "clock"
+
     def prepare(self, *, persist: bool) -> None:
         """Create the layout; without `persist`, forget what an earlier run left."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -73,6 +79,8 @@ class StateDir:
                 shutil.rmtree(old, ignore_errors=True)
             for name in ("id-secret", "dev-api-key"):
                 (self.root / name).unlink(missing_ok=True)
+            for clock in self.root.glob("clock*"):  # a fresh region runs on the wall clock
+                clock.unlink()
         for path in (self.logs, self.kinesis):
             path.mkdir(parents=True, exist_ok=True)
 
