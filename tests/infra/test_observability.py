@@ -16,6 +16,7 @@ from cdk.slo import BURN_WINDOWS, SLOS, AvailabilitySlo, BurnWindow, LatencySlo
 from grpc_edge.metrics import FAULT_CODES
 from reportgrid import resources as r
 from reportgrid.cli.log_queries import QUERY_NAME_PREFIX, SAVED_QUERIES
+from reportgrid.cli.trace import component_of_log_group
 from tests.infra.conftest import Synthesized
 
 # The log groups of the region's processes (cdk/constructs: "<Component>Logs").
@@ -68,6 +69,13 @@ def test_every_saved_query_covers_every_process_log_group(eu: Template) -> None:
         assert saved["QueryString"] == query, name
         refs = {ref["Ref"] for ref in saved["LogGroupNames"]}
         assert refs == set(groups), name  # every process's group, no VPC flow logs
+
+
+def test_reportgrid_trace_names_the_component_of_every_log_group(eu: Template) -> None:
+    # A log group the trace does not know shows its raw name as the step's component: a
+    # new function's group must get a name in reportgrid/cli/trace.py.
+    unnamed = [lid for lid in _log_group_ids(eu) if component_of_log_group(lid) == lid]
+    assert not unnamed, unnamed
 
 
 def test_the_saved_queries_answer_the_investigation() -> None:

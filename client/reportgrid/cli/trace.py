@@ -66,6 +66,7 @@ _LOG_GROUP_COMPONENTS: Final = (
     ("TaskMirrorLogs", "mirror"),
     ("CompletionEventsLogs", "events"),
     ("WebhooksLogs", "webhooks"),
+    ("SchedulerLogs", "scheduler"),
     ("Canary", "canary"),
 )
 _DONE: Final = frozenset({"Complete", "Failed", "Cancelled", "Timeout", "Unknown"})

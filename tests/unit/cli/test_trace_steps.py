@@ -14,6 +14,7 @@ TRACE = "1-5759e988-bd862e3fe1be46a994272793"
 def test_the_events_and_webhook_log_groups_name_their_component() -> None:
     assert component_of_log_group("Reportgrid-eu-west-1-CompletionEventsLogs1A2B-x") == "events"
     assert component_of_log_group("Reportgrid-eu-west-1-WebhooksLogs9F8E-y") == "webhooks"
+    assert component_of_log_group("Reportgrid-eu-west-1-SchedulerLogs7C6D-z") == "scheduler"
 
 
 def test_the_publisher_line_and_a_heavy_terminal_line_are_steps_in_order() -> None:
