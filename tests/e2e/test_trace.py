@@ -12,11 +12,19 @@ import itertools
 import json
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from functions.stream_worker.handler import SEGMENT_NAME
+from reportgrid import tracing
+from reportgrid.client import ReportClient
+from reportgrid.local.bootstrap import client
+from reportgrid.v1 import reports_pb2 as pb
+from reportgrid.v1.reports_pb2_grpc import ReportServiceStub
 from tests.e2e import test_local_region as local_region
 from tests.e2e.test_local_region import DevRegion
 
@@ -100,6 +108,35 @@ def test_a_light_reports_claim_by_the_stream_worker_is_a_step(dev: DevRegion) ->
     assert [f["event"] for f in worker] == ["picked_up", "terminal", "event_published"], steps
     assert {f.get("service") for f in worker[:2]} == {"reportgrid-stream-worker"}, worker
     assert len({f["trace_id"] for f in worker}) == 1, worker
+
+
+def test_a_light_reports_segment_reaches_xray_in_the_callers_trace(dev: DevRegion) -> None:
+    # Given a caller that sampled its trace: the stream worker, run from its Lambda asset
+    # with the template's active tracing, uploads the report's segment (PutTraceSegments,
+    # judged by the local IAM against the function's role) to the region's X-Ray.
+    root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+    request = pb.SubmitReportRequest(kind="synthetic")
+    request.params.update({"output_rows": 2})
+    with ReportClient(dev.endpoint, api_key=dev.api_key) as rg:
+        with grpc.insecure_channel(dev.endpoint) as channel:
+            submitted = ReportServiceStub(channel).SubmitReport(
+                request,
+                metadata=[
+                    ("authorization", f"Bearer {dev.api_key}"),
+                    (tracing.XRAY_METADATA, f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1"),
+                ],
+                timeout=10,
+            )
+        assert rg.wait(submitted.report_id, timeout=60).state == pb.REPORT_STATE_SUCCEEDED
+    xray = client("xray", local_region.REGION, dev.moto_url)
+    documents = [
+        json.loads(segment["Document"])
+        for trace in xray.batch_get_traces(TraceIds=[root])["Traces"]
+        for segment in trace["Segments"]
+    ]
+    (segment,) = [d for d in documents if d["name"] == SEGMENT_NAME]
+    assert segment["annotations"]["report_id"] == submitted.report_id
+    assert segment["annotations"]["outcome"] == "SUCCEEDED"
 
 
 def test_top_shows_requests_and_reports_once_the_edge_flushed(dev: DevRegion) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sts.client import STSClient
 
-Service = Literal["dynamodb", "events", "kinesis", "s3", "sqs", "sts"]
+Service = Literal["dynamodb", "events", "kinesis", "s3", "sqs", "sts", "xray"]
 
 USER_AGENT: Final = "reportgrid-workers"
 _POOL: Final = 32
@@ -68,6 +68,12 @@ def client(
 def client(
     service: Literal["events"], settings: Settings, *, session: Session | None = None
 ) -> BaseClient: ...  # no EventBridge stubs installed: functions/events types its calls
+@overload
+def client(
+    service: Literal["xray"], settings: Settings, *, session: Session | None = None
+) -> BaseClient: ...  # no X-Ray stubs installed: functions/segments.py types its one call
+
+
 @overload
 def client(
     service: Literal["kinesis"], settings: Settings, *, session: Session | None = None

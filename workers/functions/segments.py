@@ -2,16 +2,23 @@
 (reportgrid/tracing.py), continued in the workers so that X-Ray shows Submit -> Kinesis ->
 worker -> DynamoDB as one trace (docs/OBSERVABILITY.md, "Traces through the queue").
 
-A segment is sent to the X-Ray daemon as one UDP datagram: the header line
-`{"format": "json", "version": 1}` and the segment document ("Sending segment documents to
-the X-Ray daemon", X-Ray developer guide, xray-api-sendingdata), at most 64 KB. No
-aws_xray_sdk recorder: its context is one segment per thread and its Lambda mode refuses
-segments of another trace; here one process ends many reports of many traces.
+Two ways out, one document (X-Ray developer guide, "Segment documents"):
+- Fargate: one UDP datagram per segment to the daemon sidecar: the header line
+  `{"format": "json", "version": 1}` and the document ("Sending segment documents to the
+  X-Ray daemon", xray-api-sendingdata). Fire and forget: `sendto` on an unconnected UDP
+  socket neither waits for nor learns of a listener (Linux reports ICMP port-unreachable
+  to connected sockets only), so a task without a daemon loses only the segments.
+- Lambda: PutTraceSegments, once per invocation (`flush`). Lambda's own daemon is for the
+  function's segment and its subsegments: "You can't access the function segment directly
+  or record work done outside of the handler invocation scope" (Lambda developer guide,
+  services-xray), and AWS's SDKs refuse new segments there (aws-xray-sdk-node#379: such
+  segments were dropped). A report's segment belongs to the report's trace, not the
+  invocation's, so it is uploaded through the API, the documented way for any segment
+  document (the execution role holds xray:PutTraceSegments with active tracing).
 
-Fire and forget: `sendto` on an unconnected UDP socket neither waits for nor learns of a
-listener (Linux reports ICMP port-unreachable to connected sockets only), so a region
-without a daemon (`make dev`) loses only the segments; a send that fails anyway is logged
-once, not per segment.
+No aws_xray_sdk recorder: its context is one segment per thread and its Lambda mode refuses
+segments of another trace; here one process ends many reports of many traces. A send or an
+upload that fails is logged once, not per segment.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -30,13 +37,20 @@ from typing import TYPE_CHECKING, Any, Final
 from reportgrid import resources, tracing
 
 if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
     from reportgrid.task.v1.task_pb2 import TaskRecord
 
 log = logging.getLogger(__name__)
 
 DAEMON_ADDRESS_ENV: Final = resources.ENV.XRAY_DAEMON_ADDRESS
 _HEADER: Final = b'{"format":"json","version":1}\n'
-MAX_DATAGRAM_BYTES: Final = 64 * 1024
+# A segment document is at most 64 kB (X-Ray quotas); a UDP payload on IPv4 at most 65,507
+# bytes. Kept under both, header included.
+MAX_DOCUMENT_BYTES: Final = 64_000
+# Documents per PutTraceSegments call: the X-Ray daemon's own default batch (its
+# Processor.BatchSize, 50).
+UPLOAD_BATCH: Final = 50
 # A trace nobody upstream decided on (the edge mints Root only) is sampled at the X-Ray
 # default rule's fixed rate, decided from the trace id itself so that every worker that
 # sees the trace decides the same way (no half traces).
@@ -84,7 +98,8 @@ class Span:
 
 
 class SegmentSender:
-    """Sends each report's segment to the daemon at `address` (None: sends nothing)."""
+    """Sends each report's segment to the daemon at `address`, or, given `api` (an X-Ray
+    client), keeps it for the next `flush`; with neither it records nothing."""
 
     def __init__(
         self,
@@ -94,8 +109,12 @@ class SegmentSender:
         origin: str | None = None,
         sample_percent: int = DEFAULT_SAMPLE_PERCENT,
         metadata: Mapping[str, Any] | None = None,
+        api: BaseClient | None = None,
     ) -> None:
         self._address = address
+        self._api = api
+        self._pending: list[str] = []
+        self._pending_lock = threading.Lock()
         self._name = name
         self._origin = origin
         self._percent = sample_percent
@@ -108,13 +127,22 @@ class SegmentSender:
     def from_environment(cls, *, name: str, origin: str | None = None) -> SegmentSender:
         return cls(daemon_address(os.environ.get(DAEMON_ADDRESS_ENV)), name=name, origin=origin)
 
+    @classmethod
+    def for_lambda(cls, *, name: str, api: Callable[[], BaseClient]) -> SegmentSender:
+        """Uploading through `api()` when the function traces: Lambda sets the daemon's
+        address only with active tracing on (Lambda developer guide, "Defined runtime
+        environment variables")."""
+        if daemon_address(os.environ.get(DAEMON_ADDRESS_ENV)) is None:
+            return cls(None, name=name)
+        return cls(None, name=name, api=api())
+
     @property
     def enabled(self) -> bool:
-        return self._address is not None
+        return self._address is not None or self._api is not None
 
     def start(self, task: TaskRecord, *, start_s: float | None = None) -> Span | None:
         """A span in the task's trace, or None (no daemon, no trace, or not sampled)."""
-        if self._address is None or not task.trace_header:
+        if not self.enabled or not task.trace_header:
             return None
         context = tracing.parse_header(task.trace_header)
         if context is None or not is_sampled(context, self._percent):
@@ -168,23 +196,58 @@ class SegmentSender:
         return found
 
     def send(self, span: Span, *, end_s: float | None = None) -> None:
-        if self._address is None:
+        if not self.enabled:
             return
-        data = (
-            _HEADER + json.dumps(self.document(span, end_s=end_s), separators=(",", ":")).encode()
-        )
-        if len(data) > MAX_DATAGRAM_BYTES:
-            span.subsegments.clear()  # the segment still counts; its calls do not fit
-            data = _HEADER + json.dumps(self.document(span, end_s=end_s)).encode()
+        body = self._body(span, end_s)
+        if body is None:
+            return
+        if self._api is not None:
+            with self._pending_lock:
+                self._pending.append(body)
+            return
         try:
             if self._socket is None:
                 self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 self._socket.setblocking(False)  # a full send buffer drops, never waits
-            self._socket.sendto(data, self._address)
+            assert self._address is not None
+            self._socket.sendto(_HEADER + body.encode(), self._address)
         except OSError as err:
-            if not self._warned:
-                self._warned = True
-                log.warning("cannot send X-Ray segments to %s: %s", self._address, err)
+            self._warn_once("cannot send X-Ray segments to %s: %s", self._address, err)
+
+    def _body(self, span: Span, end_s: float | None) -> str | None:
+        """The document's JSON, its subsegments dropped if it would not fit; None (logged)
+        when even that does not fit."""
+        limit = MAX_DOCUMENT_BYTES - len(_HEADER)
+        body = json.dumps(self.document(span, end_s=end_s), separators=(",", ":"))
+        if len(body.encode()) > limit:
+            span.subsegments.clear()  # the segment still counts; its calls do not fit
+            body = json.dumps(self.document(span, end_s=end_s), separators=(",", ":"))
+        if len(body.encode()) > limit:
+            self._warn_once("an X-Ray segment of %d bytes is over the limit", len(body))
+            return None
+        return body
+
+    def flush(self) -> None:
+        """Upload the segments kept since the last flush (the API path; a no-op for UDP)."""
+        if self._api is None:
+            return
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for i in range(0, len(pending), UPLOAD_BATCH):
+            chunk = pending[i : i + UPLOAD_BATCH]
+            try:
+                call = self._api.put_trace_segments  # type: ignore[attr-defined]
+                answer: dict[str, Any] = call(TraceSegmentDocuments=chunk)
+            except Exception as err:
+                self._warn_once("cannot upload %d X-Ray segments: %s", len(chunk), err)
+                continue
+            if unprocessed := answer.get("UnprocessedTraceSegments"):
+                self._warn_once("X-Ray refused %d segments: %s", len(unprocessed), unprocessed[0])
+
+    def _warn_once(self, message: str, *args: object) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(message, *args)
 
     # -- AWS calls as subsegments -----------------------------------------------------------
 
@@ -193,7 +256,7 @@ class SegmentSender:
         (segment()), as a subsegment of its span: botocore's before-call/after-call events,
         two dict writes per call (no aws_xray_sdk patching of every client in the process,
         which would log a missing segment for each poll and heartbeat)."""
-        if self._address is None:
+        if not self.enabled:
             return
         for client in clients:
             events = client.meta.events

@@ -158,6 +158,7 @@ class LambdaFunction:
     environment: Mapping[str, Any]  # unresolved template values
     asset_dir: Path
     role: str  # logical id of the execution role
+    active_tracing: bool = False  # TracingConfig Mode Active
 
     @property
     def service(self) -> str:
@@ -248,6 +249,7 @@ class RegionalTemplate:
                 environment=props.get("Environment", {}).get("Variables", {}),
                 asset_dir=self.assets[code["S3Key"]],
                 role=_ref_target(props["Role"]),
+                active_tracing=props.get("TracingConfig", {}).get("Mode") == "Active",
             )
         return found
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from reportgrid.local.deployed import LambdaFunction
+from reportgrid.resources import ENV as E
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ PYTHON_RUNTIME: Final = re.compile(r"^python(\d+)\.(\d+)$")
 # How long a cold start (the handler's import) may take before the invocation fails.
 INIT_TIMEOUT_SECONDS: Final = 60.0
 EXIT_ERROR: Final = "Runtime.ExitError"
+# Where Lambda's daemon listens is 169.254.79.129:2000; here nothing does.
+LOCAL_XRAY_DAEMON_ADDRESS: Final = "127.0.0.1:2000"
 # The IAM enforcement spec the bootstrap installs (reportgrid.local.iam.enforce.spec).
 IAM_SPEC_VARIABLE: Final = "REPORTGRID_LOCAL_IAM"
 
@@ -216,9 +219,18 @@ class LambdaHost:
             )
 
     def _runtime_environment(self) -> dict[str, str]:
-        """The template's variables and what the Lambda runtime itself sets."""
+        """The template's variables and what the Lambda runtime itself sets (the X-Ray
+        daemon's address only with active tracing, as Lambda does; no daemon listens here,
+        so the function's own segment is lost, and what the code uploads through the API
+        reaches the moto server)."""
+        tracing = (
+            {E.XRAY_DAEMON_ADDRESS: LOCAL_XRAY_DAEMON_ADDRESS}
+            if self.function.active_tracing
+            else {}
+        )
         return {
             **self.environment,
+            **tracing,
             "AWS_LAMBDA_FUNCTION_NAME": self.function.logical_id,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.function.memory_mib),
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",

@@ -12,8 +12,9 @@ A clock moved backwards invokes nothing until it passes the last minute invoked.
 
 Invocations are serialized (the function's reserved concurrency is 1 in the template) and
 each runs to its end before the next; one that fails is logged and not repeated (the
-template's MaximumRetryAttempts 0: the next period's run catches up). After each, the
-source writes the minute it invoked for to its `ran` file, so a test can wait for it.
+function's EventInvokeConfig has retry_attempts 0: the next period's run catches up).
+After each, the source writes the minute it invoked for to its `ran` file, so a test can
+wait for it.
 
 As in AWS, Scheduler invokes with the schedule's execution role: `role_denial` judges
 lambda:InvokeFunction on the function against that role's policies in the template

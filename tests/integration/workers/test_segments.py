@@ -134,8 +134,15 @@ def test_a_trace_sampled_out_upstream_sends_nothing(region: Region, daemon: Daem
     assert daemon.nothing_within(0.5)
 
 
-def test_stream_worker_sends_one_segment_per_light_report_in_its_own_trace(
-    region: Region, daemon: Daemon, caplog: pytest.LogCaptureFixture
+def _uploaded(xray: Any, trace_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The segment documents X-Ray holds for these traces, by report id."""
+    answer = xray.batch_get_traces(TraceIds=trace_ids)
+    documents = [json.loads(s["Document"]) for t in answer["Traces"] for s in t["Segments"]]
+    return {d["annotations"]["report_id"]: d for d in documents}
+
+
+def test_stream_worker_uploads_one_segment_per_light_report_in_its_own_trace(
+    region: Region, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     roots = ["1-5759e988-000000000000000000000001", "1-5759e988-000000000000000000000002"]
@@ -146,12 +153,17 @@ def test_stream_worker_sends_one_segment_per_light_report_in_its_own_trace(
         )
         for n, root in enumerate(roots)
     ]
+    endpoint = region.settings.aws_endpoint_url
+    assert endpoint is not None
+    xray = client("xray", region.settings.region, endpoint)
     stream.configure(
         stream.Dependencies(
             runner=Runner(region.services, owner_prefix="lambda-test"),
             sqs=region.sqs,
             heavy_queue_url=region.settings.heavy_queue_url,
-            segments=SegmentSender(daemon.address, name=stream.SEGMENT_NAME),
+            # As in Lambda (SegmentSender.for_lambda): through PutTraceSegments, not the
+            # Lambda daemon, which takes only the invocation's own segment.
+            segments=SegmentSender(None, name=stream.SEGMENT_NAME, api=xray),
         )
     )
     try:
@@ -159,7 +171,9 @@ def test_stream_worker_sends_one_segment_per_light_report_in_its_own_trace(
         assert stream.handler(event, LambdaContext())["batchItemFailures"] == []
     finally:
         stream.configure(None)
-    segments = {s["annotations"]["report_id"]: s for s in (daemon.segment(), daemon.segment())}
+    # Uploaded by the time the handler returned (Lambda freezes the process after it)
+    segments = _uploaded(xray, roots)
+    assert set(segments) == {t.report_id for t in light}
     for task, root in zip(light, roots, strict=True):
         segment = segments[task.report_id]
         assert (segment["trace_id"], segment["parent_id"]) == (root, EDGE_PARENT)

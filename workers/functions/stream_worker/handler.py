@@ -86,11 +86,9 @@ class Dependencies:
     runner: Runner
     sqs: SQSClient
     heavy_queue_url: str | None
-    # Each light report's segment in its own trace, sent to the Lambda's X-Ray daemon
-    # (docs/OBSERVABILITY.md: the invocation's segment belongs to none of the batch's).
-    segments: SegmentSender = field(
-        default_factory=lambda: SegmentSender.from_environment(name=SEGMENT_NAME)
-    )
+    # Each light report's segment in its own trace, uploaded once per invocation
+    # (functions/segments.py: the invocation's segment belongs to none of the batch's).
+    segments: SegmentSender = field(default_factory=lambda: SegmentSender(None, name=SEGMENT_NAME))
 
 
 _dependencies: Dependencies | None = None
@@ -119,6 +117,9 @@ def dependencies() -> Dependencies:
             runner=Runner(services, owner_prefix=f"lambda:{settings.region}"),
             sqs=client("sqs", settings),
             heavy_queue_url=settings.heavy_queue_url,
+            segments=SegmentSender.for_lambda(
+                name=SEGMENT_NAME, api=lambda: client("xray", settings)
+            ),
         )
     return _dependencies
 
@@ -158,6 +159,14 @@ def _heavy_tasks(event: dict[str, Any], deps: Dependencies) -> dict[str, TaskRec
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     deps = dependencies()
+    try:
+        return _handle(event, context, deps)
+    finally:
+        # Before the invocation ends: Lambda freezes the process between invocations.
+        deps.segments.flush()
+
+
+def _handle(event: dict[str, Any], context: LambdaContext, deps: Dependencies) -> dict[str, Any]:
     heavy = _heavy_tasks(event, deps)
     forward_failed: set[str] = set()
     if heavy:

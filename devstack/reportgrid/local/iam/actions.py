@@ -324,6 +324,11 @@ def _events_put(call: Call, _: StreamIterators) -> list[Need]:
     ] or [Need("events:PutEvents", _missing(call, "Entries"))]
 
 
+def _unscoped(action: str) -> Mapper:
+    """An action without resource types: a policy grants it on "*"."""
+    return lambda call, _: [Need(action, "*")]
+
+
 OPERATIONS: Final[dict[tuple[str, str], Mapper]] = {
     **{
         ("dynamodb", op): _ddb_single
@@ -386,6 +391,9 @@ OPERATIONS: Final[dict[tuple[str, str], Mapper]] = {
     **{("kms", op): _kms for op in ("Decrypt", "Encrypt", "GenerateDataKey", "DescribeKey")},
     ("sns", "Publish"): _sns_publish,
     ("events", "PutEvents"): _events_put,
+    # X-Ray's write actions have no resource types (Service Authorization Reference,
+    # "Actions defined by AWS X-Ray"): a policy grants them on "*".
+    **{("xray", op): _unscoped(f"xray:{op}") for op in ("PutTraceSegments", "PutTelemetryRecords")},
 }
 
 
