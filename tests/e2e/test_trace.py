@@ -129,12 +129,19 @@ def test_a_light_reports_segment_reaches_xray_in_the_callers_trace(dev: DevRegio
             )
         assert rg.wait(submitted.report_id, timeout=60).state == pb.REPORT_STATE_SUCCEEDED
     xray = client("xray", local_region.REGION, dev.moto_url)
-    documents = [
-        json.loads(segment["Document"])
-        for trace in xray.batch_get_traces(TraceIds=[root])["Traces"]
-        for segment in trace["Segments"]
-    ]
-    (segment,) = [d for d in documents if d["name"] == SEGMENT_NAME]
+    # The upload ends the invocation, a moment after the terminal write that `wait` saw.
+    deadline = time.monotonic() + 20
+    while True:
+        documents = [
+            json.loads(segment["Document"])
+            for trace in xray.batch_get_traces(TraceIds=[root])["Traces"]
+            for segment in trace["Segments"]
+        ]
+        ours = [d for d in documents if d["name"] == SEGMENT_NAME]
+        if ours or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (segment,) = ours
     assert segment["annotations"]["report_id"] == submitted.report_id
     assert segment["annotations"]["outcome"] == "SUCCEEDED"
 
