@@ -96,29 +96,31 @@ async def test_get_and_watch_answer_from_dynamodb_while_redis_is_frozen_then_kil
             aws, ReportRecord(report_id, TENANT, "synthetic", State.RUNNING, now, revision=1)
         )
     latencies: dict[str, list[float]] = {"frozen": [], "killed": []}
-    errors = 0
+    errors: list[str] = []
 
     async with running_edge(settings, api_key) as edge:
         breaker = edge.server.service.redis.breaker
         await edge.stub.ListReportKinds(pb.ListReportKindsRequest(), metadata=edge.auth())
 
         async def probe(phase: str, rounds: int) -> None:
-            nonlocal errors
             for n in range(rounds):
                 report_id = ids[n % len(ids)]
                 started = time.monotonic()
+                # The deadline only has to tell a bounded call from a hung one (a frozen
+                # Redis without the breaker hangs until it); the latency bound is the p99
+                # below. A 1 s deadline lost a call to CPU contention in a full parallel run.
                 try:
                     got = await edge.stub.GetReport(
-                        pb.GetReportRequest(report_id=report_id), metadata=edge.auth(), timeout=1
+                        pb.GetReportRequest(report_id=report_id), metadata=edge.auth(), timeout=3
                     )
                     watch = edge.stub.WatchReport(
-                        pb.WatchReportRequest(report_id=report_id), metadata=edge.auth(), timeout=1
+                        pb.WatchReportRequest(report_id=report_id), metadata=edge.auth(), timeout=3
                     )
                     first = (await watch.read()).report
                     watch.cancel()
                     assert got.state == first.state == pb.REPORT_STATE_RUNNING
-                except grpc.aio.AioRpcError:
-                    errors += 1
+                except grpc.aio.AioRpcError as error:
+                    errors.append(f"{phase}: {error.code().name} {error.details()}")
                 latencies[phase].append((time.monotonic() - started) * 1000)
 
         own_redis.pause()
@@ -137,7 +139,7 @@ async def test_get_and_watch_answer_from_dynamodb_while_redis_is_frozen_then_kil
             await asyncio.sleep(0.1)
         closed_after = time.monotonic() - returned
         closed = not breaker.is_open
-    assert errors == 0
+    assert errors == []
     assert opened_while_frozen
     assert closed
     p99_frozen = percentile(latencies["frozen"], 99)
@@ -147,7 +149,7 @@ async def test_get_and_watch_answer_from_dynamodb_while_redis_is_frozen_then_kil
     figure(
         "5 Redis frozen/killed",
         calls=2 * (len(latencies["frozen"]) + len(latencies["killed"])),
-        errors=errors,
+        errors=len(errors),
         p99_frozen_ms=round(p99_frozen, 1),
         p99_killed_ms=round(p99_killed, 1),
         breaker_opened=breaker.opened_count,
