@@ -1,5 +1,6 @@
 """Result writers: the table `result` in a DuckDB connection -> the bytes of one output
-format. CSV, JSON and Parquet are written by DuckDB's COPY; Markdown is a table we format."""
+format. CSV, JSON and Parquet are written by DuckDB's COPY (a small CSV result by small_csv,
+byte for byte as COPY would); Markdown is a table we format."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from reportgrid.engine import small_csv
 from reportgrid.engine.request import GenerateResult
 from reportgrid.engine.sql import literal, quote
 from reportgrid.records import CONTENT_TYPES
@@ -38,9 +40,17 @@ def write_query(
     output_format: pb.OutputFormat.ValueType,
     work_dir: str,
 ) -> GenerateResult:
-    """The rows of `query` (our own SQL) in one output format: one statement, since each
-    costs DuckDB ~0.2 ms of CPU however small (COPY returns the rows it wrote)."""
+    """The rows of `query` (our own SQL) in one output format: one statement where it can,
+    since each costs DuckDB ~0.2 ms of CPU however small (COPY returns the rows it wrote).
+
+    A small CSV result of simple types is fetched and written in Python (small_csv: the
+    same bytes, without the COPY's ~1 ms); a larger one runs `query` again under COPY, so
+    `query` must be cheap to run twice: a scan of a result table or a generator."""
     output_format = output_format or pb.OUTPUT_FORMAT_CSV
+    if output_format == pb.OUTPUT_FORMAT_CSV:
+        small = _small_csv(con, query)
+        if small is not None:
+            return small
     if output_format == pb.OUTPUT_FORMAT_MARKDOWN:
         cursor = con.execute(query)
         names = [d[0] for d in cursor.description or ()]
@@ -57,6 +67,18 @@ def write_query(
             data = f.read()
         os.remove(path)
     return GenerateResult(data, row_count, CONTENT_TYPES[output_format])
+
+
+def _small_csv(con: duckdb.DuckDBPyConnection, query: str) -> GenerateResult | None:
+    cursor = con.execute(query)
+    description = cursor.description or ()
+    if not small_csv.writable([str(d[1]) for d in description]):
+        return None
+    rows = cursor.fetchmany(small_csv.MAX_ROWS + 1)
+    if len(rows) > small_csv.MAX_ROWS:
+        return None
+    data = small_csv.render([d[0] for d in description], rows)
+    return GenerateResult(data, len(rows), CONTENT_TYPES[pb.OUTPUT_FORMAT_CSV])
 
 
 def markdown_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
