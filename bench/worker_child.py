@@ -56,30 +56,45 @@ class Calls:
         self.counts: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
-        self._lean: list[tuple[str, Any, int]] = []  # (operation, client, calls at clear)
+        self._lean: list[Any] = []  # the lean clients (reportgrid/aws_json_sync.py)
+        self._lean_base: collections.Counter[str] = collections.Counter()  # at clear
 
     def attach(self, *clients: Any) -> None:
         for c in clients:
             c.meta.events.register("before-call.*.*", self._count)
 
     def attach_store(self, store: ReportStore) -> None:
-        """The store's boto3 client, and its lean PutItem client where it has one (the
-        code of an older tree has none)."""
+        """The store's boto3 client, and its lean DynamoDB client where it has one (the
+        code of an older tree has none, or only a lean PutItem)."""
         self.attach(store._ddb)
-        lean = getattr(store, "_writes", None)
+        lean = getattr(store, "_hot", None) or getattr(store, "_writes", None)
         http = getattr(lean, "http", None)
         if http is not None:
-            self._lean.append(("PutItem", http, http.calls))
+            self._lean.append(http)
+            self._lean_base = self._lean_counts()
 
     def clear(self) -> None:
         self.counts.clear()
-        self._lean = [(name, http, http.calls) for name, http, _ in self._lean]
+        self._lean_base = self._lean_counts()
 
     def snapshot(self) -> dict[str, int]:
         counts = collections.Counter(self.counts)
-        for name, http, base in self._lean:
-            counts[name] += http.calls - base
-        return dict(counts)
+        counts.update(self._lean_counts())
+        counts.subtract(self._lean_base)
+        return {name: n for name, n in counts.items() if n}
+
+    def _lean_counts(self) -> collections.Counter[str]:
+        """Calls per operation ("DynamoDB_20120810.PutItem" -> "PutItem"); an older
+        client counts only its total, all PutItems."""
+        counts: collections.Counter[str] = collections.Counter()
+        for http in self._lean:
+            by_target = getattr(http, "calls_by_target", None)
+            if by_target is None:
+                counts["PutItem"] += http.calls
+            else:
+                for target, n in by_target.items():
+                    counts[target.rpartition(".")[2]] += n
+        return counts
 
     def _count(self, *, model: Any, **_: Any) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ ReadTimeoutError for the same: callers map them as they map boto3's).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import socket
 import ssl
@@ -90,6 +91,7 @@ class SyncAwsJsonClient:
         self._lock = threading.Lock()
         self.connections_opened = 0  # tests and the bench: is the connection kept alive?
         self.calls = 0  # the bench counts AWS calls
+        self.calls_by_target: collections.Counter[str] = collections.Counter()
 
     @property
     def endpoint(self) -> str:
@@ -104,6 +106,7 @@ class SyncAwsJsonClient:
         request = request_bytes(self._signer, frozen, target, content_type, body)
         with self._lock:
             self.calls += 1
+            self.calls_by_target[target] += 1
         try:
             return self._exchange(request, self._reuse())
         except _StaleConnection:

@@ -2,9 +2,10 @@
 the local region's moto server works alike). Short timeouts: a stuck call fails as a
 transient error instead of eating the Lambda's or the lease's time.
 
-`LeanPutItem` is boto3's `put_item` for the report store's hot conditional writes, on the
-lean JSON client (reportgrid/aws_json_sync.py) instead of botocore's per-call machinery
-(~1.5 ms of CPU a call: docs/PERFORMANCE.md, issue 22).
+`LeanDynamoDB` is boto3's `put_item` and `batch_get_item` for the report store's hot
+path (conditional writes, batched reads), on the lean JSON client
+(reportgrid/aws_json_sync.py) instead of botocore's per-call machinery (~1.5 ms of CPU a
+call: docs/PERFORMANCE.md, issue 22).
 
 `client` is typed per service, as boto3-stubs types `boto3.client`. The stubs are a dev
 dependency only (neither the Lambda asset nor the worker image has them), so they are
@@ -43,7 +44,7 @@ Service = Literal["dynamodb", "events", "kinesis", "s3", "sqs", "sts", "xray"]
 
 USER_AGENT: Final = "reportgrid-workers"
 _POOL: Final = 32
-MAX_ATTEMPTS: Final = 3  # per call, botocore's standard retry mode (LeanPutItem alike)
+MAX_ATTEMPTS: Final = 3  # per call, botocore's standard retry mode (LeanDynamoDB alike)
 _CONFIG = Config(
     connect_timeout=3,
     read_timeout=10,
@@ -127,28 +128,31 @@ _RETRIED_CODES: Final = frozenset(
 )
 _RETRIED_STATUSES: Final = frozenset({500, 502, 503, 504})
 _MAX_BACKOFF_SECONDS: Final = 20.0
-PUT_ITEM: Final = "DynamoDB_20120810.PutItem"
+_TARGET_PREFIX: Final = "DynamoDB_20120810."
 
 
-class LeanPutItem:
-    """`put_item(**request)` as the workers' boto3 client answers it: the same request (its
-    JSON as botocore serializes it: binary values in base64), up to MAX_ATTEMPTS attempts
-    with botocore's standard-mode backoff (rand(0, 1) x 2^(attempt - 1) s), and the same
-    exceptions: ClientError with the service's code, message and HTTP status when
-    DynamoDB refuses (ConditionalCheckFailedException included), ConnectionError or
-    TimeoutError when no answer came (what the store maps as botocore's).
+class LeanDynamoDB:
+    """`put_item(**request)` and `batch_get_item(**request)` as the workers' boto3 client
+    answers them: the same request (its JSON as botocore serializes it: binary values in
+    base64), the same answer (binary values decoded to bytes, as botocore's parser does),
+    up to MAX_ATTEMPTS attempts with botocore's standard-mode backoff (rand(0, 1) x
+    2^(attempt - 1) s), and the same exceptions: ClientError with the service's code,
+    message and HTTP status when DynamoDB refuses (ConditionalCheckFailedException
+    included), ConnectionError or TimeoutError when no answer came (what the store maps
+    as botocore's).
 
     Not kept from botocore's standard mode: its retry quota (a bucket of 500 tokens that
     stops retries of a client whose calls mostly fail); the store's own attempts bound
     the retries instead.
 
-    Calls go through `first_via` (the boto3 client) until one gets DynamoDB's answer
-    (written, or its condition failed). AWS judges every signed request itself, but the
-    local region's IAM emulation is a botocore hook (reportgrid/local/iam/hook.py) that
-    this client never passes: a first call through botocore gets the same verdict, and
-    with it denied every call stays on botocore, so a missing grant fails locally as it
-    would in AWS. That is exact while the workers' PutItem grant has no condition on the
-    request (CDK grant_read_write_data on the table: none), as the edge's claims.
+    Each operation goes through `first_via` (the boto3 client) until one call of it gets
+    DynamoDB's answer (for PutItem: written, or its condition failed). AWS judges every
+    signed request itself, but the local region's IAM emulation is a botocore hook
+    (reportgrid/local/iam/hook.py) that this client never passes: a first call through
+    botocore gets the same verdict, and with it denied every call stays on botocore, so a
+    missing grant fails locally as it would in AWS. That is exact while the workers'
+    grants have no condition on the request (CDK grant_read_write_data on the table:
+    none), as the edge's claims.
     """
 
     def __init__(
@@ -161,44 +165,70 @@ class LeanPutItem:
     ) -> None:
         self.http = http
         self._first_via = first_via
-        self._judged = first_via is None
+        self._judged: set[str] = set()  # operations whose first call was answered
         self._judged_lock = threading.Lock()
         self._sleep = sleep
         self._jitter = jitter
 
     def put_item(self, **request: Any) -> dict[str, Any]:
-        if not self._judged and self._first_via is not None:
-            return self._put_first(request)
+        if self._first_via is not None and "PutItem" not in self._judged:
+            return self._first("PutItem", self._first_via.put_item, request)
+        self._call("PutItem", request)
+        return {}  # the store asks for no ReturnValues
+
+    def batch_get_item(self, **request: Any) -> dict[str, Any]:
+        if self._first_via is not None and "BatchGetItem" not in self._judged:
+            return self._first("BatchGetItem", self._first_via.batch_get_item, request)
+        answer: dict[str, Any] = _decoded(json.loads(self._call("BatchGetItem", request)))
+        return answer
+
+    def _call(self, operation: str, request: dict[str, Any]) -> bytes:
         body = json.dumps(request, separators=(",", ":"), default=_json_blob).encode()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                status, answer = self.http.call(PUT_ITEM, JSON_1_0, body)
+                status, answer = self.http.call(_TARGET_PREFIX + operation, JSON_1_0, body)
             except (ConnectionError, TimeoutError):
                 if attempt == MAX_ATTEMPTS:
                     raise
             else:
                 if status == 200:
-                    return {}
-                error = _client_error(status, answer)
+                    return answer
+                error = _client_error(status, answer, operation)
                 if attempt == MAX_ATTEMPTS or not _retried(status, error):
                     raise error
             self._sleep(self._jitter() * min(2.0 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
         raise AssertionError("unreachable")
 
-    def _put_first(self, request: dict[str, Any]) -> dict[str, Any]:
-        assert self._first_via is not None
+    def _first(
+        self, operation: str, call: Callable[..., Any], request: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
-            answer: dict[str, Any] = dict(self._first_via.put_item(**request))
+            answer: dict[str, Any] = dict(call(**request))
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                self._judge()
+                self._judge(operation)
             raise
-        self._judge()
+        self._judge(operation)
         return answer
 
-    def _judge(self) -> None:
+    def _judge(self, operation: str) -> None:
         with self._judged_lock:
-            self._judged = True
+            self._judged.add(operation)
+
+
+def _decoded(value: Any) -> Any:
+    """An answer's attribute values with B and BS in bytes, as botocore parses them (every
+    other member of the answer passes through)."""
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        if "B" in value:
+            return {"B": base64.b64decode(value["B"])}
+        if "BS" in value:
+            return {"BS": [base64.b64decode(v) for v in value["BS"]]}
+    return {k: _decoded(v) for k, v in value.items()}
 
 
 def _json_blob(value: object) -> str:
@@ -208,7 +238,7 @@ def _json_blob(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not an attribute value")
 
 
-def _client_error(status: int, answer: bytes) -> ClientError:
+def _client_error(status: int, answer: bytes, operation: str) -> ClientError:
     """The ClientError botocore raises for this answer: the code and message, the error's
     other members (e.g. the old Item of ReturnValuesOnConditionCheckFailure) alongside."""
     code, message, doc = error_of(answer)
@@ -217,7 +247,7 @@ def _client_error(status: int, answer: bytes) -> ClientError:
     }
     response["Error"] = {"Code": code, "Message": message}
     response["ResponseMetadata"] = {"HTTPStatusCode": status}
-    return ClientError(response, "PutItem")  # type: ignore[arg-type]
+    return ClientError(response, operation)  # type: ignore[arg-type]
 
 
 def _retried(status: int, error: ClientError) -> bool:
@@ -225,8 +255,8 @@ def _retried(status: int, error: ClientError) -> bool:
     return code in _RETRIED_CODES or status in _RETRIED_STATUSES
 
 
-def lean_put_item(ddb: DynamoDBClient, *, session: Session | None = None) -> LeanPutItem | None:
-    """The lean PutItem of `ddb`'s endpoint and region, signed with the credentials of
+def lean_dynamodb(ddb: DynamoDBClient, *, session: Session | None = None) -> LeanDynamoDB | None:
+    """The lean DynamoDB client of `ddb`'s endpoint and region, signed with the credentials of
     `session` (boto3's default session: the one `client` builds from), the provider chain
     botocore refreshes (the Lambda's environment, the ECS task role on Fargate). None
     without credentials (boto3 then fails each call as it would)."""
@@ -249,4 +279,4 @@ def lean_put_item(ddb: DynamoDBClient, *, session: Session | None = None) -> Lea
         ssl_context=context,
         idle_connections=_POOL,
     )
-    return LeanPutItem(http, first_via=ddb)
+    return LeanDynamoDB(http, first_via=ddb)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from functions.arbiter import LeaseArbiter
-from functions.clients import LeanPutItem, lean_put_item
+from functions.clients import LeanDynamoDB, lean_dynamodb
 from reportgrid import intents, records, resources, tracing
 from reportgrid.engine.kinds import REGISTRY
 from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded
@@ -145,13 +145,13 @@ class ReportStore:
         clock: Callable[[], int] = now_ms,
         arbiter: LeaseArbiter | None = None,
         region: str = "",
-        lean: LeanPutItem | None = None,
+        lean: LeanDynamoDB | None = None,
     ) -> None:
         self._ddb = ddb
-        # The conditional PutItems (claims, renewals, terminal writes: a report's hot
-        # path) through the lean client when given one, with boto3's request, retries and
-        # exceptions; the rare calls through boto3.
-        self._writes: DynamoDBClient | LeanPutItem = lean if lean is not None else ddb
+        # A report's hot path (the conditional PutItems of claims, renewals and terminal
+        # writes; the BatchGetItems of its reads) through the lean client when given one,
+        # with boto3's request, answer, retries and exceptions; the rare calls on boto3.
+        self._hot: DynamoDBClient | LeanDynamoDB = lean if lean is not None else ddb
         self._table = table_name
         self._clock = clock
         self._arbiter = arbiter
@@ -173,10 +173,10 @@ class ReportStore:
         items: list[ReadItem] = []
         for attempt in range(_BATCH_GET_ATTEMPTS):
             try:
-                response = self._ddb.batch_get_item(
+                response = self._hot.batch_get_item(
                     RequestItems=intents.request_items(self._table, keys, consistent=True)
                 )
-            except (ClientError, BotoCoreError) as err:
+            except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as err:
                 if attempt == _BATCH_GET_ATTEMPTS - 1 or not is_transient(err):
                     raise _unavailable(err, "reading a report") from None
                 time.sleep(0.05 * 2**attempt)
@@ -234,10 +234,10 @@ class ReportStore:
             todo: Sequence[ReadItem] = keys[start : start + _BATCH_GET_KEYS]
             for attempt in range(_BATCH_GET_ATTEMPTS):
                 try:
-                    response = self._ddb.batch_get_item(
+                    response = self._hot.batch_get_item(
                         RequestItems=intents.request_items(self._table, todo, consistent=True)
                     )
-                except (ClientError, BotoCoreError) as err:
+                except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as err:
                     if attempt == _BATCH_GET_ATTEMPTS - 1 or not is_transient(err):
                         raise _unavailable(err, doing) from None
                     time.sleep(0.05 * 2**attempt)
@@ -302,7 +302,7 @@ class ReportStore:
             put["ExpressionAttributeValues"] = condition.values
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                self._writes.put_item(**put)
+                self._hot.put_item(**put)
                 return new
             except ClientError as err:
                 if err.response.get("Error", {}).get("Code") == CONDITION_FAILED:
@@ -568,8 +568,8 @@ class ReportStore:
 def store_for(settings: Settings, ddb: DynamoDBClient) -> ReportStore:
     """The workers' store for these settings: with the lease arbiter when the deployment
     has its table (REPORTGRID_ARBITER_TABLE_NAME), on the same client (an MRSC replica is
-    in this region, like the reports table's), and its writes on the lean PutItem of
-    that client's endpoint and credentials."""
+    in this region, like the reports table's), and its hot calls on the lean DynamoDB
+    client of that client's endpoint and credentials."""
     arbiter = None
     if settings.arbiter_table_name:
         arbiter = LeaseArbiter(ddb, settings.arbiter_table_name)
@@ -578,7 +578,7 @@ def store_for(settings: Settings, ddb: DynamoDBClient) -> ReportStore:
         settings.table_name,
         arbiter=arbiter,
         region=settings.region,
-        lean=lean_put_item(ddb),
+        lean=lean_dynamodb(ddb),
     )
 
 

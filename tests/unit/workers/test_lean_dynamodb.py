@@ -1,4 +1,4 @@
-"""The report store's writes on the lean PutItem (functions/clients.py LeanPutItem) answer
+"""The report store's writes on the lean PutItem (functions/clients.py LeanDynamoDB) answer
 as on boto3: the same request body as botocore serializes, botocore's standard retries
 (3 attempts, its backoff), the same ClientError codes and statuses (so the store's own
 mapping, functions/store.py is_transient, sees what it sees from boto3), and the local
@@ -20,8 +20,9 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
 
-from functions.clients import LeanPutItem, lean_put_item
+from functions.clients import LeanDynamoDB, lean_dynamodb
 from functions.store import WRITE_ATTEMPTS, Claim, ReportStore, is_transient, store_for
+from reportgrid import intents, resources
 from reportgrid.aws_json_sync import SyncAwsJsonClient
 from reportgrid.errors import Unavailable
 from reportgrid.local.bootstrap import RegionResources, client
@@ -56,10 +57,10 @@ def _error(code: str) -> bytes:
     ).encode()
 
 
-def _lean(server: ScriptedServer, sleeps: list[float] | None = None) -> LeanPutItem:
+def _lean(server: ScriptedServer, sleeps: list[float] | None = None) -> LeanDynamoDB:
     http = SyncAwsJsonClient(server.url, "us-east-1", "dynamodb", Credentials("AK", "SK"))
     record = sleeps if sleeps is not None else []
-    return LeanPutItem(http, sleep=record.append, jitter=lambda: 0.5)
+    return LeanDynamoDB(http, sleep=record.append, jitter=lambda: 0.5)
 
 
 def test_the_request_body_is_the_one_botocore_serializes() -> None:
@@ -134,7 +135,7 @@ def test_calls_stay_on_boto3_until_one_got_dynamodbs_answer() -> None:
     boto3_ = _Boto3(["AccessDeniedException", "ConditionalCheckFailedException"])
     with ScriptedServer(lambda _: answer(b"{}")) as server:
         lean = _lean(server)
-        lean = LeanPutItem(lean.http, first_via=boto3_)  # type: ignore[arg-type]
+        lean = LeanDynamoDB(lean.http, first_via=boto3_)  # type: ignore[arg-type]
         for _ in range(2):  # denied (IAM): the next call is judged again
             with pytest.raises(ClientError):
                 lean.put_item(**PUT)
@@ -159,6 +160,8 @@ class _Proxy:
         self.server = ScriptedServer(self._answer)
 
     def _answer(self, request: Request) -> bytes | None:
+        if not request.header("x-amz-target").endswith(".PutItem"):
+            return forward(self._moto, request)
         with self._lock:
             if self.throttle:
                 self.throttle -= 1
@@ -184,7 +187,7 @@ def _store(settings: Settings, aws: RegionResources, proxy: _Proxy) -> ReportSto
     ddb = client("dynamodb", aws.region, aws.endpoint_url)
     http = SyncAwsJsonClient(proxy.server.url, aws.region, "dynamodb", Credentials("AK", "SK"))
     # Judged already (no first call through boto3): every write goes through the proxy.
-    lean = LeanPutItem(http, sleep=lambda _: None)
+    lean = LeanDynamoDB(http, sleep=lambda _: None)
     return ReportStore(ddb, settings.table_name, lean=lean)
 
 
@@ -193,8 +196,8 @@ def test_the_deployed_store_writes_through_the_lean_client(
 ) -> None:
     ddb = client("dynamodb", aws.region, aws.endpoint_url)
     store = store_for(settings, ddb)
-    lean = store._writes
-    assert isinstance(lean, LeanPutItem)
+    lean = store._hot
+    assert isinstance(lean, LeanDynamoDB)
     assert lean.http.endpoint == ddb.meta.endpoint_url.rstrip("/")
     task = make_task(settings, "synthetic", {"output_rows": 1})
     claim = store.claim(task, owner="w-1", region=aws.region, lease_seconds=30)
@@ -202,8 +205,12 @@ def test_the_deployed_store_writes_through_the_lean_client(
     store.renew(task.report_id, owner="w-1", lease_seconds=30)
     done = store.finish(task.report_id, owner="w-1", state=State.SUCCEEDED, ttl_seconds=60)
     assert store.get(task.report_id) == done
-    assert lean.http.calls == 2  # the first write was judged through boto3, then lean
-    assert lean_put_item(ddb) is not None
+    # The first read and write of each operation were judged through boto3, then lean.
+    assert dict(lean.http.calls_by_target) == {
+        "DynamoDB_20120810.BatchGetItem": 2,
+        "DynamoDB_20120810.PutItem": 2,
+    }
+    assert lean_dynamodb(ddb) is not None
 
 
 def test_a_throttled_write_within_the_budget_lands_beyond_it_is_unavailable(
@@ -251,7 +258,7 @@ def test_the_lean_writes_are_held_to_the_deployed_iam_policy(
     with enforced(enforcer):
         session = boto3.session.Session()
         ddb = session.client("dynamodb", region_name=aws.region, endpoint_url=aws.endpoint_url)
-        lean = lean_put_item(ddb, session=session)
+        lean = lean_dynamodb(ddb, session=session)
         assert lean is not None
         # A write the role may not make is denied, and every later one still goes through
         # the emulation (none is sent past it on the lean client)
@@ -265,3 +272,39 @@ def test_the_lean_writes_are_held_to_the_deployed_iam_policy(
             lean.put_item(TableName=settings.table_name, Item=item)
         assert lean.http.calls == 2
     assert enforcer.allowed == 1
+
+
+def test_a_lean_read_answers_what_boto3s_does(settings: Settings, aws: RegionResources) -> None:
+    # Given a report whose item holds binary values (the spec) and a map (the labels)
+    ddb = client("dynamodb", aws.region, aws.endpoint_url)
+    store = store_for(settings, ddb)
+    task = make_task(settings, "synthetic", {"output_rows": 1})
+    store.claim(task, owner="w", region=aws.region, lease_seconds=30)
+    lean = store._hot
+    assert isinstance(lean, LeanDynamoDB)
+    ddb.put_item(
+        TableName=settings.table_name,
+        Item={
+            resources.PARTITION_KEY: {"S": "lean-read"},
+            "blob": {"B": b"\x00\xffbytes"},
+            "blobs": {"BS": [b"a", b"\x01"]},
+            "nested": {"M": {"l": {"L": [{"B": b"\x02"}, {"N": "1"}, {"NULL": True}]}}},
+        },
+    )
+    keys = [
+        {resources.PARTITION_KEY: {"S": "lean-read"}},
+        *intents.report_keys(task.report_id),
+    ]
+    request = intents.request_items(settings.table_name, keys, consistent=True)
+
+    def responses(answer: dict[str, Any]) -> list[dict[str, Any]]:
+        return sorted(answer["Responses"][settings.table_name], key=repr)
+
+    # When both clients read them (the lean one judged already, by the claim's read)
+    target = "DynamoDB_20120810.BatchGetItem"
+    before = lean.http.calls_by_target[target]
+    ours = lean.batch_get_item(RequestItems=request)
+    # Then the items are the same, bytes as bytes
+    assert lean.http.calls_by_target[target] == before + 1
+    assert responses(ours) == responses(ddb.batch_get_item(RequestItems=request))
+    assert any(item.get("blob") == {"B": b"\x00\xffbytes"} for item in responses(ours))
