@@ -7,12 +7,14 @@ be a deduplicated no-op), so this runs a grpc.aio load generator with prepared b
     python -m bench.keyed_load --target 127.0.0.1:P --key KEY --calls N --out FILE.json
 
 The generator costs more CPU per call than h2load: the null server is loaded by the same
-generator (`null-submit-keyed`), and the edge's row is read against that one.
+generator (`null-submit-keyed`), and the edge's row is read against that one. Like h2load
+in the other rows it spreads the calls over 20 connections (`--connections`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -43,20 +45,42 @@ def bodies(calls: int, *, keyed: bool = True) -> list[bytes]:
     return out
 
 
+# Each channel its own TCP connection: grpc shares one between channels to the same
+# target otherwise (a process-wide subchannel pool).
+_OWN_CONNECTION: Final = (("grpc.use_local_subchannel_pool", 1),)
+
+
 async def load(
-    target: str, key: str, calls: int, in_flight: int, *, keyed: bool = True
+    target: str,
+    key: str,
+    calls: int,
+    in_flight: int,
+    *,
+    connections: int = 1,
+    keyed: bool = True,
 ) -> dict[str, Any]:
+    """`calls` Submits, `in_flight` outstanding, spread over `connections` connections (as
+    h2load's `-c` does for the other rows: the null server's transport costs less per call
+    on one connection than on twenty, the edge's per-call work does not)."""
     metadata = (("authorization", f"Bearer {key}"),)
-    async with grpc.aio.insecure_channel(target) as channel:
+    channels = [
+        grpc.aio.insecure_channel(target, options=_OWN_CONNECTION) for _ in range(connections)
+    ]
+    try:
         # Bytes in, bytes out: the generator spends nothing on protobuf.
-        submit: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-            payloads.method_path(payloads.SUBMIT)
-        )
+        submits: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            channel.unary_unary(payloads.method_path(payloads.SUBMIT)) for channel in channels
+        ]
+        turn = itertools.count()
 
         async def send(body: bytes) -> object:
+            submit = submits[next(turn) % len(submits)]
             return await submit(body, metadata=metadata, timeout=30)
 
         return await grpc_load.drive(bodies(calls, keyed=keyed), send, in_flight)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
@@ -67,6 +91,7 @@ def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
     out = ctx.work_dir / f"{sc.name}-load.json"
     argv = [sys.executable, "-m", "bench.keyed_load", "--target", "", "--key", ctx.api_key]
     argv += ["--calls", str(sc.requests), "--in-flight", str(in_flight), "--out", str(out)]
+    argv += ["--connections", str(sc.connections)]
     if UNKEYED_SUFFIX in sc.name:
         argv.append("--unkeyed")
     problems: list[str] = []
@@ -103,8 +128,8 @@ def run(sc: Scenario, ctx: Context) -> dict[str, Any]:
         ctx,
         started=started,
         command=shown,
-        connections=1,
-        streams=in_flight,
+        connections=sc.connections,
+        streams=sc.streams,
         seconds=float(output["seconds"]),
         latencies_us=output["latency_us"],
         cpu_used=cpu_used,
@@ -122,13 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", required=True, help="API key")
     parser.add_argument("--calls", type=int, required=True)
     parser.add_argument("--in-flight", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--out", type=argparse.FileType("w"), required=True)
     parser.add_argument("--unkeyed", action="store_true", help="no idempotency keys")
     args = parser.parse_args(argv)
     import uvloop
 
     result = uvloop.run(
-        load(args.target, args.key, args.calls, args.in_flight, keyed=not args.unkeyed)
+        load(
+            args.target,
+            args.key,
+            args.calls,
+            args.in_flight,
+            connections=args.connections,
+            keyed=not args.unkeyed,
+        )
     )
     json.dump(result, args.out)
     return 0
