@@ -17,6 +17,7 @@ that per light report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from bench import procstat, scenarios
+from bench.fake_kinesis import FakeKinesisProcess
 from bench.payloads import SUBMIT
 from bench.scenarios import Context, Scenario
 from reportgrid import resources
 from reportgrid.local.bootstrap import create_region
-from reportgrid.local.servers import MotoServer, RedisServer
+from reportgrid.local.servers import MotoServer, RedisServer, free_port
 
 ENV = resources.ENV
 TARGET_FACTOR: Final = 10.0
@@ -43,6 +45,10 @@ QUEUE_WORKER_VCPUS: Final = 2
 QUEUE_WORKER_CONCURRENCY: Final = 2
 BENCH_ID_SECRET: Final = "bench-id-secret-" + "x" * 32
 _NULL_REQUESTS: Final = 6000
+# The light row whose AWS calls go through a keep-alive front of moto (bench/fake_kinesis.py
+# forwards everything but PutRecords): moto answers `Connection: close`, so against it every
+# lean call pays a new TCP connection that AWS, keeping HTTPS connections open, does not.
+KEEPALIVE_ROW: Final = "worker-light-keepalive"
 # Run the worker child on the workers' code of another source tree (a before figure).
 OTHER_CODE: Final = "BENCH_WORKER_CODE"
 
@@ -60,6 +66,17 @@ def worker_scenarios(scale: float) -> list[Scenario]:
             1,
             100,
             "stream worker: light synthetic reports (output_rows 10), Kinesis batches of 100",
+            runner=run_light,
+        ),
+        Scenario(
+            KEEPALIVE_ROW,
+            "null",
+            SUBMIT,
+            n(2000),
+            1,
+            100,
+            "stream worker as worker-light, its AWS calls on kept-alive connections (moto "
+            "behind bench.fake_kinesis, which keeps them open as AWS does; moto closes each)",
             runner=run_light,
         ),
         Scenario(
@@ -146,8 +163,16 @@ def _run(sc: Scenario, ctx: Context, argv: list[str]) -> dict[str, Any]:
     with (
         MotoServer(None, work / "moto.log") as moto,
         RedisServer(None, work / "redis.log") as redis,
+        contextlib.ExitStack() as stack,
     ):
-        env = child_env(moto.endpoint_url, redis.url, "us-east-1", heavy=argv[0] == "heavy")
+        endpoint = moto.endpoint_url
+        if sc.name == KEEPALIVE_ROW:
+            front = FakeKinesisProcess(
+                moto.endpoint_url, work / "keepalive.log", close=False, port=free_port()
+            ).start()
+            stack.callback(front.stop)
+            endpoint = front.endpoint_url
+        env = child_env(endpoint, redis.url, "us-east-1", heavy=argv[0] == "heavy")
         if code := os.environ.get(OTHER_CODE):
             # The workers' code of another tree (e.g. `git archive HEAD`): a before figure.
             parts = ("workers", "core", "client", "edge")
