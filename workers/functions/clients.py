@@ -2,8 +2,8 @@
 the local region's moto server works alike). Short timeouts: a stuck call fails as a
 transient error instead of eating the Lambda's or the lease's time.
 
-`LeanDynamoDB` is boto3's `put_item` and `batch_get_item` for the report store's hot
-path (conditional writes, batched reads), on the lean JSON client
+`LeanDynamoDB` is boto3's `put_item`, `batch_get_item` and `get_item` for the report
+store's hot path (conditional writes, reads), on the lean JSON client
 (reportgrid/aws_json_sync.py) instead of botocore's per-call machinery (~1.5 ms of CPU a
 call: docs/PERFORMANCE.md, issue 22).
 
@@ -132,8 +132,8 @@ _TARGET_PREFIX: Final = "DynamoDB_20120810."
 
 
 class LeanDynamoDB:
-    """`put_item(**request)` and `batch_get_item(**request)` as the workers' boto3 client
-    answers them: the same request (its JSON as botocore serializes it: binary values in
+    """`put_item`, `batch_get_item` and `get_item` (keyword requests) as the workers' boto3
+    client answers them: the same request (its JSON as botocore serializes it: binary values in
     base64), the same answer (binary values decoded to bytes, as botocore's parser does),
     up to MAX_ATTEMPTS attempts with botocore's standard-mode backoff (rand(0, 1) x
     2^(attempt - 1) s), and the same exceptions: ClientError with the service's code,
@@ -177,9 +177,19 @@ class LeanDynamoDB:
         return {}  # the store asks for no ReturnValues
 
     def batch_get_item(self, **request: Any) -> dict[str, Any]:
-        if self._first_via is not None and "BatchGetItem" not in self._judged:
-            return self._first("BatchGetItem", self._first_via.batch_get_item, request)
-        answer: dict[str, Any] = _decoded(json.loads(self._call("BatchGetItem", request)))
+        first = self._first_via.batch_get_item if self._first_via is not None else None
+        return self._read("BatchGetItem", first, request)
+
+    def get_item(self, **request: Any) -> dict[str, Any]:
+        first = self._first_via.get_item if self._first_via is not None else None
+        return self._read("GetItem", first, request)
+
+    def _read(
+        self, operation: str, first: Callable[..., Any] | None, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        if first is not None and operation not in self._judged:
+            return self._first(operation, first, request)
+        answer: dict[str, Any] = _decoded(json.loads(self._call(operation, request)))
         return answer
 
     def _call(self, operation: str, request: dict[str, Any]) -> bytes:

@@ -149,7 +149,7 @@ class ReportStore:
     ) -> None:
         self._ddb = ddb
         # A report's hot path (the conditional PutItems of claims, renewals and terminal
-        # writes; the BatchGetItems of its reads) through the lean client when given one,
+        # writes; the GetItems and BatchGetItems of its reads) through the lean client,
         # with boto3's request, answer, retries and exceptions; the rare calls on boto3.
         self._hot: DynamoDBClient | LeanDynamoDB = lean if lean is not None else ddb
         self._table = table_name
@@ -264,14 +264,15 @@ class ReportStore:
 
     def _get_item(self, key: dict[str, str]) -> ReadItem | None:
         try:
-            response = self._ddb.get_item(
+            response = self._hot.get_item(
                 TableName=self._table,
                 Key={k: {"S": v} for k, v in key.items()},
                 ConsistentRead=True,
             )
-        except (ClientError, BotoCoreError) as err:
+        except (ClientError, BotoCoreError, ConnectionError, TimeoutError) as err:
             raise _unavailable(err, "reading a report") from None
-        return response.get("Item")
+        item: ReadItem | None = response.get("Item")
+        return item
 
     # --- the one write primitive -----------------------------------------------------
 

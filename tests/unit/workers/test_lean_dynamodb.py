@@ -307,4 +307,9 @@ def test_a_lean_read_answers_what_boto3s_does(settings: Settings, aws: RegionRes
     # Then the items are the same, bytes as bytes
     assert lean.http.calls_by_target[target] == before + 1
     assert responses(ours) == responses(ddb.batch_get_item(RequestItems=request))
+    # And a single GetItem (judged by its first call through boto3, then lean) alike
+    key = {"TableName": settings.table_name, "Key": keys[0], "ConsistentRead": True}
+    assert lean.get_item(**key)["Item"] == ddb.get_item(**key)["Item"]
+    assert lean.get_item(**key)["Item"] == ddb.get_item(**key)["Item"]
+    assert lean.http.calls_by_target["DynamoDB_20120810.GetItem"] == 1
     assert any(item.get("blob") == {"B": b"\x00\xffbytes"} for item in responses(ours))
