@@ -20,25 +20,12 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
+from reportgrid.engine import sql
+
 # Above this many rows the COPY is as cheap or cheaper than Python formatting.
 MAX_ROWS: Final = 1_000
 
-TYPES: Final = frozenset(
-    {
-        "BOOLEAN",
-        "TINYINT",
-        "SMALLINT",
-        "INTEGER",
-        "BIGINT",
-        "HUGEINT",
-        "UTINYINT",
-        "USMALLINT",
-        "UINTEGER",
-        "UBIGINT",
-        "UHUGEINT",
-        "VARCHAR",
-    }
-)
+TYPES: Final = sql.INTEGER_TYPES | sql.TEXT_TYPES | {"BOOLEAN"}
 
 _NEEDS_QUOTES: Final = re.compile('[,"\n\r#]')
 
