@@ -226,19 +226,40 @@ class LeanDynamoDB:
             self._judged.add(operation)
 
 
-def _decoded(value: Any) -> Any:
-    """An answer's attribute values with B and BS in bytes, as botocore parses them (every
-    other member of the answer passes through)."""
-    if isinstance(value, list):
-        return [_decoded(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if len(value) == 1:
-        if "B" in value:
-            return {"B": base64.b64decode(value["B"])}
-        if "BS" in value:
-            return {"BS": [base64.b64decode(v) for v in value["BS"]]}
-    return {k: _decoded(v) for k, v in value.items()}
+def _decoded(answer: dict[str, Any]) -> dict[str, Any]:
+    """A GetItem or BatchGetItem answer with its binary values (B, BS) in bytes, as
+    botocore parses them. It walks the answer's shape: an item is a map of names to values,
+    and a name may be anything, "B" included (a label called B), so only a value is decoded."""
+    out = dict(answer)
+    if "Item" in answer:
+        out["Item"] = _item(answer["Item"])
+    if "Responses" in answer:
+        out["Responses"] = {
+            t: [_item(i) for i in items] for t, items in answer["Responses"].items()
+        }
+    if "UnprocessedKeys" in answer:
+        out["UnprocessedKeys"] = {
+            table: {**request, "Keys": [_item(k) for k in request.get("Keys", [])]}
+            for table, request in answer["UnprocessedKeys"].items()
+        }
+    return out
+
+
+def _item(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _value(value) for name, value in item.items()}
+
+
+def _value(value: dict[str, Any]) -> dict[str, Any]:
+    """One AttributeValue: exactly one member, named for its type."""
+    if "B" in value:
+        return {"B": base64.b64decode(value["B"])}
+    if "BS" in value:
+        return {"BS": [base64.b64decode(v) for v in value["BS"]]}
+    if "M" in value:
+        return {"M": _item(value["M"])}
+    if "L" in value:
+        return {"L": [_value(v) for v in value["L"]]}
+    return value
 
 
 def _json_blob(value: object) -> str:

@@ -289,6 +289,9 @@ def test_a_lean_read_answers_what_boto3s_does(settings: Settings, aws: RegionRes
             "blob": {"B": b"\x00\xffbytes"},
             "blobs": {"BS": [b"a", b"\x01"]},
             "nested": {"M": {"l": {"L": [{"B": b"\x02"}, {"N": "1"}, {"NULL": True}]}}},
+            # Names that are also type names: a map's key is a name, never a value.
+            "B": {"M": {"B": {"S": "not base64!"}}},
+            "BS": {"M": {"BS": {"L": [{"M": {"M": {"B": b"\x03"}}}]}}},
         },
     )
     keys = [
