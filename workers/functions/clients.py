@@ -27,7 +27,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
-from reportgrid.aws_json import JSON_1_0, error_of
+from reportgrid.aws_json import JSON_1_0, BadAnswer, error_of
 from reportgrid.aws_json_sync import SyncAwsJsonClient
 from reportgrid.settings import Settings
 
@@ -189,8 +189,13 @@ class LeanDynamoDB:
     ) -> dict[str, Any]:
         if first is not None and operation not in self._judged:
             return self._first(operation, first, request)
-        answer: dict[str, Any] = _decoded(json.loads(self._call(operation, request)))
-        return answer
+        body = self._call(operation, request)
+        try:
+            parsed = json.loads(body) if body else {}  # botocore: an empty 200 is {}
+        except ValueError:
+            # Not DynamoDB's answer (a proxy's page?): as botocore's lost answers, retried.
+            raise BadAnswer(f"{operation} answered 200 with a body that is not JSON") from None
+        return _decoded(parsed)
 
     def _call(self, operation: str, request: dict[str, Any]) -> bytes:
         body = json.dumps(request, separators=(",", ":"), default=_json_blob).encode()

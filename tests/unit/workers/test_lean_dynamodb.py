@@ -116,6 +116,15 @@ def test_no_answer_is_retried_then_a_connection_error() -> None:
     assert len(server.requests) == 3
 
 
+def test_a_read_answered_200_with_no_json_is_a_connection_error_and_empty_is_empty() -> None:
+    get = {"TableName": "reports", "Key": {"pk": {"S": "rpt_1"}}}
+    html = answer(b"<html>proxy</html>")
+    with ScriptedServer(lambda _: html) as server, pytest.raises(ConnectionError, match="JSON"):
+        _lean(server).get_item(**get)
+    with ScriptedServer(lambda _: answer(b"")) as server:
+        assert _lean(server).get_item(**get) == {}
+
+
 class _Boto3:
     """The boto3 client's stand-in: the local IAM emulation's verdict, then DynamoDB's."""
 
