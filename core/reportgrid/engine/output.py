@@ -31,7 +31,12 @@ def write_result(
     output_format: pb.OutputFormat.ValueType,
     work_dir: str,
 ) -> GenerateResult:
-    return write_query(con, f"SELECT * FROM {quote(table)}", output_format, work_dir)  # noqa: S608
+    # The table's types are in the catalog: a result small_csv cannot write (a DOUBLE, a
+    # date) goes straight to COPY, without a scan that would only look at them.
+    csv = output_format in (pb.OUTPUT_FORMAT_UNSPECIFIED, pb.OUTPUT_FORMAT_CSV)
+    simple = csv and small_csv.writable([str(t) for t in con.table(table).types])
+    query = f"SELECT * FROM {quote(table)}"  # noqa: S608
+    return write_query(con, query, output_format, work_dir, try_small=simple)
 
 
 def write_query(
@@ -39,15 +44,18 @@ def write_query(
     query: str,
     output_format: pb.OutputFormat.ValueType,
     work_dir: str,
+    *,
+    try_small: bool = True,
 ) -> GenerateResult:
     """The rows of `query` (our own SQL) in one output format: one statement where it can,
     since each costs DuckDB ~0.2 ms of CPU however small (COPY returns the rows it wrote).
 
     A small CSV result of simple types is fetched and written in Python (small_csv: the
     same bytes, without the COPY's ~1 ms); a larger one runs `query` again under COPY, so
-    `query` must be cheap to run twice: a scan of a result table or a generator."""
+    `query` must be cheap to run twice: a scan of a result table or a generator.
+    `try_small=False`: the caller knows small_csv cannot write these types."""
     output_format = output_format or pb.OUTPUT_FORMAT_CSV
-    if output_format == pb.OUTPUT_FORMAT_CSV:
+    if output_format == pb.OUTPUT_FORMAT_CSV and try_small:
         small = _small_csv(con, query)
         if small is not None:
             return small

@@ -105,3 +105,21 @@ def test_write_query_gives_copys_bytes_whichever_path_it_takes(
     assert result.row_count == rows
     assert result.data == copy_bytes(con, query, tmp_path / "expected.csv")
     assert os.listdir(tmp_path) == []  # the COPY's file is removed
+
+
+@pytest.mark.parametrize(
+    "select",
+    [
+        "SELECT range AS n, 'x,' || range AS s FROM range(4)",  # small_csv writes it
+        "SELECT range / 3 AS d, range AS n FROM range(4)",  # a DOUBLE: COPY writes it
+    ],
+)
+def test_write_result_of_a_temp_table_gives_copys_bytes(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, select: str
+) -> None:
+    cursor = con.cursor()  # a report's connection: its result table is TEMP
+    cursor.execute(f"CREATE TEMP TABLE result AS {select}")
+    result = output.write_result(cursor, "result", pb.OUTPUT_FORMAT_CSV, str(tmp_path))
+    assert result.row_count == 4
+    assert result.data == copy_bytes(cursor, "SELECT * FROM result", tmp_path / "expected.csv")
+    cursor.close()
