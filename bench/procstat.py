@@ -61,6 +61,11 @@ def tree_cpu_seconds(root: int, proc: Path = PROC) -> float:
     return sum(stats[pid][1] for pid in tree_pids(root, stats) if pid in stats)
 
 
+def own_cpu_seconds(pid: int, proc: Path = PROC) -> float:
+    """utime+stime of `pid` alone (its threads, not its children)."""
+    return parse_stat((proc / str(pid) / "stat").read_text())[2]
+
+
 def pin(pid: int, cpus: set[int]) -> bool:
     """Pin a process and all its threads (False if the kernel refuses)."""
     try:

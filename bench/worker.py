@@ -191,11 +191,13 @@ def _run(sc: Scenario, ctx: Context, argv: list[str]) -> dict[str, Any]:
             _expect(child.stdout, "ready", log)
             assert moto.process is not None
             worker_before = procstat.tree_cpu_seconds(child.pid)
+            own_before = procstat.own_cpu_seconds(child.pid)
             moto_before = procstat.tree_cpu_seconds(moto.process.pid)
             child.stdin.write("go\n")
             child.stdin.flush()
             done = json.loads(_expect(child.stdout, "done", log))
             worker_cpu = procstat.tree_cpu_seconds(child.pid) - worker_before
+            own_cpu = procstat.own_cpu_seconds(child.pid) - own_before
             moto_cpu = procstat.tree_cpu_seconds(moto.process.pid) - moto_before
             counted = json.loads(_expect(child.stdout, "counted", log))
             child.wait(timeout=60)
@@ -208,6 +210,7 @@ def _run(sc: Scenario, ctx: Context, argv: list[str]) -> dict[str, Any]:
         done,
         counted=counted,
         worker_cpu=worker_cpu,
+        own_cpu=own_cpu,
         moto_cpu=moto_cpu,
         null_us=null_us,
         started=started,
@@ -220,6 +223,7 @@ def summarize(
     *,
     counted: dict[str, int],
     worker_cpu: float,
+    own_cpu: float,
     moto_cpu: float,
     null_us: float,
     started: float,
@@ -255,6 +259,10 @@ def summarize(
         "server_cpu_s": round(worker_cpu, 3),
         "server_cpu_us_per_request": round(worker_us, 1),
         "worker_cpu_us_per_report": round(worker_us, 1),
+        # The heavy path's split: the worker process itself (SQS, DynamoDB, Redis, leases)
+        # and its process pool's children (the generator). Light: all in the process.
+        "worker_process_cpu_us_per_report": round(own_cpu / reports * 1e6, 1),
+        "pool_cpu_us_per_report": round((worker_cpu - own_cpu) / reports * 1e6, 1),
         "moto_cpu_us_per_report": round(moto_cpu / reports * 1e6, 1),
         "null_cpu_us_per_request": round(null_us, 1),
         "worker_to_null_ratio": round(worker_us / null_us, 2) if null_us else None,

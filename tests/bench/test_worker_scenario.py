@@ -38,12 +38,17 @@ def _summary(counted: dict[str, int], calls: dict[str, int]) -> list[str]:
         done,
         counted=counted,
         worker_cpu=0.5,
+        own_cpu=0.3,
         moto_cpu=0.4,
         null_us=250.0,
         started=0.0,
     )
     assert result["worker_cpu_us_per_report"] == 5000.0
     assert result["worker_to_null_ratio"] == 20.0
+    assert (result["worker_process_cpu_us_per_report"], result["pool_cpu_us_per_report"]) == (
+        3000.0,
+        2000.0,
+    )
     problems: list[str] = result["problems"]
     return problems
 
