@@ -68,11 +68,20 @@ class Calls:
         """The store's boto3 client, and its lean DynamoDB client where it has one (the
         code of an older tree has none, or only a lean PutItem)."""
         self.attach(store._ddb)
-        lean = getattr(store, "_hot", None) or getattr(store, "_writes", None)
+        self.attach_lean(getattr(store, "_hot", None) or getattr(store, "_writes", None))
+
+    def attach_lean(self, lean: Any) -> None:
+        """A lean client's calls from now on (none: older code, or boto3 itself)."""
         http = getattr(lean, "http", None)
         if http is not None:
             self._lean.append(http)
-            self._lean_base = self._lean_counts()
+            self._lean_base.update(self._counts_of(http))
+
+    def _lean_counts(self) -> collections.Counter[str]:
+        counts: collections.Counter[str] = collections.Counter()
+        for http in self._lean:
+            counts.update(self._counts_of(http))
+        return counts
 
     def clear(self) -> None:
         self.counts.clear()
@@ -84,17 +93,17 @@ class Calls:
         counts.subtract(self._lean_base)
         return {name: n for name, n in counts.items() if n}
 
-    def _lean_counts(self) -> collections.Counter[str]:
+    @staticmethod
+    def _counts_of(http: Any) -> collections.Counter[str]:
         """Calls per operation ("DynamoDB_20120810.PutItem" -> "PutItem"); an older
         client counts only its total, all PutItems."""
         counts: collections.Counter[str] = collections.Counter()
-        for http in self._lean:
-            by_target = getattr(http, "calls_by_target", None)
-            if by_target is None:
-                counts["PutItem"] += http.calls
-            else:
-                for target, n in by_target.items():
-                    counts[target.rpartition(".")[2]] += n
+        by_target = getattr(http, "calls_by_target", None)
+        if by_target is None:
+            counts["PutItem"] += http.calls
+        else:
+            for target, n in by_target.items():
+                counts[target.rpartition(".")[2]] += n
         return counts
 
     def _count(self, *, model: Any, **_: Any) -> None:
@@ -303,6 +312,7 @@ def run_heavy(settings: Settings, reports: int) -> tuple[list[TaskRecord], Calls
             lease_seconds=settings.worker_lease_seconds,
             wait_seconds=1,
         )
+        calls.attach_lean(getattr(worker, "_hot", None))  # its SQS calls (an older tree: none)
         thread = threading.Thread(target=worker.run, kwargs={"stop_grace_seconds": 5.0})
         thread.start()
         if not runner.all_ended.wait(600):

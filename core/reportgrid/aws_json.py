@@ -167,6 +167,15 @@ def parse_head(head: bytes) -> tuple[int, int, bool, bool, int | None]:
     return status, length, keep, chunked, crc
 
 
+def header(head: bytes, name: str) -> str | None:
+    """One header's value from an answer's head (`name` in lowercase), or None."""
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
 def check_crc(answer: bytes, crc: int | None) -> None:
     """BadAnswer when the body does not match the `x-amz-crc32` sent with it."""
     if crc is not None and zlib.crc32(answer) != crc:
@@ -177,6 +186,12 @@ def chunk_size(line: bytes) -> int:
     """The size of a chunk from its size line (chunk extensions ignored); ValueError when
     it is not hex."""
     return int(line.split(b";", 1)[0], 16)
+
+
+# SQS moved from the Query protocol to JSON keeping its Query error codes: an error answer
+# names it in this header, "<query code>;<Sender|Receiver>", and botocore's parser makes
+# that the ClientError's code (the JSON __type's name goes to Error.QueryErrorCode).
+QUERY_ERROR_HEADER: Final = "x-amzn-query-error"
 
 
 def error_of(answer: bytes) -> tuple[str, str, dict[str, Any]]:

@@ -19,18 +19,20 @@ import socket
 import ssl
 import threading
 import time
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, NamedTuple
 from urllib.parse import urlsplit
 
 from reportgrid.aws_json import (
     DEFAULT_IDLE_CONNECTIONS,
     IDLE_SECONDS,
     MAX_HEAD_BYTES,
+    QUERY_ERROR_HEADER,
     BadAnswer,
     CredentialSource,
     SigV4,
     check_crc,
     chunk_size,
+    header,
     parse_head,
     request_bytes,
 )
@@ -40,6 +42,12 @@ from reportgrid.aws_json import (
 # wait for bytes, as botocore's read_timeout does.
 CONNECT_TIMEOUT_SECONDS: Final = 3.0
 READ_TIMEOUT_SECONDS: Final = 10.0
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    query_error: str | None = None  # an error's x-amzn-query-error header (SQS), if any
 
 
 class _StaleConnection(Exception):
@@ -105,6 +113,11 @@ class SyncAwsJsonClient:
         """POST `body` as operation `target`; the HTTP status and the answer's body.
         ConnectionError (BadAnswer among them) or TimeoutError when there is no answer to
         trust."""
+        answer = self.answer(target, content_type, body)
+        return answer.status, answer.body
+
+    def answer(self, target: str, content_type: str, body: bytes) -> Answer:
+        """`call`, with an error answer's x-amzn-query-error header."""
         # A refreshable source refreshes here when its expiry is near (botocore's lock).
         frozen = self._credentials.get_frozen_credentials()
         request = request_bytes(self._signer, frozen, target, content_type, body)
@@ -129,7 +142,7 @@ class SyncAwsJsonClient:
                 connection.close()
         return None
 
-    def _exchange(self, request: bytes, reused: _Connection | None) -> tuple[int, bytes]:
+    def _exchange(self, request: bytes, reused: _Connection | None) -> Answer:
         connection = reused if reused is not None else self._open()
         try:
             try:
@@ -148,6 +161,7 @@ class SyncAwsJsonClient:
             else:
                 answer = _read_exactly(connection.file, length)
             check_crc(answer, crc)
+            query_error = header(head, QUERY_ERROR_HEADER) if status != 200 else None
         except BaseException as err:
             connection.close()  # a half-read answer leaves the connection unusable
             if isinstance(err, OSError) and not isinstance(err, ConnectionError | TimeoutError):
@@ -156,9 +170,9 @@ class SyncAwsJsonClient:
         with self._lock:
             if keep and len(self._idle) < self._max_idle:
                 self._idle.append((time.monotonic(), connection))
-                return status, answer
+                return Answer(status, answer, query_error)
         connection.close()
-        return status, answer
+        return Answer(status, answer, query_error)
 
     def _open(self) -> _Connection:
         with self._lock:

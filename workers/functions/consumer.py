@@ -11,9 +11,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from functions.process import receive
+from functions.lean_aws import LeanSQS, lean_sqs
+from functions.process import SQS_FAILURES, receive
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -37,6 +36,9 @@ class QueueConsumer(abc.ABC):
         log: logging.Logger,
     ) -> None:
         self._sqs = sqs
+        # Its hot calls (receive, delete, visibility) on the lean client: ~0.5 ms of CPU a
+        # call instead of boto3's ~2.9 (functions/lean_aws.py).
+        self._hot: SQSClient | LeanSQS = lean_sqs(sqs) or sqs
         self._queue_url = queue_url
         self._concurrency = concurrency
         # Messages are received for one lease and extended while their report runs.
@@ -84,7 +86,7 @@ class QueueConsumer(abc.ABC):
 
     def _receive(self, count: int) -> list[MessageTypeDef]:
         return receive(
-            self._sqs,
+            self._hot,
             self._queue_url,
             count=count,
             wait_seconds=self._wait_seconds,
@@ -95,10 +97,10 @@ class QueueConsumer(abc.ABC):
 
     def _delete(self, message: MessageTypeDef) -> None:
         try:
-            self._sqs.delete_message(
+            self._hot.delete_message(
                 QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
             )
-        except (ClientError, BotoCoreError):
+        except SQS_FAILURES:
             # The message comes back; handling it again is a no-op by the state machine.
             self._log.warning(
                 "DeleteMessage failed for %s", message.get("MessageId"), exc_info=True
@@ -108,10 +110,10 @@ class QueueConsumer(abc.ABC):
         self, message: MessageTypeDef, seconds: int, *, queue_url: str | None = None
     ) -> None:
         try:
-            self._sqs.change_message_visibility(
+            self._hot.change_message_visibility(
                 QueueUrl=queue_url or self._queue_url,
                 ReceiptHandle=message["ReceiptHandle"],
                 VisibilityTimeout=max(0, min(seconds, MAX_VISIBILITY_SECONDS)),
             )
-        except (ClientError, BotoCoreError):
+        except SQS_FAILURES:
             self._log.warning("ChangeMessageVisibility failed for %s", message.get("MessageId"))

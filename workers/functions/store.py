@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from functions.arbiter import LeaseArbiter
-from functions.clients import LeanDynamoDB, lean_dynamodb
+from functions.lean_aws import LeanDynamoDB, lean_dynamodb
 from reportgrid import intents, records, resources, tracing
 from reportgrid.engine.kinds import REGISTRY
 from reportgrid.errors import Conflict, Internal, ReportgridError, Unavailable, bounded

@@ -20,7 +20,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.serialize import create_serializer
 
-from functions.clients import LeanDynamoDB, lean_dynamodb
+from functions.lean_aws import LeanDynamoDB, lean_dynamodb
 from functions.store import WRITE_ATTEMPTS, Claim, ReportStore, is_transient, store_for
 from reportgrid import intents, resources
 from reportgrid.aws_json_sync import SyncAwsJsonClient
