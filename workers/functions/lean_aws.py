@@ -63,6 +63,13 @@ _RETRIED_STATUSES: Final = frozenset({500, 502, 503, 504})
 _MAX_BACKOFF_SECONDS: Final = 20.0
 
 
+# What a lean call announces on its boto3 client's event emitter once it has an answer, as
+# botocore's after-call does for its own calls: "<LEAN_CALL_EVENT>.<service>.<operation>"
+# with service_id, operation, start_s, end_s and status, so that whatever observes the boto3
+# client (functions/segments.py: the report's X-Ray subsegments) sees every call.
+LEAN_CALL_EVENT: Final = "reportgrid-lean-call"
+
+
 class LeanService:
     """A boto3 client's calls (keyword requests) on the lean client: the same request (its
     JSON as botocore serializes it), up to MAX_ATTEMPTS attempts with botocore's
@@ -85,6 +92,8 @@ class LeanService:
     """
 
     target_prefix: ClassVar[str]
+    service_id: ClassVar[str]  # the service model's serviceId, as botocore names it
+    event_name: ClassVar[str]  # and its name in botocore's events
 
     def __init__(
         self,
@@ -149,6 +158,7 @@ class LeanService:
 
     def _call(self, operation: str, request: dict[str, Any]) -> bytes:
         body = self._encode(request)
+        start = time.time()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 answer = self.http.answer(self.target_prefix + operation, JSON_1_0, body)
@@ -157,12 +167,26 @@ class LeanService:
                     raise
             else:
                 if answer.status == 200:
+                    self._announce(operation, start, 200)
                     return answer.body
                 error = _client_error(answer.status, answer.body, answer.query_error, operation)
                 if attempt == MAX_ATTEMPTS or not _retried(answer.status, error):
+                    self._announce(operation, start, answer.status)
                     raise error
             self._sleep(self._jitter() * min(2.0 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
         raise AssertionError("unreachable")
+
+    def _announce(self, operation: str, start: float, status: int) -> None:
+        if self._first_via is None:
+            return
+        self._first_via.meta.events.emit(
+            f"{LEAN_CALL_EVENT}.{self.event_name}.{operation}",
+            service_id=self.service_id,
+            operation=operation,
+            start_s=start,
+            end_s=time.time(),
+            status=status,
+        )
 
 
 class LeanDynamoDB(LeanService):
@@ -171,6 +195,8 @@ class LeanDynamoDB(LeanService):
     parser do. A PutItem whose condition failed is judged (DynamoDB's answer)."""
 
     target_prefix = "DynamoDB_20120810."
+    service_id = "DynamoDB"
+    event_name = "dynamodb"
 
     def _is_verdict(self, error: ClientError) -> bool:
         return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
@@ -203,6 +229,8 @@ class LeanSQS(LeanService):
     the queue, so each operation is judged per queue (the heavy queue and its DLQ apart)."""
 
     target_prefix = "AmazonSQS."
+    service_id = "SQS"
+    event_name = "sqs"
 
     def _judged_key(self, operation: str, request: dict[str, Any]) -> Hashable:
         return (operation, request.get("QueueUrl"))

@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from functions.lean_aws import LEAN_CALL_EVENT
 from reportgrid import resources, tracing
 
 if TYPE_CHECKING:
@@ -255,13 +256,15 @@ class SegmentSender:
         """Record each call of these boto3 clients, made from a thread running a report
         (segment()), as a subsegment of its span: botocore's before-call/after-call events,
         two dict writes per call (no aws_xray_sdk patching of every client in the process,
-        which would log a missing segment for each poll and heartbeat)."""
+        which would log a missing segment for each poll and heartbeat). The calls the lean
+        clients make for them (functions/lean_aws.py) are announced on the same emitter."""
         if not self.enabled:
             return
         for client in clients:
             events = client.meta.events
             events.register("before-call.*.*", self._before_call)
             events.register("after-call.*.*", self._after_call)
+            events.register(f"{LEAN_CALL_EVENT}.*.*", self._lean_call)
 
     def _before_call(self, context: dict[str, Any], **_: Any) -> None:
         if getattr(self._current, "span", None) is not None:
@@ -270,18 +273,30 @@ class SegmentSender:
     def _after_call(
         self, http_response: Any, model: Any, context: dict[str, Any], **_: Any
     ) -> None:
-        span: Span | None = getattr(self._current, "span", None)
         start = context.pop("xray_start_s", None)
-        if span is None or start is None or len(span.subsegments) >= MAX_SUBSEGMENTS:
+        if start is not None:
+            status = int(getattr(http_response, "status_code", 0) or 0)
+            # "DynamoDB", "S3", "SQS"
+            self._record(str(model.service_model.service_id), model.name, start, status)
+
+    def _lean_call(
+        self, service_id: str, operation: str, start_s: float, status: int, **_: Any
+    ) -> None:
+        """A call the lean client made for one of these boto3 clients (lean_aws.py)."""
+        if getattr(self._current, "span", None) is not None:
+            self._record(service_id, operation, start_s, status)
+
+    def _record(self, service_id: str, operation: str, start: float, status: int) -> None:
+        span: Span | None = getattr(self._current, "span", None)
+        if span is None or len(span.subsegments) >= MAX_SUBSEGMENTS:
             return
-        status = int(getattr(http_response, "status_code", 0) or 0)
         call: dict[str, Any] = {
             "id": _new_id(),
-            "name": str(model.service_model.service_id),  # "DynamoDB", "S3", "SQS"
+            "name": service_id,
             "namespace": "aws",
             "start_time": start,
             "end_time": time.time(),
-            "aws": {"operation": model.name},
+            "aws": {"operation": operation},
             "http": {"response": {"status": status}},
         }
         if status == 429:  # X-Ray's throttle flag
