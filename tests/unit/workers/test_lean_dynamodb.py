@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -18,6 +19,7 @@ import botocore.session
 import pytest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from botocore.hooks import HierarchicalEmitter
 from botocore.serialize import create_serializer
 
 from functions.lean_aws import LeanDynamoDB, lean_dynamodb
@@ -127,6 +129,8 @@ def test_a_read_answered_200_with_no_json_is_a_connection_error_and_empty_is_emp
 
 class _Boto3:
     """The boto3 client's stand-in: the local IAM emulation's verdict, then DynamoDB's."""
+
+    meta = SimpleNamespace(events=HierarchicalEmitter())  # where lean calls are announced
 
     def __init__(self, verdicts: list[str]) -> None:
         self.verdicts = verdicts

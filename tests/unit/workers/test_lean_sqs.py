@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import botocore.session
 import pytest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+from botocore.hooks import HierarchicalEmitter
 from botocore.serialize import create_serializer
 
 from functions.lean_aws import LeanSQS, lean_sqs
@@ -117,6 +119,8 @@ def test_no_answer_is_retried_then_a_connection_error() -> None:
 
 class _Boto3:
     """The boto3 client's stand-in: the local IAM emulation's verdict per call."""
+
+    meta = SimpleNamespace(events=HierarchicalEmitter())  # where lean calls are announced
 
     def __init__(self, verdicts: list[str]) -> None:
         self.verdicts = verdicts
