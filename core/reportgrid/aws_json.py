@@ -121,13 +121,21 @@ def amz_date() -> str:
 
 
 def request_bytes(
-    signer: SigV4, credentials: FrozenCredentials, target: str, content_type: str, body: bytes
+    signer: SigV4,
+    credentials: FrozenCredentials,
+    target: str,
+    content_type: str,
+    body: bytes,
+    *,
+    unsigned: str = "",
 ) -> bytes:
-    """The whole HTTP/1.1 request of one call, signed now: head and body."""
+    """The whole HTTP/1.1 request of one call, signed now: head and body. `unsigned`: more
+    header lines ("name: value\r\n" each), sent outside the signature (SigV4 signs only
+    the headers it lists)."""
     headers = signer.headers(
         body, credentials, amz_date(), target=target, content_type=content_type
     )
-    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + unsigned
     return f"POST / HTTP/1.1\r\n{head}content-length: {len(body)}\r\n\r\n".encode() + body
 
 

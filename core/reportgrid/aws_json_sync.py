@@ -83,7 +83,9 @@ class SyncAwsJsonClient:
         idle_connections: int = DEFAULT_IDLE_CONNECTIONS,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         read_timeout: float = READ_TIMEOUT_SECONDS,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        """`headers`: sent with every call, unsigned (e.g. SQS's x-amzn-query-mode)."""
         parts = urlsplit(endpoint_url)
         self._tls = parts.scheme == "https"
         self._host = parts.hostname or ""
@@ -91,6 +93,7 @@ class SyncAwsJsonClient:
         host = self._host if parts.port is None else f"{self._host}:{self._port}"
         self._signer = SigV4(region, host, service)
         self._credentials = credentials
+        self._unsigned = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._ssl = (ssl_context or ssl.create_default_context()) if self._tls else None
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
@@ -120,7 +123,9 @@ class SyncAwsJsonClient:
         """`call`, with an error answer's x-amzn-query-error header."""
         # A refreshable source refreshes here when its expiry is near (botocore's lock).
         frozen = self._credentials.get_frozen_credentials()
-        request = request_bytes(self._signer, frozen, target, content_type, body)
+        request = request_bytes(
+            self._signer, frozen, target, content_type, body, unsigned=self._unsigned
+        )
         with self._lock:
             self.calls_by_target[target] += 1
         try:

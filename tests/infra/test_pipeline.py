@@ -311,17 +311,9 @@ def test_every_region_bakes_on_its_own_page_worthy_alarms(piped: Piped) -> None:
         assert spec["_project"]["TimeoutInMinutes"] == BAKE_MINUTES + 15
 
 
-def test_the_approval_is_there_only_when_asked(tmp_path: Path) -> None:
-    plain = _build(tmp_path / "out", pipeline_context())
-    assert [a for a in plain.actions if a["ActionTypeId"]["Category"] == "Approval"] == []
-    (command,) = plain.build_spec(plain.action(f"Reportgrid-{PRIMARY}.Bake-{PRIMARY}"))["phases"][
-        "build"
-    ]["commands"]
-    assert " --minutes 15 " in command  # the default bake
-
-
-def test_make_synth_builds_the_pipeline_offline(tmp_path: Path) -> None:
+def test_make_synth_builds_the_pipeline_offline_with_its_defaults(tmp_path: Path) -> None:
     # app.py as `make synth` runs it, the context as the CLI would pass it; no credentials.
+    # The settings left out: no approval, the default bake (the module's `piped` sets both).
     env = {
         **os.environ,
         "CDK_CONTEXT_JSON": json.dumps(pipeline_context()),
@@ -348,6 +340,19 @@ def test_make_synth_builds_the_pipeline_offline(tmp_path: Path) -> None:
     # The regional stacks are the pipeline's, in its stage, not the app's.
     assert not any(name.startswith("Reportgrid-eu") for name in stacks)
     assert (tmp_path / f"assembly-{PIPELINE_STACK}-Deploy").is_dir()
+    template = manifest["artifacts"][PIPELINE_STACK]["properties"]["templateFile"]
+    plain = Piped(
+        config=parse_config(pipeline_context().get),
+        deployment=None,  # type: ignore[arg-type]  # only the pipeline's template is read
+        pipeline=json.loads((tmp_path / template).read_text()),
+        stage={},
+        files={},
+    )
+    assert [a for a in plain.actions if a["ActionTypeId"]["Category"] == "Approval"] == []
+    (command,) = plain.build_spec(plain.action(f"Reportgrid-{PRIMARY}.Bake-{PRIMARY}"))["phases"][
+        "build"
+    ]["commands"]
+    assert " --minutes 15 " in command  # the default bake
 
 
 # --- the stage is the app ----------------------------------------------------------------------

@@ -88,7 +88,9 @@ class LeanService:
     call through botocore gets the same verdict, and with it denied every call stays on
     botocore, so a missing grant fails locally as it would in AWS. That is exact while the
     workers' grants have no condition on the request beyond its resource (CDK's grants on
-    the table and the queues: none), as the edge's claims.
+    the table and the queues: none; the queues' policies deny only when
+    aws:SecureTransport is false, the same for both clients of one endpoint), as the edge's
+    claims.
     """
 
     target_prefix: ClassVar[str]
@@ -169,12 +171,27 @@ class LeanService:
                 if answer.status == 200:
                     self._announce(operation, start, 200)
                     return answer.body
-                error = _client_error(answer.status, answer.body, answer.query_error, operation)
+                error = self._error(answer.status, answer.body, answer.query_error, operation)
                 if attempt == MAX_ATTEMPTS or not _retried(answer.status, error):
                     self._announce(operation, start, answer.status)
                     raise error
             self._sleep(self._jitter() * min(2.0 ** (attempt - 1), _MAX_BACKOFF_SECONDS))
         raise AssertionError("unreachable")
+
+    def _error(
+        self, status: int, body: bytes, query_error: str | None, operation: str
+    ) -> ClientError:
+        """botocore's exception for this refusal: its modelled class where the boto3 client
+        has one (sqs.exceptions.QueueDoesNotExist, ...), found by the JSON type's name as
+        botocore's handlers find it for SQS; a ClientError all the same."""
+        error = _client_error(status, body, query_error, operation)
+        exceptions = getattr(self._first_via, "exceptions", None)
+        if exceptions is None:
+            return error
+        found = error.response.get("Error", {})
+        code = str(found.get("QueryErrorCode") or found.get("Code", ""))
+        modelled: type[ClientError] = exceptions.from_code(code)
+        return modelled(error.response, operation)
 
     def _announce(self, operation: str, start: float, status: int) -> None:
         if self._first_via is None:
@@ -347,7 +364,9 @@ def _retried(status: int, error: ClientError) -> bool:
     return bool(codes & _RETRIED_CODES) or status in _RETRIED_STATUSES
 
 
-def _http_for(boto_client: Any, service: str, session: Session | None) -> SyncAwsJsonClient | None:
+def _http_for(
+    boto_client: Any, service: str, session: Session | None, headers: dict[str, str] | None = None
+) -> SyncAwsJsonClient | None:
     """The lean client of a boto3 client's endpoint and region, signed with the credentials
     of `session` (boto3's default session: the one functions.clients.client builds from),
     the provider chain botocore refreshes (the Lambda's environment, the ECS task role on
@@ -370,6 +389,7 @@ def _http_for(boto_client: Any, service: str, session: Session | None) -> SyncAw
         credentials,
         ssl_context=context,
         idle_connections=POOL,
+        headers=headers,
     )
 
 
@@ -381,5 +401,7 @@ def lean_dynamodb(ddb: DynamoDBClient, *, session: Session | None = None) -> Lea
 
 def lean_sqs(sqs: SQSClient, *, session: Session | None = None) -> LeanSQS | None:
     """The lean SQS client of `sqs` (its endpoint, region and session's credentials)."""
-    http = _http_for(sqs, "sqs", session)
+    # SQS is "awsQueryCompatible": botocore sends this on every call (serialize.py), and
+    # with it SQS names an error's Query code in x-amzn-query-error.
+    http = _http_for(sqs, "sqs", session, {"x-amzn-query-mode": "true"})
     return None if http is None else LeanSQS(http, first_via=sqs)

@@ -16,7 +16,6 @@ import pytest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from botocore.hooks import HierarchicalEmitter
-from botocore.serialize import create_serializer
 
 from functions.lean_aws import LeanSQS, lean_sqs
 from reportgrid.aws_json_sync import SyncAwsJsonClient
@@ -53,17 +52,44 @@ def _lean(url: str, sleeps: list[float] | None = None) -> LeanSQS:
     return LeanSQS(http, sleep=record.append, jitter=lambda: 0.5)
 
 
-def test_the_request_body_is_the_one_botocore_serializes() -> None:
+def test_the_request_is_the_one_boto3_sends() -> None:
     with ScriptedServer(lambda _: answer(b"{}")) as server:
-        assert _lean(server.url).receive_message(**RECEIVE) == {}
+        boto3_sqs = botocore.session.get_session().create_client(
+            "sqs",
+            region_name="us-east-1",
+            endpoint_url=server.url,
+            aws_access_key_id="AK",
+            aws_secret_access_key="SK",
+        )
+        lean = lean_sqs(boto3_sqs)  # type: ignore[arg-type]
+        assert lean is not None
+        for _ in range(2):  # boto3's call (judging the operation), then the lean client's
+            assert "Messages" not in lean.receive_message(**RECEIVE)
+    theirs, ours = server.requests
+    assert json.loads(ours.body) == json.loads(theirs.body)
+    # Signed or not, the headers SQS reads: x-amzn-query-mode asks for Query error codes.
+    for name in ("x-amz-target", "content-type", "x-amzn-query-mode"):
+        assert ours.header(name) == theirs.header(name), name
+    assert ours.header("x-amzn-query-mode") == "true"
     model = botocore.session.get_session().get_service_model("sqs")
     assert model.protocol == "json"  # botocore calls SQS on the JSON protocol, as we do
-    theirs = create_serializer("json").serialize_to_request(
-        RECEIVE, model.operation_model("ReceiveMessage")
-    )
-    assert json.loads(server.requests[0].body) == json.loads(theirs["body"])
-    assert server.requests[0].header("x-amz-target") == theirs["headers"]["X-Amz-Target"]
-    assert server.requests[0].header("content-type") == theirs["headers"]["Content-Type"]
+
+
+def test_a_refusal_is_boto3s_modelled_exception() -> None:
+    gone = _answer_error("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue;Sender")
+    with ScriptedServer(lambda _: gone) as server:
+        boto3_sqs = botocore.session.get_session().create_client(
+            "sqs",
+            region_name="us-east-1",
+            endpoint_url=server.url,
+            aws_access_key_id="AK",
+            aws_secret_access_key="SK",
+        )
+        lean = LeanSQS(_lean(server.url).http, first_via=boto3_sqs)
+        lean._judge(("DeleteMessage", RECEIVE["QueueUrl"]))  # the lean client's own answer
+        with pytest.raises(boto3_sqs.exceptions.QueueDoesNotExist) as caught:
+            lean.delete_message(QueueUrl=RECEIVE["QueueUrl"], ReceiptHandle="h")
+    assert caught.value.response["Error"]["Code"] == "AWS.SimpleQueueService.NonExistentQueue"
 
 
 def test_the_query_code_is_the_errors_code_as_botocore_parses_it() -> None:
