@@ -52,15 +52,19 @@ def _lean(url: str, sleeps: list[float] | None = None) -> LeanSQS:
     return LeanSQS(http, sleep=record.append, jitter=lambda: 0.5)
 
 
+def _boto3_sqs(url: str) -> Any:
+    return botocore.session.get_session().create_client(
+        "sqs",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="AK",
+        aws_secret_access_key="SK",
+    )
+
+
 def test_the_request_is_the_one_boto3_sends() -> None:
     with ScriptedServer(lambda _: answer(b"{}")) as server:
-        boto3_sqs = botocore.session.get_session().create_client(
-            "sqs",
-            region_name="us-east-1",
-            endpoint_url=server.url,
-            aws_access_key_id="AK",
-            aws_secret_access_key="SK",
-        )
+        boto3_sqs = _boto3_sqs(server.url)
         lean = lean_sqs(boto3_sqs)  # type: ignore[arg-type]
         assert lean is not None
         for _ in range(2):  # boto3's call (judging the operation), then the lean client's
@@ -78,13 +82,7 @@ def test_the_request_is_the_one_boto3_sends() -> None:
 def test_a_refusal_is_boto3s_modelled_exception() -> None:
     gone = _answer_error("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue;Sender")
     with ScriptedServer(lambda _: gone) as server:
-        boto3_sqs = botocore.session.get_session().create_client(
-            "sqs",
-            region_name="us-east-1",
-            endpoint_url=server.url,
-            aws_access_key_id="AK",
-            aws_secret_access_key="SK",
-        )
+        boto3_sqs = _boto3_sqs(server.url)
         lean = LeanSQS(_lean(server.url).http, first_via=boto3_sqs)
         lean._judge(("DeleteMessage", RECEIVE["QueueUrl"]))  # the lean client's own answer
         with pytest.raises(boto3_sqs.exceptions.QueueDoesNotExist) as caught:
