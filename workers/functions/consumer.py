@@ -38,9 +38,9 @@ class QueueConsumer(abc.ABC):
     ) -> None:
         self._sqs = sqs
         # Its hot calls (receive, delete, visibility). On boto3 for now: with the lean client
-        # (functions/lean_aws.py LeanSQS, ~0.5 ms of CPU a call instead of ~2.9) the clean
-        # run of the suite took ~2.5 min longer and the region-loss drill counted more
-        # double runs than standby claims, neither explained yet (docs/PERFORMANCE.md).
+        # (functions/lean_aws.py LeanSQS, ~0.5 ms of CPU a call instead of ~2.9) the
+        # region-loss drill once counted more double runs than standby claims, not yet
+        # explained (docs/PERFORMANCE.md).
         self._hot: SQSClient | LeanSQS = sqs
         self._queue_url = queue_url
         self._concurrency = concurrency
