@@ -312,7 +312,6 @@ def run_heavy(settings: Settings, reports: int) -> tuple[list[TaskRecord], Calls
             lease_seconds=settings.worker_lease_seconds,
             wait_seconds=1,
         )
-        calls.attach_lean(getattr(worker, "_hot", None))  # its SQS calls (an older tree: none)
         thread = threading.Thread(target=worker.run, kwargs={"stop_grace_seconds": 5.0})
         thread.start()
         if not runner.all_ended.wait(600):

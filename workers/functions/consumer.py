@@ -11,13 +11,13 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Final
 
-from functions.process import SQS_FAILURES, receive
+from botocore.exceptions import BotoCoreError, ClientError
+
+from functions.process import receive
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
-
-    from functions.lean_aws import LeanSQS
 
 # SQS's ceiling for a message's visibility timeout (12 hours).
 MAX_VISIBILITY_SECONDS: Final = 43_200
@@ -37,11 +37,6 @@ class QueueConsumer(abc.ABC):
         log: logging.Logger,
     ) -> None:
         self._sqs = sqs
-        # Its hot calls (receive, delete, visibility). On boto3 for now: with the lean client
-        # (functions/lean_aws.py LeanSQS, ~0.5 ms of CPU a call instead of ~2.9) the
-        # region-loss drill once counted more double runs than standby claims, not yet
-        # explained (docs/PERFORMANCE.md).
-        self._hot: SQSClient | LeanSQS = sqs
         self._queue_url = queue_url
         self._concurrency = concurrency
         # Messages are received for one lease and extended while their report runs.
@@ -89,7 +84,7 @@ class QueueConsumer(abc.ABC):
 
     def _receive(self, count: int) -> list[MessageTypeDef]:
         return receive(
-            self._hot,
+            self._sqs,
             self._queue_url,
             count=count,
             wait_seconds=self._wait_seconds,
@@ -100,10 +95,10 @@ class QueueConsumer(abc.ABC):
 
     def _delete(self, message: MessageTypeDef) -> None:
         try:
-            self._hot.delete_message(
+            self._sqs.delete_message(
                 QueueUrl=self._queue_url, ReceiptHandle=message["ReceiptHandle"]
             )
-        except SQS_FAILURES:
+        except (ClientError, BotoCoreError):
             # The message comes back; handling it again is a no-op by the state machine.
             self._log.warning(
                 "DeleteMessage failed for %s", message.get("MessageId"), exc_info=True
@@ -113,10 +108,10 @@ class QueueConsumer(abc.ABC):
         self, message: MessageTypeDef, seconds: int, *, queue_url: str | None = None
     ) -> None:
         try:
-            self._hot.change_message_visibility(
+            self._sqs.change_message_visibility(
                 QueueUrl=queue_url or self._queue_url,
                 ReceiptHandle=message["ReceiptHandle"],
                 VisibilityTimeout=max(0, min(seconds, MAX_VISIBILITY_SECONDS)),
             )
-        except SQS_FAILURES:
+        except (ClientError, BotoCoreError):
             self._log.warning("ChangeMessageVisibility failed for %s", message.get("MessageId"))

@@ -5,7 +5,9 @@ a small DynamoDB call, ~2.9 ms for an SQS ReceiveMessage on the 2-core bench mac
 
 `LeanDynamoDB`: the report store's PutItem, GetItem and BatchGetItem. `LeanSQS`: the queue
 workers' ReceiveMessage, DeleteMessage and ChangeMessageVisibility (SQS speaks the AWS JSON
-1.0 protocol, as botocore calls it: its service model's protocol is "json"). What they
+1.0 protocol, as botocore calls it: its service model's protocol is "json"). LeanSQS is not
+wired into functions/consumer.py yet: with it the region-loss drill once counted more
+double runs than standby claims, unexplained (docs/PERFORMANCE.md). What they
 share (`LeanService`): botocore's standard retry mode, its ClientError for a refusal, and
 the first call of each operation through the boto3 client, for the local region's IAM.
 """

@@ -22,12 +22,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
-    from functions.lean_aws import LeanSQS
-
 RECEIVE_COUNT: Final = "ApproximateReceiveCount"
-# A failed SQS call through boto3, or through the lean client (functions/lean_aws.py: a
-# refusal is the same ClientError; no answer is a ConnectionError or TimeoutError).
-SQS_FAILURES: Final = (ClientError, BotoCoreError, ConnectionError, TimeoutError)
 # Each ReceiveMessage waits at most this long, so SIGTERM is noticed promptly.
 POLL_SLICE_SECONDS: Final = 1
 
@@ -66,7 +61,7 @@ def stop_on_signals(log: logging.Logger, stop: Callable[[], None], doing: str) -
 
 
 def receive(
-    sqs: SQSClient | LeanSQS,
+    sqs: SQSClient,
     queue_url: str,
     *,
     count: int,
@@ -86,7 +81,7 @@ def receive(
             # A put-off task's count and first deferral (functions/deferral.py).
             MessageAttributeNames=["All"],
         )
-    except SQS_FAILURES:
+    except (ClientError, BotoCoreError):
         log.warning("ReceiveMessage on %s failed; polling again", queue_url, exc_info=True)
         stopping.wait(1.0)
         return []

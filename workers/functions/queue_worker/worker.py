@@ -305,7 +305,7 @@ class QueueWorker(QueueConsumer):
             return 0
         ended = 0
         while not self._stopping.is_set():
-            messages = self._hot.receive_message(
+            messages = self._sqs.receive_message(
                 QueueUrl=dlq_url,
                 MaxNumberOfMessages=10,
                 WaitTimeSeconds=0,
