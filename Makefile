@@ -9,6 +9,10 @@ SYSTEM_UV := $(shell command -v uv 2>/dev/null)
 UV := $(if $(SYSTEM_UV),$(SYSTEM_UV),.tools/bin/uv)
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Python may cache compiled bytecode (__pycache__, git-ignored) even where the environment
+# says not to: the suite starts hundreds of Python processes (moto, edges, workers, CLIs),
+# and without the cache each one compiles botocore, grpc and the CDK from source again.
+unexport PYTHONDONTWRITEBYTECODE
 SYNCED := $(VENV)/.synced
 # The five distributions (see pyproject.toml), the CDK app and the tools around them.
 PACKAGES := client core edge workers devstack
